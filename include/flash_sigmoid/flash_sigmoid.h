@@ -1,0 +1,151 @@
+/*
+ * FlashSigmoid public C API: fused sigmoid self-attention,
+ *
+ *     out = sigmoid(scale * q @ k^T + bias - alibi) @ v       (per batch and query head)
+ *
+ * Layer: public API. Owns the argument structs (pointers plus strides in elements), validation,
+ * workspace sizes, the forward/backward entry points for CUDA and CPU, the last-error message and
+ * build info. Deliberately knows nothing of CuTe, torch, allocation, host synchronisation or
+ * exceptions: every entry point returns a status, and on failure flash_sigmoid_last_error()
+ * names the argument and what was expected.
+ *
+ * The C++ API (flash_sigmoid.hpp) uses these same structs; this header is valid C99 and C++.
+ * docs/math.md states the conventions (causal alignment, window bounds, ALiBi sign).
+ */
+#ifndef FLASH_SIGMOID_FLASH_SIGMOID_H_
+#define FLASH_SIGMOID_FLASH_SIGMOID_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define FLASH_SIGMOID_EXPORT __declspec(dllexport)
+#else
+#define FLASH_SIGMOID_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* A CUDA stream without including the CUDA headers (same type as cudaStream_t / CUstream). */
+struct CUstream_st;
+typedef struct CUstream_st* FlashSigmoidStream;
+
+typedef enum FlashSigmoidStatus {
+  FLASH_SIGMOID_SUCCESS = 0,
+  FLASH_SIGMOID_INVALID_ARGUMENT = 1,    /* an argument is wrong; the message names it */
+  FLASH_SIGMOID_UNSUPPORTED = 2,         /* valid, but no kernel for it is built or runs here */
+  FLASH_SIGMOID_WORKSPACE_TOO_SMALL = 3, /* workspace_bytes below the *_workspace_size() answer */
+  FLASH_SIGMOID_CUDA_ERROR = 4,          /* the CUDA runtime reported an error */
+  FLASH_SIGMOID_INTERNAL_ERROR = 5
+} FlashSigmoidStatus;
+
+typedef enum FlashSigmoidDType {
+  FLASH_SIGMOID_FLOAT16 = 0,
+  FLASH_SIGMOID_BFLOAT16 = 1,
+  FLASH_SIGMOID_FLOAT32 = 2 /* CPU implementation only */
+} FlashSigmoidDType;
+
+/* How sigmoid is evaluated on the GPU. Named by algorithm; docs/numerics.md measures both. */
+typedef enum FlashSigmoidScoreFunction {
+  /* rcp.approx(1 + ex2.approx(-z*log2 e)): at the accuracy floor (default) */
+  FLASH_SIGMOID_SIGMOID_VIA_EXP2 = 0,
+  /* 0.5 + 0.5*tanh.approx(z/2): Apple's FlashSigmoid formulation, loses accuracy for z << 0 */
+  FLASH_SIGMOID_SIGMOID_VIA_TANH = 1
+} FlashSigmoidScoreFunction;
+
+/* A [batch, seqlen, heads, head_dim] tensor. Strides are in elements; stride_dim must be 1. */
+typedef struct FlashSigmoidTensor {
+  void* data;
+  int64_t stride_batch;
+  int64_t stride_seq;
+  int64_t stride_head;
+  int64_t stride_dim;
+} FlashSigmoidTensor;
+
+/* What is computed; shared by forward and backward. Fill it with flash_sigmoid_problem_init(). */
+typedef struct FlashSigmoidProblem {
+  FlashSigmoidDType dtype; /* of q, k, v, out (and dout, dq, dk, dv) */
+  int64_t batch;
+  int64_t seqlen_q;
+  int64_t seqlen_k;
+  int64_t heads_q;
+  int64_t heads_kv; /* heads_q % heads_kv == 0; query head h reads kv head h / (heads_q/heads_kv) */
+  int64_t head_dim; /* 1..256; the CUDA kernels need a multiple of 8 */
+  float scale;      /* multiplies q.k; flash_sigmoid_problem_init sets 1/sqrt(head_dim) */
+  float sigmoid_bias;
+  /* Mask, bottom-right aligned (offset = seqlen_k - seqlen_q): key j is visible from query i when
+   *   i + offset - window_left <= j <= i + offset + window_right,   -1 meaning unbounded.
+   * causal != 0 is the window (-1, 0); it needs window_right to be -1 or 0. */
+  int32_t causal;
+  int64_t window_left;
+  int64_t window_right;
+  /* ALiBi: z -= slope[b, h] * |i + offset - j|. fp32 slopes at alibi_slopes[b*alibi_stride_batch + h];
+   * alibi_stride_batch == 0 means one slope per query head, shared by the batch. NULL: no ALiBi. */
+  const float* alibi_slopes;
+  int64_t alibi_stride_batch;
+  FlashSigmoidScoreFunction score_function;
+  /* Which GPU kernel family to use: 0 = the best built one for the device, 80 = the Ampere path
+   * (mma.sync, cp.async; also runs on Hopper), 90 = the Hopper path (wgmma, TMA). */
+  int32_t kernel_arch;
+} FlashSigmoidProblem;
+
+typedef struct FlashSigmoidForwardArgs {
+  FlashSigmoidProblem problem;
+  FlashSigmoidTensor q;   /* [batch, seqlen_q, heads_q, head_dim] */
+  FlashSigmoidTensor k;   /* [batch, seqlen_k, heads_kv, head_dim] */
+  FlashSigmoidTensor v;   /* [batch, seqlen_k, heads_kv, head_dim] */
+  FlashSigmoidTensor out; /* [batch, seqlen_q, heads_q, head_dim], written */
+} FlashSigmoidForwardArgs;
+
+typedef struct FlashSigmoidBackwardArgs {
+  FlashSigmoidProblem problem;
+  FlashSigmoidTensor q, k, v; /* as in the forward */
+  FlashSigmoidTensor dout;    /* [batch, seqlen_q, heads_q, head_dim] */
+  FlashSigmoidTensor dq;      /* [batch, seqlen_q, heads_q, head_dim], written */
+  FlashSigmoidTensor dk;      /* [batch, seqlen_k, heads_kv, head_dim], written (summed over the group) */
+  FlashSigmoidTensor dv;      /* [batch, seqlen_k, heads_kv, head_dim], written (summed over the group) */
+  int32_t deterministic;      /* nonzero: bitwise-reproducible gradients */
+} FlashSigmoidBackwardArgs;
+
+/* Defaults for a problem of this head dim: fp16, scale 1/sqrt(head_dim), bias 0, no mask, no
+ * ALiBi, sigmoid via exp2, best kernel; sizes other than head_dim are 0 and must be set. */
+FLASH_SIGMOID_EXPORT FlashSigmoidProblem flash_sigmoid_problem_init(int64_t head_dim);
+
+/* A tensor view of contiguous [batch, seqlen, heads, head_dim] memory. */
+FLASH_SIGMOID_EXPORT FlashSigmoidTensor flash_sigmoid_contiguous_tensor(void* data, int64_t seqlen,
+                                                                        int64_t heads, int64_t head_dim);
+
+/* GPU path. can_implement checks the arguments and that a kernel for them is built and runs on
+ * the current device, touching no memory. forward/backward launch on `stream` and return without
+ * synchronising; they allocate nothing: the caller passes `workspace` of at least the queried size
+ * (the backward's fp32 dq accumulator; the forward needs none). */
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_can_implement_forward(const FlashSigmoidForwardArgs* args);
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_can_implement_backward(const FlashSigmoidBackwardArgs* args);
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_forward_workspace_size(const FlashSigmoidForwardArgs* args,
+                                                                             size_t* bytes);
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_backward_workspace_size(const FlashSigmoidBackwardArgs* args,
+                                                                              size_t* bytes);
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_forward(const FlashSigmoidForwardArgs* args, void* workspace,
+                                                              size_t workspace_bytes, FlashSigmoidStream stream);
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_backward(const FlashSigmoidBackwardArgs* args, void* workspace,
+                                                               size_t workspace_bytes, FlashSigmoidStream stream);
+
+/* CPU implementation: host pointers, fp32 accumulation, fp32/fp16/bf16, `num_threads` workers
+ * (0: one per hardware thread). Blocking. Independent of the GPU kernels' code. */
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_cpu_forward(const FlashSigmoidForwardArgs* args, int num_threads);
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_cpu_backward(const FlashSigmoidBackwardArgs* args,
+                                                                   int num_threads);
+
+/* The message of the last failed call on this thread ("" after a success). */
+FLASH_SIGMOID_EXPORT const char* flash_sigmoid_last_error(void);
+/* Version, CUDA version, built architectures and every compiled kernel key, one per line. */
+FLASH_SIGMOID_EXPORT const char* flash_sigmoid_build_info(void);
+FLASH_SIGMOID_EXPORT const char* flash_sigmoid_status_name(FlashSigmoidStatus status);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* FLASH_SIGMOID_FLASH_SIGMOID_H_ */

@@ -1,0 +1,236 @@
+// Layer: public API. The C++ entry points: validate, pick the compiled kernel for the device,
+// launch on the caller's stream. No allocation, no host synchronisation, no exceptions escape.
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+#include <sstream>
+#include <string>
+
+#include <cuda_runtime_api.h>
+
+#include "api/error.hpp"
+#include "api/validate.hpp"
+#include "cpu/attention_cpu.hpp"
+#include "dispatch/registry.hpp"
+
+namespace flash_sigmoid {
+namespace {
+
+using dispatch::Direction;
+using dispatch::KernelEntry;
+
+// Compute capability * 10 of the current device, or a failed status with the CUDA error named.
+Status current_device_arch(const char* where, int* arch) {
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  int major = 0, minor = 0;
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // do not leave a sticky-looking error for the caller's next check
+    return api::fail(Status::kCudaError,
+                     std::string(where) + ": no usable CUDA device: " + cudaGetErrorString(err));
+  }
+  *arch = major * 10 + minor;
+  return Status::kSuccess;
+}
+
+// Finds the kernel for a validated problem: first whether any arch has it built (no device
+// needed), then the best one that runs on the current device.
+Status select_kernel(Direction direction, const Problem& p, MaskKind mask, const char* where,
+                     const KernelEntry** kernel) {
+  std::string why;
+  const DType dtype = static_cast<DType>(p.dtype);
+  const int head_dim = static_cast<int>(p.head_dim);
+  if (!dispatch::any_kernel_for(direction, dtype, head_dim, mask, &why)) {
+    return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
+  }
+  if (p.kernel_arch != 0) {
+    // Whether the requested family has the key is known without a device: ask as if the device
+    // were of that family, so a machine without a GPU answers Unsupported too, not CudaError.
+    const dispatch::KernelQuery built{direction, dtype, head_dim, mask, p.kernel_arch, p.kernel_arch};
+    if (dispatch::find_kernel(built, &why) == nullptr) {
+      std::string keys;
+      std::istringstream lines(dispatch::compiled_keys());
+      for (std::string line; std::getline(lines, line);) keys += (keys.empty() ? "" : ", ") + line;
+      return api::fail(Status::kUnsupported,
+                       std::string(where) + ": no " + (direction == Direction::kFwd ? "fwd" : "bwd") +
+                           " kernel of the sm" + std::to_string(p.kernel_arch) + " family is built for dtype " +
+                           dispatch::dtype_name(dtype) + ", head_dim " + std::to_string(head_dim) + ", mask " +
+                           dispatch::mask_name(mask) + "; built kernels: " + (keys.empty() ? "none" : keys));
+    }
+  }
+  int device_arch = 0;
+  if (Status s = current_device_arch(where, &device_arch); s != Status::kSuccess) return s;
+  dispatch::KernelQuery query{direction, dtype, head_dim, mask, p.kernel_arch, device_arch};
+  *kernel = dispatch::find_kernel(query, &why);
+  if (*kernel == nullptr) return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
+  return Status::kSuccess;
+}
+
+Status launched(cudaError_t err, const KernelEntry& kernel, const char* where) {
+  if (err != cudaSuccess) {
+    return api::fail(Status::kCudaError,
+                     std::string(where) + ": kernel " + kernel.name + " failed to launch: " + cudaGetErrorString(err));
+  }
+  return api::succeed();
+}
+
+Status check_workspace(const BackwardArgs& args, Workspace workspace, const char* where) {
+  const size_t need = api::backward_workspace_bytes(args);
+  if (need == 0) return Status::kSuccess;
+  if (workspace.bytes < need) {
+    return api::fail(Status::kWorkspaceTooSmall,
+                     std::string(where) + ": workspace.bytes: expected at least " + std::to_string(need) +
+                         " (see workspace_size), got " + std::to_string(workspace.bytes));
+  }
+  if (workspace.data == nullptr || reinterpret_cast<uintptr_t>(workspace.data) % 16 != 0) {
+    std::ostringstream got;
+    if (workspace.data == nullptr) got << "NULL";
+    else got << workspace.data;
+    return api::fail(Status::kInvalidArgument, std::string(where) +
+                                                   ": workspace.data: expected a non-null 16-byte aligned device "
+                                                   "pointer, got " + got.str());
+  }
+  return Status::kSuccess;
+}
+
+}  // namespace
+
+Problem problem_init(int64_t head_dim) {
+  Problem p{};
+  p.dtype = FLASH_SIGMOID_FLOAT16;
+  p.head_dim = head_dim;
+  p.scale = head_dim > 0 ? 1.0f / std::sqrt(static_cast<float>(head_dim)) : 1.0f;
+  p.sigmoid_bias = 0.0f;
+  p.causal = 0;
+  p.window_left = -1;
+  p.window_right = -1;
+  p.alibi_slopes = nullptr;
+  p.alibi_stride_batch = 0;
+  p.score_function = FLASH_SIGMOID_SIGMOID_VIA_EXP2;
+  p.kernel_arch = 0;
+  return p;
+}
+
+Tensor contiguous_tensor(void* data, int64_t seqlen, int64_t heads, int64_t head_dim) {
+  return Tensor{data, seqlen * heads * head_dim, heads * head_dim, head_dim, 1};
+}
+
+Status can_implement(const ForwardArgs& args) {
+  if (Status s = api::validate(&args, api::Backend::kCuda, "can_implement"); s != Status::kSuccess) return s;
+  const KernelEntry* kernel = nullptr;
+  const ForwardParams params = api::make_params(args);
+  if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, "can_implement", &kernel);
+      s != Status::kSuccess) {
+    return s;
+  }
+  return api::succeed();
+}
+
+Status can_implement(const BackwardArgs& args) {
+  if (Status s = api::validate(&args, api::Backend::kCuda, "can_implement"); s != Status::kSuccess) return s;
+  const KernelEntry* kernel = nullptr;
+  const BackwardParams params = api::make_params(args, nullptr);
+  if (Status s = select_kernel(Direction::kBwd, args.problem, params.problem.mask.kind, "can_implement", &kernel);
+      s != Status::kSuccess) {
+    return s;
+  }
+  return api::succeed();
+}
+
+Status workspace_size(const ForwardArgs& args, size_t* bytes) {
+  if (bytes == nullptr) return api::fail(Status::kInvalidArgument, "workspace_size: bytes: expected a non-null pointer, got NULL");
+  *bytes = 0;
+  return api::validate(&args, api::Backend::kCuda, "workspace_size");
+}
+
+Status workspace_size(const BackwardArgs& args, size_t* bytes) {
+  if (bytes == nullptr) return api::fail(Status::kInvalidArgument, "workspace_size: bytes: expected a non-null pointer, got NULL");
+  *bytes = 0;
+  if (Status s = api::validate(&args, api::Backend::kCuda, "workspace_size"); s != Status::kSuccess) return s;
+  *bytes = api::backward_workspace_bytes(args);
+  return Status::kSuccess;
+}
+
+Status forward(const ForwardArgs& args, Workspace /*workspace: the forward needs none*/, Stream stream) {
+  if (Status s = api::validate(&args, api::Backend::kCuda, "forward"); s != Status::kSuccess) return s;
+  if (api::nothing_to_do(args)) return api::succeed();
+  const ForwardParams params = api::make_params(args);
+  const KernelEntry* kernel = nullptr;
+  if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, "forward", &kernel);
+      s != Status::kSuccess) {
+    return s;
+  }
+  return launched(kernel->forward(params, reinterpret_cast<cudaStream_t>(stream)), *kernel, "forward");
+}
+
+Status backward(const BackwardArgs& args, Workspace workspace, Stream stream) {
+  if (Status s = api::validate(&args, api::Backend::kCuda, "backward"); s != Status::kSuccess) return s;
+  if (Status s = check_workspace(args, workspace, "backward"); s != Status::kSuccess) return s;
+  if (api::nothing_to_do(args)) return api::succeed();
+  const BackwardParams params = api::make_params(args, workspace.data);
+  const KernelEntry* kernel = nullptr;
+  if (Status s = select_kernel(Direction::kBwd, args.problem, params.problem.mask.kind, "backward", &kernel);
+      s != Status::kSuccess) {
+    return s;
+  }
+  return launched(kernel->backward(params, reinterpret_cast<cudaStream_t>(stream)), *kernel, "backward");
+}
+
+namespace cpu {
+
+Status forward(const ForwardArgs& args, int num_threads) {
+  if (Status s = api::validate(&args, api::Backend::kCpu, "cpu::forward"); s != Status::kSuccess) return s;
+  if (num_threads < 0) {
+    return api::fail(Status::kInvalidArgument, "cpu::forward: num_threads: expected >= 0 (0: one per hardware thread), got " +
+                                                   std::to_string(num_threads));
+  }
+  if (api::nothing_to_do(args)) return api::succeed();
+  if (!cpu_impl::forward(args, num_threads)) {
+    return api::fail(Status::kInternalError, "cpu::forward: a worker failed (host scratch memory could not be allocated)");
+  }
+  return api::succeed();
+}
+
+Status backward(const BackwardArgs& args, int num_threads) {
+  if (Status s = api::validate(&args, api::Backend::kCpu, "cpu::backward"); s != Status::kSuccess) return s;
+  if (num_threads < 0) {
+    return api::fail(Status::kInvalidArgument, "cpu::backward: num_threads: expected >= 0 (0: one per hardware thread), got " +
+                                                   std::to_string(num_threads));
+  }
+  if (api::nothing_to_do(args)) return api::succeed();
+  if (!cpu_impl::backward(args, num_threads)) {
+    return api::fail(Status::kInternalError, "cpu::backward: a worker failed (host scratch memory could not be allocated)");
+  }
+  return api::succeed();
+}
+
+}  // namespace cpu
+
+const char* last_error() { return api::last_error_message(); }
+
+const char* build_info() {
+  static const std::string info = [] {
+    std::string s = "flash_sigmoid " FLASH_SIGMOID_VERSION "\n";
+    s += "cuda_runtime " + std::to_string(CUDART_VERSION / 1000) + "." + std::to_string(CUDART_VERSION % 1000 / 10) + "\n";
+    s += "archs " FLASH_SIGMOID_BUILT_ARCHS "\n";
+    s += "kernels:\n" + dispatch::compiled_keys();
+    return s;
+  }();
+  return info.c_str();
+}
+
+const char* status_name(Status status) {
+  switch (status) {
+    case Status::kSuccess: return "success";
+    case Status::kInvalidArgument: return "invalid argument";
+    case Status::kUnsupported: return "unsupported";
+    case Status::kWorkspaceTooSmall: return "workspace too small";
+    case Status::kCudaError: return "CUDA error";
+    case Status::kInternalError: return "internal error";
+  }
+  return "unknown status";
+}
+
+}  // namespace flash_sigmoid

@@ -1,0 +1,266 @@
+// Layer: public API. Argument validation: every rejected argument gets a message that names it and
+// says what was expected. Reads only the structs, never memory behind their pointers.
+#include "api/validate.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <sstream>
+#include <string>
+
+#include "api/error.hpp"
+
+namespace flash_sigmoid::api {
+namespace {
+
+// Limits of the GPU kernels: grid dimensions y/z for heads and batch, 32-bit index arithmetic
+// within one (batch, head) slice, and int positions with room for mask offsets.
+constexpr int64_t kMaxGridYZ = 65535;
+constexpr int64_t kMaxSeqlen = int64_t{1} << 30;
+constexpr int64_t kMaxHeadDim = 256;
+
+class Checker {
+ public:
+  Checker(const char* where, Backend backend) : where_(where), backend_(backend) {}
+
+  bool ok() const { return ok_; }
+  Status status() const { return ok_ ? Status::kSuccess : Status::kInvalidArgument; }
+
+  // Records the first failure only: the message names the first wrong argument.
+  template <class Got>
+  void require(bool condition, const char* argument, const std::string& expected, const Got& got) {
+    if (!ok_ || condition) return;
+    std::ostringstream os;
+    os << where_ << ": " << argument << ": expected " << expected << ", got " << got;
+    ok_ = false;
+    fail(Status::kInvalidArgument, os.str());
+  }
+
+  void check_problem(const Problem& p) {
+    const bool cuda = backend_ == Backend::kCuda;
+    const bool dtype_ok = p.dtype == FLASH_SIGMOID_FLOAT16 || p.dtype == FLASH_SIGMOID_BFLOAT16 ||
+                          (!cuda && p.dtype == FLASH_SIGMOID_FLOAT32);
+    require(dtype_ok, "problem.dtype",
+            cuda ? "FLASH_SIGMOID_FLOAT16 or FLASH_SIGMOID_BFLOAT16 (the GPU kernels take no fp32)"
+                 : "FLASH_SIGMOID_FLOAT16, FLASH_SIGMOID_BFLOAT16 or FLASH_SIGMOID_FLOAT32",
+            static_cast<int>(p.dtype));
+    require(p.batch >= 0, "problem.batch", ">= 0", p.batch);
+    require(p.seqlen_q >= 0, "problem.seqlen_q", ">= 0", p.seqlen_q);
+    require(p.seqlen_k >= 0, "problem.seqlen_k", ">= 0", p.seqlen_k);
+    require(p.heads_q >= 1, "problem.heads_q", ">= 1", p.heads_q);
+    require(p.heads_kv >= 1, "problem.heads_kv", ">= 1", p.heads_kv);
+    require(p.head_dim >= 1 && p.head_dim <= kMaxHeadDim, "problem.head_dim", "1..256", p.head_dim);
+    if (cuda) {
+      require(p.head_dim % 8 == 0, "problem.head_dim",
+              "a multiple of 8 for the GPU kernels (pad the head dim with zeros)", p.head_dim);
+    }
+    if (ok_) {
+      std::ostringstream e;
+      e << "a multiple of problem.heads_kv (" << p.heads_kv << ")";
+      require(p.heads_q % p.heads_kv == 0, "problem.heads_q", e.str(), p.heads_q);
+    }
+    require(std::isfinite(p.scale), "problem.scale", "a finite number", p.scale);
+    require(std::isfinite(p.sigmoid_bias), "problem.sigmoid_bias", "a finite number", p.sigmoid_bias);
+    require(p.window_left >= -1, "problem.window_left", ">= -1 (-1: unbounded)", p.window_left);
+    require(p.window_right >= -1, "problem.window_right", ">= -1 (-1: unbounded)", p.window_right);
+    require(!p.causal || p.window_right == -1 || p.window_right == 0, "problem.window_right",
+            "-1 or 0 with causal (causal is the window (-1, 0))", p.window_right);
+    if (p.alibi_slopes != nullptr) {
+      require(p.alibi_stride_batch == 0 || p.alibi_stride_batch >= p.heads_q, "problem.alibi_stride_batch",
+              "0 (slopes of shape [heads_q]) or >= heads_q (slopes of shape [batch, heads_q])",
+              p.alibi_stride_batch);
+      int64_t last = 0;
+      const bool alibi_overflow = p.batch > 0 && p.heads_q > 0 &&
+                                  (__builtin_mul_overflow(p.batch - 1, p.alibi_stride_batch, &last) ||
+                                   __builtin_add_overflow(last, p.heads_q - 1, &last));
+      require(!alibi_overflow, "problem.alibi_stride_batch",
+              "a stride whose largest slope offset, (batch - 1) * alibi_stride_batch + heads_q - 1, fits in 64 bits",
+              p.alibi_stride_batch);
+      require(reinterpret_cast<uintptr_t>(p.alibi_slopes) % alignof(float) == 0, "problem.alibi_slopes",
+              "a 4-byte aligned pointer to fp32 slopes", static_cast<const void*>(p.alibi_slopes));
+    }
+    require(p.score_function == FLASH_SIGMOID_SIGMOID_VIA_EXP2 || p.score_function == FLASH_SIGMOID_SIGMOID_VIA_TANH,
+            "problem.score_function", "FLASH_SIGMOID_SIGMOID_VIA_EXP2 or FLASH_SIGMOID_SIGMOID_VIA_TANH",
+            static_cast<int>(p.score_function));
+    require(p.kernel_arch == 0 || p.kernel_arch == 80 || p.kernel_arch == 90, "problem.kernel_arch",
+            "0 (best available), 80 or 90", p.kernel_arch);
+    if (cuda) {
+      require(p.batch <= kMaxGridYZ, "problem.batch", "<= 65535 for the GPU kernels", p.batch);
+      require(p.heads_q <= kMaxGridYZ, "problem.heads_q", "<= 65535 for the GPU kernels", p.heads_q);
+      require(p.seqlen_q < kMaxSeqlen, "problem.seqlen_q", "< 2^30 for the GPU kernels", p.seqlen_q);
+      require(p.seqlen_k < kMaxSeqlen, "problem.seqlen_k", "< 2^30 for the GPU kernels", p.seqlen_k);
+    }
+  }
+
+  // A [batch, seqlen, heads, head_dim] tensor; `name` is the argument ("q", "dout", ...).
+  void check_tensor(const Tensor& t, const char* name, const Problem& p, int64_t seqlen, int64_t heads,
+                    int element_bytes) {
+    if (!ok_) return;
+    const std::string n(name);
+    require(t.stride_dim == 1, (n + ".stride_dim").c_str(), "1 (the head dim must be contiguous)", t.stride_dim);
+    require(t.stride_batch >= 0, (n + ".stride_batch").c_str(), ">= 0", t.stride_batch);
+    require(t.stride_seq >= 0, (n + ".stride_seq").c_str(), ">= 0", t.stride_seq);
+    require(t.stride_head >= 0, (n + ".stride_head").c_str(), ">= 0", t.stride_head);
+    const bool has_elements = p.batch > 0 && seqlen > 0 && heads > 0 && p.head_dim > 0;
+    if (!ok_ || !has_elements) return;
+    require(t.data != nullptr, (n + ".data").c_str(), "a non-null pointer", "NULL");
+    // Largest element offset, computed without overflow. If it overflows, the message names the
+    // stride with the largest term (one whose product alone overflows counts as largest).
+    int64_t span = 0;
+    bool overflow = false;
+    int largest = 0;
+    int64_t largest_term = -1;
+    const int64_t extents[3] = {p.batch - 1, seqlen - 1, heads - 1};
+    const int64_t strides[3] = {t.stride_batch, t.stride_seq, t.stride_head};
+    const char* const stride_names[3] = {".stride_batch", ".stride_seq", ".stride_head"};
+    for (int i = 0; i < 3; ++i) {
+      int64_t term = 0;
+      const bool term_overflows = __builtin_mul_overflow(extents[i], strides[i], &term);
+      if (term_overflows) term = std::numeric_limits<int64_t>::max();
+      if (term > largest_term) largest = i, largest_term = term;
+      overflow = overflow || term_overflows || __builtin_add_overflow(span, term, &span);
+    }
+    overflow = overflow || __builtin_add_overflow(span, p.head_dim - 1, &span);
+    require(!overflow, (n + stride_names[largest]).c_str(), "strides whose largest offset fits in 64 bits",
+            strides[largest]);
+    if (backend_ != Backend::kCuda || !ok_) return;
+    const int64_t vector = 16 / element_bytes;  // elements per 16-byte vector access
+    require(reinterpret_cast<uintptr_t>(t.data) % 16 == 0, (n + ".data").c_str(),
+            "a 16-byte aligned pointer for the GPU kernels", t.data);
+    require(t.stride_batch % vector == 0, (n + ".stride_batch").c_str(),
+            "a multiple of 8 elements (16 bytes) for the GPU kernels", t.stride_batch);
+    require(t.stride_seq % vector == 0, (n + ".stride_seq").c_str(),
+            "a multiple of 8 elements (16 bytes) for the GPU kernels", t.stride_seq);
+    require(t.stride_head % vector == 0, (n + ".stride_head").c_str(),
+            "a multiple of 8 elements (16 bytes) for the GPU kernels", t.stride_head);
+    // The kernels index within one (batch, head) slice with 32-bit arithmetic. The slice's last
+    // offset is at most `span`, so it cannot overflow; one past it could (at exactly INT64_MAX).
+    const int64_t slice_last = (seqlen - 1) * t.stride_seq + (p.head_dim - 1);
+    require(slice_last < std::numeric_limits<int32_t>::max(), (n + ".stride_seq").c_str(),
+            "(seqlen - 1) * stride_seq + head_dim < 2^31 (the kernels index a head's rows with 32 bits)",
+            t.stride_seq);
+  }
+
+ private:
+  const char* where_;
+  Backend backend_;
+  bool ok_ = true;
+};
+
+int element_bytes(FlashSigmoidDType dtype) { return dtype == FLASH_SIGMOID_FLOAT32 ? 4 : 2; }
+
+}  // namespace
+
+Status validate(const ForwardArgs* args, Backend backend, const char* where) {
+  Checker c(where, backend);
+  c.require(args != nullptr, "args", "a non-null pointer", "NULL");
+  if (!c.ok()) return c.status();
+  const Problem& p = args->problem;
+  c.check_problem(p);
+  const int eb = element_bytes(p.dtype);
+  c.check_tensor(args->q, "q", p, p.seqlen_q, p.heads_q, eb);
+  c.check_tensor(args->k, "k", p, p.seqlen_k, p.heads_kv, eb);
+  c.check_tensor(args->v, "v", p, p.seqlen_k, p.heads_kv, eb);
+  c.check_tensor(args->out, "out", p, p.seqlen_q, p.heads_q, eb);
+  return c.ok() ? succeed() : c.status();
+}
+
+Status validate(const BackwardArgs* args, Backend backend, const char* where) {
+  Checker c(where, backend);
+  c.require(args != nullptr, "args", "a non-null pointer", "NULL");
+  if (!c.ok()) return c.status();
+  const Problem& p = args->problem;
+  c.check_problem(p);
+  const int eb = element_bytes(p.dtype);
+  c.check_tensor(args->q, "q", p, p.seqlen_q, p.heads_q, eb);
+  c.check_tensor(args->k, "k", p, p.seqlen_k, p.heads_kv, eb);
+  c.check_tensor(args->v, "v", p, p.seqlen_k, p.heads_kv, eb);
+  c.check_tensor(args->dout, "dout", p, p.seqlen_q, p.heads_q, eb);
+  c.check_tensor(args->dq, "dq", p, p.seqlen_q, p.heads_q, eb);
+  c.check_tensor(args->dk, "dk", p, p.seqlen_k, p.heads_kv, eb);
+  c.check_tensor(args->dv, "dv", p, p.seqlen_k, p.heads_kv, eb);
+  if (backend == Backend::kCuda && c.ok() && !nothing_to_do(*args)) {
+    // backward_workspace_bytes must not wrap: zero strides let tensors of any size pass the checks.
+    uint64_t bytes = static_cast<uint64_t>(p.batch);
+    const uint64_t factors[4] = {static_cast<uint64_t>(p.heads_q),
+                                 static_cast<uint64_t>((p.seqlen_q + 127) / 128 * 128),
+                                 static_cast<uint64_t>((p.head_dim + 31) / 32 * 32), sizeof(float)};
+    bool overflow = false;
+    for (uint64_t f : factors) overflow = overflow || __builtin_mul_overflow(bytes, f, &bytes);
+    overflow = overflow || bytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    std::ostringstream got;
+    got << "batch " << p.batch << ", heads_q " << p.heads_q << ", seqlen_q " << p.seqlen_q << ", head_dim " << p.head_dim;
+    c.require(!overflow, "problem",
+              "a backward workspace of batch * heads_q * round_up(seqlen_q, 128) * round_up(head_dim, 32) * 4 bytes "
+              "(at most 2^63 - 1)",
+              got.str());
+  }
+  return c.ok() ? succeed() : c.status();
+}
+
+bool nothing_to_do(const ForwardArgs& args) { return args.problem.batch == 0 || args.problem.seqlen_q == 0; }
+
+bool nothing_to_do(const BackwardArgs& args) {
+  // With seqlen_q == 0 but keys present, dk and dv must still be written (as zeros).
+  return args.problem.batch == 0 || (args.problem.seqlen_q == 0 && args.problem.seqlen_k == 0);
+}
+
+size_t backward_workspace_bytes(const BackwardArgs& args) {
+  if (nothing_to_do(args)) return 0;
+  const Problem& p = args.problem;
+  const int64_t rows = (p.seqlen_q + 127) / 128 * 128;
+  const int64_t cols = (p.head_dim + 31) / 32 * 32;
+  return static_cast<size_t>(p.batch * p.heads_q * rows * cols) * sizeof(float);
+}
+
+namespace {
+
+StridedPtr strided(const Tensor& t) { return StridedPtr{t.data, t.stride_batch, t.stride_seq, t.stride_head}; }
+
+ProblemParams problem_params(const Problem& p) {
+  ProblemParams q;
+  q.batch = static_cast<int>(p.batch);
+  q.seqlen_q = static_cast<int>(p.seqlen_q);
+  q.seqlen_k = static_cast<int>(p.seqlen_k);
+  q.heads_q = static_cast<int>(p.heads_q);
+  q.heads_kv = static_cast<int>(p.heads_kv);
+  q.head_dim = static_cast<int>(p.head_dim);
+  q.group_size = static_cast<int>(p.heads_q / p.heads_kv);
+  q.scale = p.scale;
+  q.bias = p.sigmoid_bias;
+  q.mask = resolve_mask(p.causal != 0, p.window_left, p.window_right, p.seqlen_q, p.seqlen_k);
+  q.alibi_slopes = p.alibi_slopes;
+  q.alibi_stride_batch = p.alibi_stride_batch;
+  q.score_function = p.score_function == FLASH_SIGMOID_SIGMOID_VIA_TANH ? ScoreFunctionKind::kSigmoidViaTanh
+                                                                        : ScoreFunctionKind::kSigmoidViaExp2;
+  return q;
+}
+
+}  // namespace
+
+ForwardParams make_params(const ForwardArgs& args) {
+  ForwardParams f;
+  f.problem = problem_params(args.problem);
+  f.q = strided(args.q);
+  f.k = strided(args.k);
+  f.v = strided(args.v);
+  f.out = strided(args.out);
+  return f;
+}
+
+BackwardParams make_params(const BackwardArgs& args, void* workspace) {
+  BackwardParams b;
+  b.problem = problem_params(args.problem);
+  b.q = strided(args.q);
+  b.k = strided(args.k);
+  b.v = strided(args.v);
+  b.dout = strided(args.dout);
+  b.dq = strided(args.dq);
+  b.dk = strided(args.dk);
+  b.dv = strided(args.dv);
+  b.dq_accum = static_cast<float*>(workspace);
+  b.deterministic = args.deterministic != 0;
+  return b;
+}
+
+}  // namespace flash_sigmoid::api

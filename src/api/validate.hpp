@@ -1,0 +1,32 @@
+// Layer: public API (internal). Argument validation shared by the GPU and CPU entry points, and the
+// translation of valid public structs into the kernels' ForwardParams/BackwardParams.
+// Validation touches no memory behind any pointer: it reads only the structs.
+#pragma once
+
+#include <cstddef>
+
+#include "common/params.hpp"
+#include "flash_sigmoid/flash_sigmoid.hpp"
+
+namespace flash_sigmoid::api {
+
+enum class Backend { kCuda, kCpu };
+
+// kSuccess, or kInvalidArgument with last_error() naming the argument and what was expected.
+// `where` prefixes the message (the public function's name).
+Status validate(const ForwardArgs* args, Backend backend, const char* where);
+Status validate(const BackwardArgs* args, Backend backend, const char* where);
+
+// Whether the problem has no output element at all (nothing to launch).
+bool nothing_to_do(const ForwardArgs& args);
+bool nothing_to_do(const BackwardArgs& args);
+
+// fp32 dq accumulator of the backward kernels: [batch, heads_q, seqlen_q rounded up to 128,
+// head_dim rounded up to 32] floats (0 when there is nothing to do).
+size_t backward_workspace_bytes(const BackwardArgs& args);
+
+// The kernels' view of a validated problem.
+ForwardParams make_params(const ForwardArgs& args);
+BackwardParams make_params(const BackwardArgs& args, void* workspace);
+
+}  // namespace flash_sigmoid::api

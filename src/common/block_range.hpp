@@ -1,0 +1,77 @@
+// Layer: common kernel parts. Tile ranges derived from a MaskBand (policies/mask_band.hpp).
+//
+// Forward: for query tile m_block (rows [m_block*kBlockM, ...)), the key tiles [begin, end) that
+// hold any visible key, split into three consecutive segments
+//     [begin, interior_begin)        masked: some element of the tile is hidden, apply the mask
+//     [interior_begin, interior_end) interior: every (row < seqlen_q, key) pair is visible, no mask
+//     [interior_end, end)            masked again
+// Backward: the same for key tile n_block over query tiles. Pairs past either length (the tails of
+// partial tiles) count as hidden, so a partial tile on either side is never interior: kernels need
+// not rely on zero-filled tails for correctness.
+// Does not own: threads, fragments, or how a kernel walks the segments.
+#pragma once
+
+#include "policies/host_device.hpp"
+#include "policies/mask_band.hpp"
+
+namespace flash_sigmoid {
+
+struct BlockRange {
+  int begin = 0;
+  int interior_begin = 0;
+  int interior_end = 0;
+  int end = 0;
+
+  FLASH_SIGMOID_HOST_DEVICE bool empty() const { return end <= begin; }
+};
+
+FLASH_SIGMOID_HOST_DEVICE int ceil_div_int(int a, int b) { return (a + b - 1) / b; }
+FLASH_SIGMOID_HOST_DEVICE int clamp_int(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+// The three segments, given the union [lo, hi) of visible indices over the tile's rows and the
+// intersection [common_lo, common_hi) of them (visible from every row), in units of kBlock.
+FLASH_SIGMOID_HOST_DEVICE BlockRange make_block_range(int lo, int hi, int common_lo, int common_hi, int block) {
+  BlockRange r;
+  if (hi <= lo) return r;  // nothing visible: empty range
+  r.begin = lo / block;
+  r.end = ceil_div_int(hi, block);
+  r.interior_begin = clamp_int(ceil_div_int(common_lo, block), r.begin, r.end);
+  r.interior_end = clamp_int(common_hi / block, r.interior_begin, r.end);
+  return r;
+}
+
+// Key tiles of width kBlockN seen by query tile m_block of height kBlockM.
+template <int kBlockM, int kBlockN, class Mask>
+FLASH_SIGMOID_HOST_DEVICE BlockRange key_block_range(const Mask& mask, int m_block) {
+  const int first_row = m_block * kBlockM;
+  const int last_row = clamp_int(first_row + kBlockM, 0, mask.seqlen_q) - 1;
+  if (last_row < first_row) return BlockRange{};
+  // k_begin and k_end are non-decreasing in the row, so every row's interval lies inside
+  // [k_begin(first), k_end(last)) (empty if every row is), and the keys every row sees are
+  // [k_begin(last), k_end(first)).
+  int lo = mask.k_begin(first_row);
+  int hi = mask.k_end(last_row);
+  int common_lo = mask.k_begin(last_row);
+  int common_hi = mask.k_end(first_row);
+  // A query tile cut short by seqlen_q has hidden rows: no key tile is interior to it.
+  if (first_row + kBlockM > mask.seqlen_q) common_hi = common_lo;
+  return make_block_range(lo, hi, common_lo, common_hi, kBlockN);
+}
+
+// Query tiles of height kBlockM that see key tile n_block of width kBlockN.
+template <int kBlockM, int kBlockN, class Mask>
+FLASH_SIGMOID_HOST_DEVICE BlockRange query_block_range(const Mask& mask, int n_block) {
+  const int first_key = n_block * kBlockN;
+  const int end_key = clamp_int(first_key + kBlockN, 0, mask.seqlen_k);
+  if (end_key <= first_key) return BlockRange{};
+  const int last_key = end_key - 1;
+  int lo = mask.q_begin(first_key);
+  int hi = mask.q_end(last_key);
+  int common_lo = mask.q_begin(last_key);
+  int common_hi = mask.q_end(first_key);
+  // A key tile cut short by seqlen_k has hidden columns: no query tile is interior to it.
+  if (first_key + kBlockN > mask.seqlen_k) common_hi = common_lo;
+  return make_block_range(lo, hi, common_lo, common_hi, kBlockM);
+}
+
+}  // namespace flash_sigmoid

@@ -1,0 +1,254 @@
+// Tests of the policies (mask band, ALiBi, sigmoid) and of the block ranges derived from the mask,
+// exhaustively at small sizes against a dense mask built straight from DESIGN §1.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "common/block_range.hpp"
+#include "common/math.hpp"
+#include "policies/alibi.hpp"
+#include "policies/mask_band.hpp"
+#include "policies/sigmoid.hpp"
+
+namespace flash_sigmoid {
+namespace {
+
+// DESIGN §1, written independently of mask_band.hpp: causal is bottom-right, j <= i + Sk - Sq;
+// window (left, right): i + Sk - Sq - left <= j <= i + Sk - Sq + right, -1 unbounded.
+bool dense_visible(int i, int j, int sq, int sk, bool causal, int left, int right) {
+  if (i < 0 || i >= sq || j < 0 || j >= sk) return false;
+  const int diag = i + sk - sq;
+  if (causal && j > diag) return false;
+  if (left >= 0 && j < diag - left) return false;
+  if (right >= 0 && j > diag + right) return false;
+  return true;
+}
+
+// Calls f(mask) with the MaskBand type that resolve_mask picks.
+void with_mask(const ResolvedMask& r, int sq, int sk, const std::function<void(const MaskNone&)>& f0,
+               const std::function<void(const MaskRight&)>& f1, const std::function<void(const MaskTwoSided&)>& f2) {
+  switch (r.kind) {
+    case MaskKind::kNone: f0(MaskNone{sq, sk, r.left, r.right}); break;
+    case MaskKind::kRight: f1(MaskRight{sq, sk, r.left, r.right}); break;
+    case MaskKind::kBand: f2(MaskTwoSided{sq, sk, r.left, r.right}); break;
+  }
+}
+
+struct Case {
+  int sq, sk;
+  bool causal;
+  int left, right;
+};
+
+// Every combination of small sizes and bounds, the bounds straddling the interesting values.
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  for (int sq = 0; sq <= 9; ++sq)
+    for (int sk = 0; sk <= 9; ++sk)
+      for (int causal = 0; causal <= 1; ++causal)
+        for (int left = -1; left <= 11; ++left)
+          for (int right = -1; right <= 11; ++right) {
+            if (causal && right > 0) continue;  // rejected by validation
+            cases.push_back({sq, sk, causal != 0, left, right});
+          }
+  return cases;
+}
+
+template <class Mask>
+void check_band(const Case& c, const Mask& m) {
+  for (int i = 0; i < c.sq + 2; ++i) {
+    for (int j = -1; j < c.sk + 2; ++j) {
+      const bool expect = dense_visible(i, j, c.sq, c.sk, c.causal, c.left, c.right);
+      if (j >= 0) {
+        ASSERT_EQ(m.visible(i, j), expect)
+            << "sq " << c.sq << " sk " << c.sk << " causal " << c.causal << " window (" << c.left << ", " << c.right
+            << ") at (" << i << ", " << j << ")";
+      }
+      if (i < c.sq && j >= 0 && j < c.sk) {
+        const bool in_row = j >= m.k_begin(i) && j < m.k_end(i);
+        ASSERT_EQ(in_row, expect) << "k_begin/k_end of row " << i;
+        const bool in_col = i >= m.q_begin(j) && i < m.q_end(j);
+        ASSERT_EQ(in_col, expect) << "q_begin/q_end of key " << j;
+      }
+    }
+  }
+}
+
+TEST(MaskBand, MatchesDenseMaskForEverySmallCase) {
+  for (const Case& c : all_cases()) {
+    const ResolvedMask r = resolve_mask(c.causal, c.left, c.right, c.sq, c.sk);
+    with_mask(
+        r, c.sq, c.sk, [&](const MaskNone& m) { check_band(c, m); }, [&](const MaskRight& m) { check_band(c, m); },
+        [&](const MaskTwoSided& m) { check_band(c, m); });
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST(MaskBand, CausalIsBottomRightAligned) {
+  // Sq = 2, Sk = 5: row 0 sees keys 0..3, row 1 sees keys 0..4 (flash-attn >= 2.1 convention).
+  const ResolvedMask r = resolve_mask(true, -1, -1, 2, 5);
+  ASSERT_EQ(r.kind, MaskKind::kRight);
+  MaskRight m{2, 5, r.left, r.right};
+  EXPECT_TRUE(m.visible(0, 3));
+  EXPECT_FALSE(m.visible(0, 4));
+  EXPECT_TRUE(m.visible(1, 4));
+  // Sq > Sk: the first rows see nothing.
+  const ResolvedMask r2 = resolve_mask(true, -1, -1, 5, 2);
+  MaskRight m2{5, 2, r2.left, r2.right};
+  EXPECT_FALSE(m2.visible(2, 0));
+  EXPECT_TRUE(m2.visible(3, 0));
+  EXPECT_FALSE(m2.visible(3, 1));
+}
+
+TEST(MaskBand, ResolveDropsBoundsThatNeverBind) {
+  EXPECT_EQ(resolve_mask(false, -1, -1, 7, 9).kind, MaskKind::kNone);
+  EXPECT_EQ(resolve_mask(false, 8, -1, 7, 9).kind, MaskKind::kNone);   // left >= Sk - 1
+  EXPECT_EQ(resolve_mask(false, 7, -1, 7, 9).kind, MaskKind::kBand);   // left = Sk - 2 binds
+  EXPECT_EQ(resolve_mask(false, -1, 6, 7, 9).kind, MaskKind::kNone);   // right >= Sq - 1
+  EXPECT_EQ(resolve_mask(false, -1, 5, 7, 9).kind, MaskKind::kRight);
+  EXPECT_EQ(resolve_mask(true, -1, -1, 1, 9).kind, MaskKind::kNone);   // causal with one query row
+  EXPECT_EQ(resolve_mask(true, 3, -1, 7, 9).kind, MaskKind::kBand);
+}
+
+// Checks one tile range against the dense mask. `rows` and `cols` are the tiled dimension's
+// extents: for the forward, tiles of keys seen by a query tile; for the backward the transpose.
+template <int kBlockOuter, int kBlockInner>
+void check_range(const BlockRange& r, int outer_block, int outer_len, int inner_len,
+                 const std::function<bool(int, int)>& vis, const char* what) {
+  const int outer_begin = outer_block * kBlockOuter;
+  const int outer_end = outer_begin + kBlockOuter;  // the tail past outer_len counts as hidden
+  (void)outer_len;
+  const int inner_blocks = (inner_len + kBlockInner - 1) / kBlockInner;
+  ASSERT_LE(r.begin, r.interior_begin) << what;
+  ASSERT_LE(r.interior_begin, r.interior_end) << what;
+  ASSERT_LE(r.interior_end, r.end) << what;
+  ASSERT_GE(r.begin, 0) << what;
+  ASSERT_LE(r.end, inner_blocks) << what;
+  for (int b = 0; b < inner_blocks + 1; ++b) {
+    int visible = 0, hidden = 0;
+    for (int o = outer_begin; o < outer_end; ++o) {
+      for (int x = b * kBlockInner; x < (b + 1) * kBlockInner; ++x) (vis(o, x) ? visible : hidden)++;
+    }
+    const bool in_range = b >= r.begin && b < r.end;
+    const bool interior = b >= r.interior_begin && b < r.interior_end;
+    // Exact: a tile is in the range iff it holds a visible pair, interior iff it hides none.
+    ASSERT_EQ(in_range, visible > 0) << what << ": tile " << b << " of outer tile " << outer_block;
+    if (in_range) {
+      ASSERT_EQ(interior, hidden == 0) << what << ": interior tile " << b;
+    }
+  }
+}
+
+template <int kBlockM, int kBlockN>
+void check_block_ranges() {
+  for (const Case& c : all_cases()) {
+    const ResolvedMask r = resolve_mask(c.causal, c.left, c.right, c.sq, c.sk);
+    auto fwd = [&](int i, int j) { return dense_visible(i, j, c.sq, c.sk, c.causal, c.left, c.right); };
+    auto bwd = [&](int j, int i) { return dense_visible(i, j, c.sq, c.sk, c.causal, c.left, c.right); };
+    auto check = [&](const auto& m) {
+      for (int mb = 0; mb * kBlockM < c.sq; ++mb) {
+        check_range<kBlockM, kBlockN>(key_block_range<kBlockM, kBlockN>(m, mb), mb, c.sq, c.sk, fwd, "forward");
+      }
+      for (int nb = 0; nb * kBlockN < c.sk; ++nb) {
+        check_range<kBlockN, kBlockM>(query_block_range<kBlockM, kBlockN>(m, nb), nb, c.sk, c.sq, bwd, "backward");
+      }
+    };
+    with_mask(
+        r, c.sq, c.sk, [&](const MaskNone& m) { check(m); }, [&](const MaskRight& m) { check(m); },
+        [&](const MaskTwoSided& m) { check(m); });
+    if (::testing::Test::HasFatalFailure()) {
+      ADD_FAILURE() << "case sq " << c.sq << " sk " << c.sk << " causal " << c.causal << " window (" << c.left << ", "
+                    << c.right << ") tiles " << kBlockM << "x" << kBlockN;
+      return;
+    }
+  }
+}
+
+TEST(BlockRange, ExactTiles1x1) { check_block_ranges<1, 1>(); }
+TEST(BlockRange, ExactTiles2x3) { check_block_ranges<2, 3>(); }
+TEST(BlockRange, ExactTiles3x2) { check_block_ranges<3, 2>(); }
+TEST(BlockRange, ExactTiles4x4) { check_block_ranges<4, 4>(); }
+TEST(BlockRange, ExactTiles8x4) { check_block_ranges<8, 4>(); }
+TEST(BlockRange, ExactTiles4x16) { check_block_ranges<4, 16>(); }
+
+TEST(BlockRange, EmptyWhenNothingIsVisible) {
+  MaskRight m{4, 0, 0, 0};  // no keys
+  EXPECT_TRUE((key_block_range<2, 2>(m, 0).empty()));
+  MaskRight causal_tall{8, 2, 0, 0};  // Sq > Sk causal: the first 6 rows see nothing
+  EXPECT_TRUE((key_block_range<2, 2>(causal_tall, 0).empty()));
+  EXPECT_FALSE((key_block_range<2, 2>(causal_tall, 3).empty()));
+}
+
+TEST(Alibi, TermIsMinusSlopeTimesBottomRightDistance) {
+  const float slopes[6] = {0.5f, 0.25f, 0.125f, 1.f, 2.f, 4.f};  // [batch 2, heads 3]
+  for (int b = 0; b < 2; ++b) {
+    for (int h = 0; h < 3; ++h) {
+      const int sq = 3, sk = 7;
+      const Alibi<true> a = Alibi<true>::make(slopes, 3, b, h, sk - sq, 1.0f);
+      for (int i = 0; i < sq; ++i) {
+        for (int j = 0; j < sk; ++j) {
+          EXPECT_FLOAT_EQ(a.term(i, j), -slopes[b * 3 + h] * std::abs(i + sk - sq - j));
+        }
+      }
+      const Alibi<true> shared = Alibi<true>::make(slopes, 0, b, h, sk - sq, 2.0f);  // [heads] slopes
+      EXPECT_FLOAT_EQ(shared.term(0, 0), -slopes[h] * 2.0f * (sk - sq));
+    }
+  }
+  EXPECT_EQ(Alibi<false>{}.term(3, 100), 0.f);
+}
+
+double exact_sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
+
+TEST(Sigmoid, NewtonReciprocalIsAccurateOverTheWholeRange) {
+  // d = 1 + 2^-x for x in [-125, 30]: every input the sigmoid gives it.
+  double worst = 0;
+  for (double x = -125; x <= 30; x += 1.0 / 1024) {
+    const float d = 1.0f + std::exp2(static_cast<float>(-x));
+    const double r = rcp_newton_fma_f32(d);
+    worst = std::max(worst, std::abs(r * static_cast<double>(d) - 1.0));
+  }
+  EXPECT_LT(worst, 7e-6);
+}
+
+TEST(Sigmoid, ViaExp2IsRelativelyAccurateWhereBiasMinusLogNPutsScores) {
+  double worst = 0;
+  for (double z = -85; z <= 20; z += 1.0 / 512) {
+    const double p = SigmoidViaExp2::value(static_cast<float>(z));
+    const double ref = exact_sigmoid(static_cast<float>(z));
+    worst = std::max(worst, std::abs(p - ref) / ref);
+  }
+  EXPECT_LT(worst, 1e-5);
+}
+
+TEST(Sigmoid, ViaExp2LimitsAndNaN) {
+  // The two Newton steps leave 1 - 6.6e-6 at d = 1: far below P's fp16/bf16 rounding.
+  EXPECT_NEAR(SigmoidViaExp2::value(100.f), 1.0f, 7e-6);
+  EXPECT_GE(SigmoidViaExp2::value(-1000.f), 0.0f);
+  EXPECT_LT(SigmoidViaExp2::value(-1000.f), 1e-37f);
+  EXPECT_TRUE(std::isnan(SigmoidViaExp2::value(std::nanf(""))));
+}
+
+TEST(Sigmoid, PrescaledInputMatchesPlainInput) {
+  for (float z = -20.f; z <= 20.f; z += 0.37f) {
+    EXPECT_NEAR(SigmoidViaExp2::value_prescaled(z * SigmoidViaExp2::kInputScale), exact_sigmoid(z), 7e-6);
+    EXPECT_NEAR(SigmoidViaTanh::value_prescaled(z * SigmoidViaTanh::kInputScale), exact_sigmoid(z), 1e-6);
+    EXPECT_NEAR(SigmoidViaExp2Rcp::value_prescaled(z * SigmoidViaExp2Rcp::kInputScale), exact_sigmoid(z), 1e-6);
+  }
+}
+
+TEST(Sigmoid, DerivativeFromValueIsTheDerivative) {
+  for (double z = -12; z <= 12; z += 0.25) {
+    const double h = 1e-4;
+    const double fd = (exact_sigmoid(z + h) - exact_sigmoid(z - h)) / (2 * h);
+    const float p = SigmoidViaExp2::value(static_cast<float>(z));
+    // p carries up to 6.6e-6 absolute error near 1 (Newton reciprocal), so 1 - p does too.
+    EXPECT_NEAR(SigmoidViaExp2::derivative_from_value(p), fd, 1e-5);
+    const double exact_p = exact_sigmoid(z);
+    EXPECT_NEAR(SigmoidViaTanh::derivative_from_value(static_cast<float>(exact_p)), fd, 1e-6);
+  }
+}
+
+}  // namespace
+}  // namespace flash_sigmoid

@@ -1,0 +1,150 @@
+"""GPU tier: the forward kernels against the fp64 reference (DESIGN §7 tolerance rule).
+
+Every feature is crossed with odd sizes and head dims; outputs are poisoned with NaN first so an
+unwritten element fails. Skipped where no CUDA device is present.
+"""
+import itertools
+import math
+
+import pytest
+import torch
+
+import flash_sigmoid
+from reference import attention_reference
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+HEAD_DIMS = [32, 40, 59, 64, 96, 111, 128, 160, 192, 224, 256]
+SEQLENS = [(1, 1), (17, 17), (113, 203), (128, 217), (1023, 1024), (1024, 1023), (2048, 2048)]
+MASKS = [("none", False, (-1, -1)), ("causal", True, (-1, -1)), ("window", False, (37, 11)),
+         ("window_left", False, (64, -1)), ("window_right", False, (-1, 5)), ("causal_window", True, (100, 0))]
+HEADS = [("mha", 4, 4), ("gqa", 6, 2), ("mqa", 3, 1)]
+ALIBI = ["none", "heads", "batch_heads"]
+BIASES = ["zero", "minus_log_n", "uniform"]
+
+
+def make_inputs(b, sq, sk, hq, hkv, d, dtype, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(b, sq, hq, d, device="cuda", dtype=dtype, generator=g)
+    k = torch.randn(b, sk, hkv, d, device="cuda", dtype=dtype, generator=g)
+    v = torch.randn(b, sk, hkv, d, device="cuda", dtype=dtype, generator=g)
+    return q, k, v
+
+
+def bias_value(kind, sk, seed):
+    if kind == "zero":
+        return 0.0
+    if kind == "minus_log_n":
+        return -math.log(max(sk, 1))
+    return float(torch.empty(1).uniform_(-10, 2, generator=torch.Generator().manual_seed(seed)))
+
+
+def slopes_for(kind, b, hq):
+    if kind == "none":
+        return None
+    base = torch.tensor([2 ** (-8 * (h + 1) / hq) for h in range(hq)], device="cuda", dtype=torch.float32)
+    return base if kind == "heads" else base[None, :] * torch.linspace(0.5, 1.5, b, device="cuda")[:, None]
+
+
+def check_forward(b, sq, sk, hq, hkv, d, dtype, mask, alibi, bias_kind, seed, score_function="exp2",
+                  kernel_arch=0):
+    _, causal, window = mask
+    q, k, v = make_inputs(b, sq, sk, hq, hkv, d, dtype, seed)
+    bias = bias_value(bias_kind, sk, seed)
+    slopes = slopes_for(alibi, b, hq)
+    kw = dict(sigmoid_bias=bias, causal=causal, window_size=window, alibi_slopes=slopes)
+    out = None
+    if d % 8 == 0:  # poison: every element must be written
+        out = torch.full_like(q, float("nan"))
+    out = flash_sigmoid.forward(q, k, v, score_function=score_function, kernel_arch=kernel_arch, out=out, **kw)
+    torch.cuda.synchronize()
+    ref = attention_reference(q, k, v, **kw)
+    same_dtype = attention_reference(q, k, v, dtype=dtype, **kw)
+    err = (out.double() - ref).abs().max().item()
+    err_torch = (same_dtype.double() - ref).abs().max().item()
+    floor = 1e-5 * max(ref.abs().max().item(), 1.0)
+    assert not torch.isnan(out).any(), "unwritten (NaN-poisoned) or NaN output"
+    assert err <= 2 * err_torch + floor, f"max error {err:.3e} > 2 x torch {dtype} error {err_torch:.3e} + {floor:.1e}"
+    return err, err_torch
+
+
+def grid():
+    """Every head dim x seqlen pair x dtype, with the other features rotated through so each
+    appears at many sizes; plus a full cross of the features at one odd size (below)."""
+    cases = []
+    for n, (d, (sq, sk), dtype) in enumerate(itertools.product(HEAD_DIMS, SEQLENS, [torch.float16, torch.bfloat16])):
+        mask = MASKS[n % len(MASKS)]
+        heads = HEADS[(n // 2) % len(HEADS)]
+        alibi = ALIBI[(n // 3) % len(ALIBI)]
+        bias = BIASES[(n // 5) % len(BIASES)]
+        b = 1 if sq * sk > 10**6 else 2
+        cases.append(pytest.param(b, sq, sk, heads[1], heads[2], d, dtype, mask, alibi, bias,
+                                  id=f"d{d}-{sq}x{sk}-{str(dtype)[6:]}-{mask[0]}-{heads[0]}-alibi_{alibi}-{bias}"))
+    return cases
+
+
+@pytest.mark.parametrize("b,sq,sk,hq,hkv,d,dtype,mask,alibi,bias", grid())
+def test_forward_grid(b, sq, sk, hq, hkv, d, dtype, mask, alibi, bias):
+    check_forward(b, sq, sk, hq, hkv, d, dtype, mask, alibi, bias, seed=hash((b, sq, sk, d)) % 2**31)
+
+
+@pytest.mark.parametrize("mask", MASKS, ids=[m[0] for m in MASKS])
+@pytest.mark.parametrize("alibi", ALIBI)
+@pytest.mark.parametrize("heads", HEADS, ids=[h[0] for h in HEADS])
+@pytest.mark.parametrize("bias", BIASES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_forward_feature_cross(mask, alibi, heads, bias, dtype):
+    check_forward(2, 113, 203, heads[1], heads[2], 64, dtype, mask, alibi, bias, seed=7)
+
+
+@pytest.mark.parametrize("sq,sk", [(203, 113), (1, 300), (300, 1), (5, 0)])
+def test_forward_sq_differs_from_sk(sq, sk):
+    for mask in MASKS:
+        check_forward(2, sq, sk, 4, 2, 128, torch.bfloat16, mask, "heads", "minus_log_n", seed=sq + sk)
+
+
+def test_forward_tanh_option_runs_and_is_less_accurate_at_minus_log_n():
+    q, k, v = make_inputs(1, 256, 8192, 4, 4, 128, torch.float16, seed=3)
+    bias = -math.log(8192)
+    ref = attention_reference(q, k, v, sigmoid_bias=bias)
+    rel = {}
+    for sf in ("exp2", "tanh"):
+        out = flash_sigmoid.forward(q, k, v, sigmoid_bias=bias, score_function=sf)
+        rel[sf] = ((out.double() - ref).norm() / ref.norm()).item()
+    assert rel["exp2"] < rel["tanh"], rel
+
+
+def test_forward_strided_views():
+    # q, k, v as views into one packed [b, s, 3, h, d] tensor; out a view with padded head stride.
+    b, s, h, d = 2, 77, 4, 64
+    qkv = torch.randn(b, s, 3, h, d, device="cuda", dtype=torch.bfloat16)
+    q, k, v = qkv.unbind(2)
+    out_buf = torch.full((b, s, h, d + 8), float("nan"), device="cuda", dtype=torch.bfloat16)
+    out = out_buf[..., :d]
+    flash_sigmoid.forward(q, k, v, causal=True, out=out)
+    ref = attention_reference(q, k, v, causal=True)
+    same = attention_reference(q, k, v, causal=True, dtype=torch.bfloat16)
+    assert (out.double() - ref).abs().max() <= 2 * (same.double() - ref).abs().max() + 1e-5
+    assert torch.isnan(out_buf[..., d:]).all(), "wrote outside the output view"
+
+
+def test_forward_fully_masked_rows_are_zero():
+    # Sq > Sk causal: the first Sq - Sk rows see no key.
+    q, k, v = make_inputs(1, 50, 20, 2, 2, 64, torch.float16, seed=1)
+    out = flash_sigmoid.forward(q, k, v, causal=True, out=torch.full_like(q, float("nan")))
+    assert (out[:, :30] == 0).all()
+
+
+def test_forward_fp16_overflow_is_inf():
+    # O is not normalised: with bias 0 and all-positive v, |O| ~ Sk/2 * v overflows fp16 (65504).
+    q = torch.zeros(1, 4, 1, 64, device="cuda", dtype=torch.float16)
+    k = torch.zeros(1, 300000, 1, 64, device="cuda", dtype=torch.float16)
+    v = torch.ones(1, 300000, 1, 64, device="cuda", dtype=torch.float16)
+    out = flash_sigmoid.forward(q, k, v)
+    assert torch.isinf(out).all() and (out > 0).all()
+
+
+@pytest.mark.parametrize("kernel_arch", [80])
+def test_forward_named_arch(kernel_arch):
+    check_forward(2, 129, 257, 4, 4, 128, torch.bfloat16, MASKS[1], "none", "minus_log_n", seed=5,
+                  kernel_arch=kernel_arch)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GPU test tier (DESIGN §7), one command on the H100 machine:
+#   bash tools/gpu_tier.sh            # full kernel table
+#   FLASH_SIGMOID_HEAD_DIMS="64;128" bash tools/gpu_tier.sh   # a subset, faster
+# Builds the kernel table with all cores, runs the C++ tests (CPU and GPU labels), the pytest GPU
+# grid, compute-sanitizer (memcheck, racecheck) on a small case per mask type, a determinism loop
+# and a benchmark smoke run, and prints a summary table last. Logs go to $OUT (or ./out).
+# Expects the CUTLASS wheel in .whl/ and GoogleTest in .deps/gtest when they are not installed
+# (docs/gpu_testing.md says how to prepare them).
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out="${OUT:-$root/out}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fs_site .whl/*.whl && export PYTHONPATH="/tmp/fs_site:${PYTHONPATH:-}"
+fi
+gtest_root=()
+[ -d .deps/gtest ] && gtest_root=(-DGTEST_ROOT="$root/.deps/gtest")
+build="${FLASH_SIGMOID_BUILD_DIR:-$root/build-gpu}"
+declare -A result
+
+step() {  # step NAME command...: runs, logs to $out/NAME.log, records pass/fail and seconds
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "== $name"
+  if "$@" >"$out/$name.log" 2>&1; then result[$name]="pass ($((SECONDS - t0)) s)"; else result[$name]="FAIL ($((SECONDS - t0)) s)"; fi
+  tail -n 15 "$out/$name.log"
+}
+
+step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${gtest_root[@]}" \
+  -DFLASH_SIGMOID_ARCHS="${FLASH_SIGMOID_ARCHS:-80;90a}" \
+  -DFLASH_SIGMOID_HEAD_DIMS="${FLASH_SIGMOID_HEAD_DIMS:-32;64;96;128;160;192;224;256}" \
+  -DFLASH_SIGMOID_DTYPES="${FLASH_SIGMOID_DTYPES:-fp16;bf16}" -DPython3_EXECUTABLE="$(command -v python3)"
+step build cmake --build "$build" -j "$(nproc)"
+grep -iE "spill|warning" "$out/build.log" | grep -v "^--" | head -n 20 > "$out/build_warnings.txt"
+export FLASH_SIGMOID_LIBRARY="$build/libflash_sigmoid.so"
+step ctest ctest --test-dir "$build" --output-on-failure -j 8
+xdist=()
+python3 -c "import xdist" 2>/dev/null && xdist=(-n 8)
+step pytest python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" tests/gpu tests/python
+step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 python3 tools/sanitize_case.py
+step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 python3 tools/sanitize_case.py
+step determinism python3 tools/determinism.py
+step bench python3 benchmarks/bench.py --quick --json "$out/bench.json" --markdown "$out/bench.md"
+
+echo
+echo "== summary: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), commit ${FLASH_SIGMOID_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
+grep -E "tests passed|tests failed" "$out/ctest.log" | tail -1
+grep -E "passed|failed" "$out/pytest.log" | tail -1
+echo "spill/warning lines in build: $(wc -l < "$out/build_warnings.txt")"
+printf '%-12s %s\n' step result
+for name in configure build ctest pytest memcheck racecheck determinism bench; do
+  printf '%-12s %s\n' "$name" "${result[$name]:-not run}"
+done
+[ -f "$out/bench.md" ] && cat "$out/bench.md"

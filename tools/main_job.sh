@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The README's main job. On a machine with an NVIDIA GPU: build the kernels, check them against the
+# fp64 reference and benchmark them against PyTorch SDPA (benchmarks/bench.py). Without a GPU: build
+# the library and run the CPU implementation on a small problem, checked against fp64 (and say so).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+source tools/setup_env.sh
+jobs="${FLASH_SIGMOID_JOBS:-$(nproc)}"
+if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  build="$root/build"
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_SIGMOID_BUILD_TESTS=OFF \
+    -DFLASH_SIGMOID_HEAD_DIMS="${FLASH_SIGMOID_HEAD_DIMS:-64;128;256}" -DPython3_EXECUTABLE="$(command -v python)"
+  cmake --build "$build" -j "$jobs"
+  FLASH_SIGMOID_LIBRARY="$build/libflash_sigmoid.so" python benchmarks/bench.py "$@"
+else
+  build="$root/build-ci"
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_SIGMOID_BUILD_TESTS=OFF \
+    -DFLASH_SIGMOID_HEAD_DIMS="64" -DFLASH_SIGMOID_DTYPES="bf16" -DPython3_EXECUTABLE="$(command -v python)"
+  cmake --build "$build" -j "$jobs"
+  FLASH_SIGMOID_LIBRARY="$build/libflash_sigmoid.so" python tools/cpu_demo.py
+fi
