@@ -4,8 +4,11 @@
 #include <sstream>
 
 namespace flash_sigmoid::dispatch {
-namespace {
+
+// The launchers (defined in the generated TUs, so with external linkage) and kCompiledKernels.
 #include "kernel_registry.inc"
+
+namespace {
 
 bool same_family(const KernelEntry& e, Direction direction, DType dtype, MaskKind mask) {
   return e.direction == direction && e.dtype == dtype && e.mask == mask;
