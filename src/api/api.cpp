@@ -1,8 +1,6 @@
 // Layer: public API. The C++ entry points: validate, pick the compiled kernel for the device,
 // launch on the caller's stream. No allocation, no host synchronisation, no exceptions escape.
 #include <cmath>
-#include <cstdio>
-#include <mutex>
 #include <sstream>
 #include <string>
 
@@ -42,23 +40,10 @@ Status select_kernel(Direction direction, const Problem& p, MaskKind mask, const
   std::string why;
   const DType dtype = static_cast<DType>(p.dtype);
   const int head_dim = static_cast<int>(p.head_dim);
-  if (!dispatch::any_kernel_for(direction, dtype, head_dim, mask, &why)) {
+  // Known without a device: whether the key (of the requested family, if one is named) is built,
+  // so a machine without a GPU answers Unsupported rather than a CUDA error.
+  if (!dispatch::any_kernel_for(direction, dtype, head_dim, mask, p.kernel_arch, &why)) {
     return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
-  }
-  if (p.kernel_arch != 0) {
-    // Whether the requested family has the key is known without a device: ask as if the device
-    // were of that family, so a machine without a GPU answers Unsupported too, not CudaError.
-    const dispatch::KernelQuery built{direction, dtype, head_dim, mask, p.kernel_arch, p.kernel_arch};
-    if (dispatch::find_kernel(built, &why) == nullptr) {
-      std::string keys;
-      std::istringstream lines(dispatch::compiled_keys());
-      for (std::string line; std::getline(lines, line);) keys += (keys.empty() ? "" : ", ") + line;
-      return api::fail(Status::kUnsupported,
-                       std::string(where) + ": no " + (direction == Direction::kFwd ? "fwd" : "bwd") +
-                           " kernel of the sm" + std::to_string(p.kernel_arch) + " family is built for dtype " +
-                           dispatch::dtype_name(dtype) + ", head_dim " + std::to_string(head_dim) + ", mask " +
-                           dispatch::mask_name(mask) + "; built kernels: " + (keys.empty() ? "none" : keys));
-    }
   }
   int device_arch = 0;
   if (Status s = current_device_arch(where, &device_arch); s != Status::kSuccess) return s;

@@ -40,8 +40,8 @@ struct KernelQuery {
 // arch 90 on a 9.x device when arch == 0); nullptr if none. `why` then says what was built.
 const KernelEntry* find_kernel(const KernelQuery& query, std::string* why);
 
-// Whether any arch has a kernel for this key (no device needed); `why` as above.
-bool any_kernel_for(Direction direction, DType dtype, int head_dim, MaskKind mask, std::string* why);
+// Whether a kernel for this key is built for `arch` (0: any arch); no device needed. `why` as above.
+bool any_kernel_for(Direction direction, DType dtype, int head_dim, MaskKind mask, int arch, std::string* why);
 
 // Every compiled key, one per line.
 std::string compiled_keys();
