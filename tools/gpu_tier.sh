@@ -16,6 +16,9 @@ export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fs_site .whl/*.whl && export PYTHONPATH="/tmp/fs_site:${PYTHONPATH:-}"
 fi
+# The H100 image's default g++ (/opt/gcc/bin, a wrapper) links a libflash_sigmoid.so that crashes
+# in its C++ runtime; the system compiler does not.
+if [ -x /usr/bin/g++ ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi
 gtest_root=()
 [ -d .deps/gtest ] && gtest_root=(-DGTEST_ROOT="$root/.deps/gtest")
 build="${FLASH_SIGMOID_BUILD_DIR:-$root/build-gpu}"
@@ -32,7 +35,8 @@ step() {  # step NAME command...: runs, logs to $out/NAME.log, records pass/fail
 step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${gtest_root[@]}" \
   -DFLASH_SIGMOID_ARCHS="${FLASH_SIGMOID_ARCHS:-80;90a}" \
   -DFLASH_SIGMOID_HEAD_DIMS="${FLASH_SIGMOID_HEAD_DIMS:-32;64;96;128;160;192;224;256}" \
-  -DFLASH_SIGMOID_DTYPES="${FLASH_SIGMOID_DTYPES:-fp16;bf16}" -DPython3_EXECUTABLE="$(command -v python3)"
+  -DFLASH_SIGMOID_DTYPES="${FLASH_SIGMOID_DTYPES:-fp16;bf16}" -DPython3_EXECUTABLE="$(command -v python3)" \
+  -DFLASH_SIGMOID_SM80_SASS="${FLASH_SIGMOID_SM80_SASS:-90}"
 step build cmake --build "$build" -j "$(nproc)"
 grep -iE "spill|warning" "$out/build.log" | grep -v "^--" | head -n 20 > "$out/build_warnings.txt"
 export FLASH_SIGMOID_LIBRARY="$build/libflash_sigmoid.so"
@@ -43,6 +47,7 @@ step pytest python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" tests/gpu tes
 step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 python3 tools/sanitize_case.py
 step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 python3 tools/sanitize_case.py
 step determinism python3 tools/determinism.py
+step numerics python3 tools/numerics.py --markdown "$out/numerics.md"
 step bench python3 benchmarks/bench.py --quick --json "$out/bench.json" --markdown "$out/bench.md"
 
 echo
@@ -51,7 +56,8 @@ grep -E "tests passed|tests failed" "$out/ctest.log" | tail -1
 grep -E "passed|failed" "$out/pytest.log" | tail -1
 echo "spill/warning lines in build: $(wc -l < "$out/build_warnings.txt")"
 printf '%-12s %s\n' step result
-for name in configure build ctest pytest memcheck racecheck determinism bench; do
+for name in configure build ctest pytest memcheck racecheck determinism numerics bench; do
   printf '%-12s %s\n' "$name" "${result[$name]:-not run}"
 done
+[ -f "$out/numerics.md" ] && cat "$out/numerics.md"
 [ -f "$out/bench.md" ] && cat "$out/bench.md"

@@ -1,10 +1,20 @@
-"""FlashSigmoid: fused sigmoid self-attention, out = sigmoid(scale q k^T + bias) v.
+"""FlashSigmoid: fused sigmoid self-attention, out = sigmoid(scale q k^T + bias - alibi) v.
 
-`forward` / `backward` run the GPU kernels on CUDA tensors and the CPU implementation on CPU
-tensors (see docs/). The flash_attn-compatible interface is tracked in issue 5.
+- `flash_attn_func`, `flash_attn_kvpacked_func`, `flash_attn_qkvpacked_func`: a drop-in for Apple's
+  FlashSigmoid (flash-attn 2.5.6's interface plus a trailing `sigmoid_bias`).
+- `SigmoidSelfAttention`: an nn.Module layer (qkv projection, GQA, masks, ALiBi, QK-norm, rotary).
+- `forward`, `backward`: the library's own conventions (docs/math.md), score function and kernel
+  family selectable.
+- `torch.ops.flash_sigmoid.{fwd, bwd, fwd_out}`: the ops, registered in C++; torch.compile and
+  CUDA graphs see them as single nodes.
+
+CUDA tensors run the GPU kernels, CPU tensors the CPU implementation. See docs/python.md.
 """
-from ._capi import FlashSigmoidError, build_info
+from ._library import build_info, library_path
+from .flash_attn_interface import flash_attn_func, flash_attn_kvpacked_func, flash_attn_qkvpacked_func
+from .modules import SigmoidSelfAttention, alibi_slopes, apply_rotary
 from .ops import backward, forward
 
-__all__ = ["forward", "backward", "build_info", "FlashSigmoidError"]
+__all__ = ["flash_attn_func", "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func", "SigmoidSelfAttention",
+           "alibi_slopes", "apply_rotary", "forward", "backward", "build_info", "library_path"]
 __version__ = "0.1.0"

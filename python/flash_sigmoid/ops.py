@@ -1,146 +1,158 @@
-"""Sigmoid attention on torch tensors through the C API (GPU kernels or the CPU implementation).
+"""Sigmoid attention on torch tensors: argument checks, head-dim padding, and the calls to the ops.
 
-Layer: Python package. Checks torch-level arguments (raising ValueError/TypeError that name the
-argument), pads head dims that are not a multiple of 8 for the GPU, passes strides through, and
-launches on the current CUDA stream. Knows nothing of kernel internals.
+Layer: Python package. Checks torch-level arguments, raising ValueError/TypeError that name the
+argument (before anything is launched, and traceable by torch.compile); pads head dims that are
+not a multiple of 8 for the GPU kernels and slices the result back (padding and slicing are
+differentiable torch ops, so autograd and torch.compile see through them). Strides need no care
+here: the C++ ops read any strides with a contiguous head dim and copy what the kernels cannot
+read. Knows nothing of kernel internals.
+
+`forward`/`backward` speak this library's conventions (docs/math.md): causal is the window (-1, 0)
+and may not be combined with another right bound. flash_attn_interface.py maps flash-attn's onto
+them.
 """
 import math
+import numbers
 
 import torch
 
-from . import _capi
+from ._library import ops
 
-_DTYPES = {torch.float16: _capi.FLOAT16, torch.bfloat16: _capi.BFLOAT16, torch.float32: _capi.FLOAT32}
-_SCORE_FUNCTIONS = {"exp2": _capi.SIGMOID_VIA_EXP2, "tanh": _capi.SIGMOID_VIA_TANH}
-
-
-def _tensor(t):
-    if t is None:
-        return _capi.Tensor(None, 0, 0, 0, 1)
-    s = t.stride()
-    return _capi.Tensor(t.data_ptr() or None, s[0], s[1], s[2], s[3])
+SCORE_FUNCTIONS = {"exp2": 0, "tanh": 1}
+_CPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_GPU_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def _check_inputs(q, k, v):
-    for name, t in (("q", q), ("k", k), ("v", v)):
+def check_qkv(q, k, v, names=("q", "k", "v")):
+    """Ranks, dtypes, devices and shapes of q [B, Sq, Hq, D], k and v [B, Sk, Hkv, D]."""
+    for name, t in zip(names, (q, k, v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    for name, t in zip(names, (q, k, v)):
         if t.dim() != 4:
             raise ValueError(f"{name}: expected 4 dims [batch, seqlen, heads, head_dim], got shape {tuple(t.shape)}")
         if t.dtype != q.dtype:
-            raise TypeError(f"{name}: expected dtype {q.dtype} like q, got {t.dtype}")
+            raise TypeError(f"{name}: expected dtype {q.dtype} like {names[0]}, got {t.dtype}")
         if t.device != q.device:
-            raise ValueError(f"{name}: expected device {q.device} like q, got {t.device}")
-    if q.dtype not in _DTYPES or (q.is_cuda and q.dtype == torch.float32):
-        allowed = "float16 or bfloat16" if q.is_cuda else "float16, bfloat16 or float32"
-        raise TypeError(f"q: expected dtype {allowed} on {q.device.type}, got {q.dtype}")
-    b, sk, hkv, d = k.shape
+            raise ValueError(f"{name}: expected device {q.device} like {names[0]}, got {t.device}")
+    if q.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{names[0]}: expected a CPU or CUDA tensor, got device {q.device}")
+    allowed = _GPU_DTYPES if q.is_cuda else _CPU_DTYPES
+    if q.dtype not in allowed:
+        text = "float16 or bfloat16" if q.is_cuda else "float16, bfloat16 or float32"
+        raise TypeError(f"{names[0]}: expected dtype {text} on {q.device.type}, got {q.dtype}")
+    b, _, hkv, d = k.shape
     if q.shape[0] != b or q.shape[3] != d:
-        raise ValueError(f"k: expected batch {q.shape[0]} and head_dim {q.shape[3]} like q, got shape {tuple(k.shape)}")
+        raise ValueError(f"{names[1]}: expected batch {q.shape[0]} and head_dim {q.shape[3]} like {names[0]}, "
+                         f"got shape {tuple(k.shape)}")
     if v.shape != k.shape:
-        raise ValueError(f"v: expected the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
-    if q.shape[2] % hkv != 0:
-        raise ValueError(f"k: expected heads ({hkv}) to divide the query heads ({q.shape[2]})")
-    if d > 256:
-        raise ValueError(f"q: expected head_dim <= 256, got {d}")
+        raise ValueError(f"{names[2]}: expected the shape of {names[1]} {tuple(k.shape)}, got {tuple(v.shape)}")
+    if hkv < 1 or q.shape[2] % hkv != 0:
+        raise ValueError(f"{names[1]}: expected heads ({hkv}) to divide the query heads ({q.shape[2]})")
+    if not 1 <= d <= 256:
+        raise ValueError(f"{names[0]}: expected head_dim 1..256, got {d}")
 
 
-def _padded(t, d_pad):
-    t = t if t.stride(-1) == 1 else t.contiguous()
-    if t.shape[-1] == d_pad:
-        return t
-    return torch.nn.functional.pad(t, (0, d_pad - t.shape[-1]))
+def check_alibi(alibi_slopes, q):
+    if alibi_slopes is None:
+        return
+    if not isinstance(alibi_slopes, torch.Tensor):
+        raise TypeError(f"alibi_slopes: expected a torch.Tensor or None, got {type(alibi_slopes).__name__}")
+    if alibi_slopes.dtype != torch.float32:
+        raise TypeError(f"alibi_slopes: expected dtype float32, got {alibi_slopes.dtype}")
+    if alibi_slopes.device != q.device:
+        raise ValueError(f"alibi_slopes: expected device {q.device} like q, got {alibi_slopes.device}")
+    b, _, hq, _ = q.shape
+    if tuple(alibi_slopes.shape) not in ((hq,), (b, hq)):
+        raise ValueError(f"alibi_slopes: expected shape ({hq},) or ({b}, {hq}), got {tuple(alibi_slopes.shape)}")
 
 
-def _problem(q, k, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch):
-    b, sq, hq, d = q.shape
-    p = _capi.Problem()
-    p.dtype = _DTYPES[q.dtype]
-    p.batch, p.seqlen_q, p.seqlen_k, p.heads_q, p.heads_kv = b, sq, k.shape[1], hq, k.shape[2]
-    p.head_dim = d
-    p.scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    p.sigmoid_bias = float(sigmoid_bias)
-    p.causal = int(bool(causal))
-    p.window_left, p.window_right = int(window_size[0]), int(window_size[1])
-    if causal and p.window_right not in (-1, 0):
-        raise ValueError(f"window_size: expected a right bound of -1 or 0 with causal=True, got {window_size}")
-    if alibi_slopes is not None:
-        if alibi_slopes.dtype != torch.float32:
-            raise TypeError(f"alibi_slopes: expected dtype float32, got {alibi_slopes.dtype}")
-        if alibi_slopes.device != q.device:
-            raise ValueError(f"alibi_slopes: expected device {q.device}, got {alibi_slopes.device}")
-        if alibi_slopes.shape not in ((hq,), (b, hq)) or alibi_slopes.stride(-1) != 1:
-            raise ValueError(f"alibi_slopes: expected shape ({hq},) or ({b}, {hq}) with a contiguous last dim, "
-                             f"got {tuple(alibi_slopes.shape)}")
-        p.alibi_slopes = alibi_slopes.data_ptr()
-        p.alibi_stride_batch = alibi_slopes.stride(0) if alibi_slopes.dim() == 2 else 0
-    if score_function not in _SCORE_FUNCTIONS:
-        raise ValueError(f"score_function: expected one of {sorted(_SCORE_FUNCTIONS)}, got {score_function!r}")
-    p.score_function = _SCORE_FUNCTIONS[score_function]
-    p.kernel_arch = int(kernel_arch)
-    return p
+def as_float(name, value):
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)  # like Apple's np.float32(sigmoid_bias): a constant, never trained
+    if isinstance(value, (numbers.Real, torch.SymFloat, torch.SymInt)) and not isinstance(value, bool):
+        value = value * 1.0  # a float, or under torch.compile with dynamic floats a SymFloat
+        if value - value == 0:  # finite: inf - inf and nan - nan are nan (traceable, unlike math.isfinite)
+            return value
+    raise ValueError(f"{name}: expected a finite number, got {value!r}")
+
+
+def check_window(window_size):
+    """(left, right) as two ints >= -1; -1 means unbounded."""
+    try:
+        left, right = (int(w) for w in window_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"window_size: expected a pair of ints (left, right), got {window_size!r}") from None
+    if left < -1 or right < -1:
+        raise ValueError(f"window_size: expected each bound >= -1 (-1: unbounded), got {(left, right)}")
+    return left, right
+
+
+def _pad_head_dim(t, d_pad):
+    d = t.shape[-1]
+    return t if d == d_pad else torch.nn.functional.pad(t, (0, d_pad - d))
+
+
+def padded_head_dim(q):
+    """The head dim the kernels see: a multiple of 8 on the GPU, unchanged on the CPU."""
+    d = q.shape[-1]
+    return (d + 7) // 8 * 8 if q.is_cuda else d
+
+
+def attention(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
+              kernel_arch, deterministic):
+    """The differentiable fwd op on checked arguments, with GPU head-dim padding."""
+    d, d_pad = q.shape[-1], padded_head_dim(q)
+    q, k, v = (_pad_head_dim(t, d_pad) for t in (q, k, v))
+    out = ops.fwd(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
+                  kernel_arch, deterministic)
+    return out if d_pad == d else out[..., :d]
+
+
+def _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch):
+    check_qkv(q, k, v)
+    check_alibi(alibi_slopes, q)
+    left, right = check_window(window_size)
+    if causal and right not in (-1, 0):
+        raise ValueError(f"window_size: expected a right bound of -1 or 0 with causal=True, got {(left, right)}")
+    if score_function not in SCORE_FUNCTIONS:
+        raise ValueError(f"score_function: expected one of {sorted(SCORE_FUNCTIONS)}, got {score_function!r}")
+    if kernel_arch not in (0, 80, 90):
+        raise ValueError(f"kernel_arch: expected 0 (best available), 80 or 90, got {kernel_arch!r}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else as_float("scale", scale)
+    return (scale, as_float("sigmoid_bias", sigmoid_bias), bool(causal), left, right, alibi_slopes,
+            SCORE_FUNCTIONS[score_function], int(kernel_arch))
 
 
 def forward(q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1, -1), alibi_slopes=None,
             score_function="exp2", kernel_arch=0, out=None):
     """out[b, i, h] = sum_j sigmoid(scale q_i.k_j + bias - alibi) v_j, masks bottom-right aligned.
 
-    `out`, if given, receives the result (shape and dtype of q, contiguous last dim; not with a GPU
-    head dim that needs padding to a multiple of 8)."""
-    _check_inputs(q, k, v)
-    d = q.shape[-1]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    d_pad = (d + 7) // 8 * 8 if q.is_cuda else d
-    qp, kp, vp = (_padded(t, d_pad) for t in (q, k, v))
+    Differentiable (the backward is `backward`). `out`, if given, receives the result in place (shape
+    and dtype of q; not with autograd, nor with a GPU head dim that is not a multiple of 8)."""
+    params = _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch)
     if out is None:
-        out = torch.empty(qp.shape, dtype=q.dtype, device=q.device)
-    elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device or out.stride(-1) != 1:
-        raise ValueError(f"out: expected shape {tuple(q.shape)}, dtype {q.dtype}, device {q.device} and a "
-                         f"contiguous last dim, got {tuple(out.shape)}, {out.dtype}, {out.device}")
-    elif d_pad != d:
-        raise ValueError(f"out: not supported with head_dim {d} on the GPU (padded to {d_pad}); pass out=None")
-    args = _capi.ForwardArgs()
-    args.problem = _problem(qp, kp, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function,
-                            kernel_arch)
-    args.q, args.k, args.v, args.out = _tensor(qp), _tensor(kp), _tensor(vp), _tensor(out)
-    lib = _capi.lib()
-    if q.is_cuda:
-        with torch.cuda.device(q.device):
-            stream = torch.cuda.current_stream().cuda_stream
-            _capi.check(lib.flash_sigmoid_forward(args, None, 0, stream))
-    else:
-        _capi.check(lib.flash_sigmoid_cpu_forward(args, 0))
-    return out if d_pad == d else out[..., :d]
+        return attention(q, k, v, *params, False)
+    if not isinstance(out, torch.Tensor) or out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+        raise ValueError(f"out: expected shape {tuple(q.shape)}, dtype {q.dtype} and device {q.device} like q")
+    if padded_head_dim(q) != q.shape[-1]:
+        raise ValueError(f"out: not supported with head_dim {q.shape[-1]} on the GPU (padded to "
+                         f"{padded_head_dim(q)}); pass out=None")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        raise ValueError("out: not supported when q, k or v requires grad; pass out=None")
+    ops.fwd_out(q, k, v, *params, out)
+    return out
 
 
 def backward(dout, q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1, -1), alibi_slopes=None,
              score_function="exp2", kernel_arch=0, deterministic=False):
     """(dq, dk, dv) of forward() for the output gradient dout; dk, dv summed over each GQA group."""
-    _check_inputs(q, k, v)
-    if dout.shape != q.shape or dout.dtype != q.dtype or dout.device != q.device:
+    params = _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch)
+    if not isinstance(dout, torch.Tensor) or dout.shape != q.shape or dout.dtype != q.dtype or dout.device != q.device:
         raise ValueError(f"dout: expected shape {tuple(q.shape)}, dtype {q.dtype} and device {q.device} like q")
-    d = q.shape[-1]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    d_pad = (d + 7) // 8 * 8 if q.is_cuda else d
-    qp, kp, vp, dop = (_padded(t, d_pad) for t in (q, k, v, dout))
-    dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (qp, kp, vp))
-    args = _capi.BackwardArgs()
-    args.problem = _problem(qp, kp, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function,
-                            kernel_arch)
-    args.q, args.k, args.v, args.dout = _tensor(qp), _tensor(kp), _tensor(vp), _tensor(dop)
-    args.dq, args.dk, args.dv = _tensor(dq), _tensor(dk), _tensor(dv)
-    args.deterministic = int(bool(deterministic))
-    lib = _capi.lib()
-    if q.is_cuda:
-        import ctypes
-        nbytes = ctypes.c_size_t(0)
-        _capi.check(lib.flash_sigmoid_backward_workspace_size(args, ctypes.byref(nbytes)))
-        workspace = torch.empty(max(nbytes.value, 1), dtype=torch.uint8, device=q.device)
-        with torch.cuda.device(q.device):
-            stream = torch.cuda.current_stream().cuda_stream
-            _capi.check(lib.flash_sigmoid_backward(args, workspace.data_ptr(), nbytes.value, stream))
-    else:
-        _capi.check(lib.flash_sigmoid_cpu_backward(args, 0))
+    d, d_pad = q.shape[-1], padded_head_dim(q)
+    dout, q, k, v = (_pad_head_dim(t, d_pad) for t in (dout, q, k, v))
+    dq, dk, dv = ops.bwd(dout, q, k, v, *params, bool(deterministic))
     if d_pad != d:
         dq, dk, dv = dq[..., :d], dk[..., :d], dv[..., :d]
     return dq, dk, dv

@@ -26,8 +26,17 @@ FAMILIES = {
     ("80", "fwd"): ("sm80/fwd_launch.hpp", "sm80"),
 }
 
-# nvcc target per arch. sm_90a (not sm_90) is needed for wgmma and setmaxnreg.
-GENCODE = {"80": "-gencode=arch=compute_80,code=sm_80", "90a": "-gencode=arch=compute_90a,code=sm_90a"}
+# nvcc target per arch. The sm80 family is machine code for every GPU it is meant to run on (sm_80
+# SASS does not run on sm_90, so the H100 needs its own) plus compute_80 PTX for later GPUs;
+# --sm80-sass narrows the list (the GPU test tier builds only what its card runs). sm_90a (not
+# sm_90) is needed for wgmma and setmaxnreg.
+def gencode(arch, sm80_sass):
+    if arch == "80":
+        return f"-gencode=arch=compute_80,code=[{','.join('sm_' + s for s in sm80_sass)},compute_80]"
+    return "-gencode=arch=compute_90a,code=sm_90a"
+
+
+ARCHS = ("80", "90a")
 ARCH_NUMBER = {"80": 80, "90a": 90}
 
 def keys(archs, head_dims, dtypes, directions, masks):
@@ -103,6 +112,7 @@ def main(argv):
     p.add_argument("--dtypes", default=";".join(DTYPES))
     p.add_argument("--directions", default=";".join(DIRECTIONS))
     p.add_argument("--masks", default=";".join(MASKS))
+    p.add_argument("--sm80-sass", default="80;90", help="SASS targets of the sm80 family (80, 86, 89, 90)")
     a = p.parse_args(argv)
 
     def check(values, allowed, what):
@@ -111,13 +121,14 @@ def main(argv):
                 sys.exit(f"kernel_table.py: unknown {what} '{v}'; expected one of {', '.join(map(str, allowed))}")
         return values
 
-    archs = check(split(a.archs), GENCODE, "arch")
+    archs = check(split(a.archs), ARCHS, "arch")
+    sm80_sass = check(split(a.sm80_sass), ["80", "86", "89", "90"], "sm80 SASS target")
     head_dims = [int(h) for h in check(split(a.head_dims), [str(h) for h in HEAD_DIMS], "head dim")]
     dtypes = check(split(a.dtypes), DTYPES, "dtype")
     directions = check(split(a.directions), DIRECTIONS, "direction")
     masks = check(split(a.masks), MASKS, "mask")
     for path, arch in generate(a.out, list(keys(archs, head_dims, dtypes, directions, masks))):
-        print(f"{path}|{GENCODE[arch]}")
+        print(f"{path}|{gencode(arch, sm80_sass)}")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

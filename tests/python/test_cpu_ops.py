@@ -1,5 +1,5 @@
-"""CPU tier: the Python package on CPU tensors (CPU implementation through the C API) against the
-fp64 reference and torch autograd; argument errors. Runs everywhere, no GPU needed."""
+"""CPU tier: flash_sigmoid.forward/backward (the library's own conventions, through the ops) on CPU
+tensors against the fp64 reference and torch autograd; argument errors. Runs everywhere, no GPU."""
 import math
 
 import pytest
@@ -77,10 +77,36 @@ def test_errors_name_the_argument():
         flash_sigmoid.forward(q, k, v[:, :3])
     with pytest.raises(ValueError, match=r"k: expected heads \(3\)"):
         flash_sigmoid.forward(torch.randn(1, 4, 2, 8), torch.randn(1, 4, 3, 8), torch.randn(1, 4, 3, 8))
-    with pytest.raises(flash_sigmoid.FlashSigmoidError, match="problem.window_left: expected >= -1"):
+    with pytest.raises(ValueError, match=r"window_size: expected each bound >= -1"):
         flash_sigmoid.forward(q, k, v, window_size=(-2, -1))
+    with pytest.raises(ValueError, match=r"window_size: expected a right bound of -1 or 0 with causal=True"):
+        flash_sigmoid.forward(q, k, v, causal=True, window_size=(-1, 3))
+    with pytest.raises(ValueError, match="score_function: expected one of"):
+        flash_sigmoid.forward(q, k, v, score_function="softmax")
     with pytest.raises(TypeError, match="alibi_slopes: expected dtype float32"):
         flash_sigmoid.forward(q, k, v, alibi_slopes=torch.ones(2, dtype=torch.float64))
+
+
+def test_forward_into_out_and_its_errors():
+    q, k, v = _inputs(2, 9, 11, 4, 2, 16, torch.float32)
+    buf = torch.full((2, 9, 4, 24), float("nan"))
+    out = buf[..., :16]  # a strided view: written in place, nothing outside it
+    assert flash_sigmoid.forward(q, k, v, causal=True, out=out) is out
+    assert (out.double() - attention_reference(q, k, v, causal=True)).abs().max() < 1e-5
+    assert torch.isnan(buf[..., 16:]).all()
+    with pytest.raises(ValueError, match="out: expected shape"):
+        flash_sigmoid.forward(q, k, v, out=torch.empty(2, 9, 4, 8))
+    with pytest.raises(ValueError, match="out: not supported when q, k or v requires grad"):
+        flash_sigmoid.forward(q.requires_grad_(), k, v, out=torch.empty_like(q))
+
+
+def test_forward_is_differentiable():
+    q, k, v = (t.requires_grad_() for t in _inputs(1, 7, 9, 2, 1, 8, torch.float32, seed=4))
+    flash_sigmoid.forward(q, k, v, sigmoid_bias=-1.0, window_size=(2, 3)).square().sum().backward()
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    attention_reference(q64, k64, v64, sigmoid_bias=-1.0, window_size=(2, 3)).square().sum().backward()
+    for got, want in ((q.grad, q64.grad), (k.grad, k64.grad), (v.grad, v64.grad)):
+        assert (got.double() - want).abs().max() <= 1e-4 * max(1.0, want.abs().max().item())
 
 
 def test_build_info_lists_kernels():

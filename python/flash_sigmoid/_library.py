@@ -1,0 +1,88 @@
+"""Loads the op library (libflash_sigmoid_torch.so) and registers what torch needs from Python.
+
+Layer: Python package (low level). The ops themselves are registered in C++ (src/torch/ops.cpp,
+torch's stable ABI); this module finds and loads that library, then registers their fake (meta)
+functions, so torch.compile and FakeTensor can trace them, and the autograd formula of `fwd`.
+Knows the op schemas; nothing of kernels.
+"""
+import os
+import pathlib
+
+import torch
+
+_LIBRARY = "libflash_sigmoid_torch.so"
+
+
+def _candidates():
+    env = os.environ.get("FLASH_SIGMOID_TORCH_LIBRARY")
+    if env:
+        yield pathlib.Path(env)
+    env = os.environ.get("FLASH_SIGMOID_LIBRARY")  # libflash_sigmoid.so of a build tree: look beside it
+    if env:
+        yield pathlib.Path(env).parent / _LIBRARY
+    here = pathlib.Path(__file__).resolve().parent
+    yield here / "lib" / _LIBRARY  # installed by pip
+    root = here.parent.parent
+    for build in ("build", "build-gpu", "build-ci"):
+        yield root / build / _LIBRARY
+
+
+def _load():
+    tried = []
+    for path in _candidates():
+        tried.append(str(path))
+        if path.is_file():
+            torch.ops.load_library(str(path))
+            return path
+    raise ImportError(f"{_LIBRARY} not found: install the package (README, 'Python') or build it with CMake "
+                      "(FLASH_SIGMOID_BUILD_TORCH=ON) and set FLASH_SIGMOID_TORCH_LIBRARY. Tried: " + ", ".join(tried))
+
+
+library_path = _load()
+ops = torch.ops.flash_sigmoid
+
+
+# Fake functions: shapes, dtypes and devices of the outputs, exactly as the C++ ops allocate them
+# (contiguous, dtype and device of q).
+@torch.library.register_fake("flash_sigmoid::fwd")
+def _fwd_fake(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
+              kernel_arch, deterministic):
+    return q.new_empty(q.shape)
+
+
+@torch.library.register_fake("flash_sigmoid::fwd_out")
+def _fwd_out_fake(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
+                  kernel_arch, out):
+    return None
+
+
+@torch.library.register_fake("flash_sigmoid::bwd")
+def _bwd_fake(dout, q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
+              kernel_arch, deterministic):
+    return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
+
+
+# Autograd of fwd: save q, k, v (sigmoid attention needs no output and no row statistics, see
+# docs/math.md) and the parameters; the backward is the bwd op. The slopes and the scalar
+# parameters get no gradient; a second derivative is not provided.
+def _fwd_setup_context(ctx, inputs, output):
+    q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function, \
+        kernel_arch, deterministic = inputs
+    ctx.save_for_backward(q, k, v, alibi_slopes)
+    ctx.params = (scale, sigmoid_bias, causal, window_left, window_right, score_function, kernel_arch, deterministic)
+
+
+def _fwd_backward(ctx, dout):
+    q, k, v, alibi_slopes = ctx.saved_tensors
+    scale, sigmoid_bias, causal, window_left, window_right, score_function, kernel_arch, deterministic = ctx.params
+    dq, dk, dv = ops.bwd(dout, q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes,
+                         score_function, kernel_arch, deterministic)
+    return dq, dk, dv, None, None, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("flash_sigmoid::fwd", _fwd_backward, setup_context=_fwd_setup_context)
+
+
+def build_info():
+    """Version, CUDA runtime, built architectures and every compiled kernel key, one per line."""
+    return ops.build_info()

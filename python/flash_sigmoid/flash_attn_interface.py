@@ -1,0 +1,120 @@
+"""The flash-attn-compatible interface: a drop-in for Apple's FlashSigmoid.
+
+Layer: Python package (public interface). The signatures and semantics of Apple's FlashSigmoid,
+which are flash-attn 2.5.6's plus a trailing `sigmoid_bias`, positionally or by keyword:
+
+    from flash_sigmoid import flash_attn_func
+    out = flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
+                          window_size=(-1, -1), alibi_slopes=None, deterministic=False,
+                          return_attn_probs=False, sigmoid_bias=0.0)
+
+flash-attn conventions kept here (and mapped onto the library's in ops.py):
+- causal is bottom-right aligned and forces the window's right bound to 0 (whatever is passed);
+- a window bound that is negative, or >= seqlen_k, is unbounded (flash-attn clamps both);
+- alibi_slopes [Hq] or [B, Hq], fp32: score -= slope * |i + Sk - Sq - j|;
+- head dims that are not a multiple of 8 are padded (GPU) and the result sliced back.
+
+What the interface promises and this library does not do (yet) raises instead of returning
+something else: dropout_p != 0 raises NotImplementedError. return_attn_probs=True returns
+(out, None), exactly what Apple's FlashSigmoid returns without dropout (it computes the
+probabilities only when dropout_p > 0, which it never supports). No varlen or kvcache variants
+(Apple's has none either).
+
+CPU tensors (fp32, fp16, bf16) run the CPU implementation; CUDA tensors (fp16, bf16) the kernels.
+"""
+import numbers
+
+import torch
+
+from . import ops as _ops
+
+__all__ = ["flash_attn_func", "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func"]
+
+
+def _check_dropout(dropout_p):
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
+        raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__} ({dropout_p!r})")
+    if dropout_p != 0:
+        raise NotImplementedError(f"dropout_p: attention dropout is not implemented by FlashSigmoid (got {dropout_p}); "
+                                  "pass dropout_p=0.0")
+
+
+def _flash_window(window_size, causal, seqlen_k):
+    """flash-attn 2.5.6's window rules (mha_fwd): bounds >= seqlen_k and negative bounds are
+    unbounded; causal sets the right bound to 0."""
+    try:
+        left, right = (int(w) for w in window_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"window_size: expected a pair of ints (left, right), got {window_size!r}") from None
+    left = -1 if left < 0 or left >= seqlen_k else left
+    right = -1 if right < 0 or right >= seqlen_k else right
+    if causal:
+        right = 0
+    return left, right
+
+
+def _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
+               return_attn_probs, sigmoid_bias, names):
+    _check_dropout(dropout_p)
+    _ops.check_qkv(q, k, v, names)
+    _ops.check_alibi(alibi_slopes, q)
+    left, right = _flash_window(window_size, bool(causal), k.shape[1])
+    scale = q.shape[-1] ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
+    bias = _ops.as_float("sigmoid_bias", sigmoid_bias)
+    out = _ops.attention(q, k, v, scale, bias, bool(causal), left, right, alibi_slopes,
+                         _ops.SCORE_FUNCTIONS["exp2"], 0, bool(deterministic))
+    return (out, None) if return_attn_probs else out
+
+
+def _unpack(name, packed, parts):
+    if not isinstance(packed, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(packed).__name__}")
+    if packed.dim() != 5 or packed.shape[2] != parts:
+        layout = "[batch, seqlen, 3, heads, head_dim]" if parts == 3 else "[batch, seqlen, 2, heads_kv, head_dim]"
+        raise ValueError(f"{name}: expected shape {layout}, got {tuple(packed.shape)}")
+    return packed.unbind(2)
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                    alibi_slopes=None, deterministic=False, return_attn_probs=False, sigmoid_bias=0.0):
+    """Sigmoid attention: out = sigmoid(softmax_scale * q @ k^T + sigmoid_bias - alibi) @ v.
+
+    Arguments:
+        q: (batch, seqlen_q, nheads, headdim); k, v: (batch, seqlen_k, nheads_k, headdim), with
+            nheads % nheads_k == 0 (MQA/GQA: query head h reads kv head h // (nheads // nheads_k)).
+            Any strides with a contiguous last dim; fp16/bf16 on CUDA, fp16/bf16/fp32 on CPU.
+        dropout_p: must be 0.0 (dropout is not implemented; anything else raises).
+        softmax_scale: the scale of q @ k^T; default 1 / sqrt(headdim).
+        causal: bottom-right aligned causal mask (key j visible from query i iff
+            j <= i + seqlen_k - seqlen_q); forces window_size[1] = 0.
+        window_size: (left, right): key j visible iff
+            i + seqlen_k - seqlen_q - left <= j <= i + seqlen_k - seqlen_q + right; -1 unbounded.
+        alibi_slopes: (nheads,) or (batch, nheads), fp32: the score gets
+            -slope * |i + seqlen_k - seqlen_q - j|.
+        deterministic: bitwise-reproducible backward.
+        return_attn_probs: also return the probabilities' slot, None as in Apple's FlashSigmoid
+            (it fills it only with dropout, which is not supported).
+        sigmoid_bias: scalar b added to every score (not trained); the paper recommends
+            -log(seqlen_k).
+    Returns:
+        out: (batch, seqlen_q, nheads, headdim), or (out, None) with return_attn_probs.
+    A row whose keys are all masked gives 0. Differentiable in q, k, v.
+    """
+    return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
+                      return_attn_probs, sigmoid_bias, ("q", "k", "v"))
+
+
+def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                             alibi_slopes=None, deterministic=False, return_attn_probs=False, sigmoid_bias=0.0):
+    """flash_attn_func with k, v stacked: kv is (batch, seqlen_k, 2, nheads_k, headdim)."""
+    k, v = _unpack("kv", kv, 2)
+    return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
+                      return_attn_probs, sigmoid_bias, ("q", "kv[:, :, 0]", "kv[:, :, 1]"))
+
+
+def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                              alibi_slopes=None, deterministic=False, return_attn_probs=False, sigmoid_bias=0.0):
+    """flash_attn_func with q, k, v stacked: qkv is (batch, seqlen, 3, nheads, headdim)."""
+    q, k, v = _unpack("qkv", qkv, 3)
+    return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
+                      return_attn_probs, sigmoid_bias, ("qkv[:, :, 0]", "qkv[:, :, 1]", "qkv[:, :, 2]"))

@@ -1,0 +1,187 @@
+// Layer: PyTorch binding. Registers the flash_sigmoid ops with the dispatcher through torch's
+// stable ABI (one build serves torch >= 2.10), for CPU and CUDA tensors:
+//
+//   fwd(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes,
+//       score_function, kernel_arch, deterministic) -> out
+//   fwd_out(..., Tensor(a!) out) -> ()           the forward into a caller's tensor
+//   bwd(dout, q, k, v, ...same..., deterministic) -> (dq, dk, dv)
+//   build_info() -> str
+//
+// Each op builds the public API's structs from the tensors' strides, takes outputs and workspace
+// from torch's allocator, runs the CPU implementation or launches the GPU kernel on torch's
+// current CUDA stream (no host synchronisation), and turns a failed Status into an error carrying
+// flash_sigmoid::last_error(). Fake (meta) functions and autograd are registered from Python
+// (python/flash_sigmoid/_ops.py). `deterministic` of fwd is not used by the forward: it is
+// there so the autograd formula can hand it to bwd.
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+
+#include "tensor_args.hpp"
+
+namespace flash_sigmoid::torch_binding {
+namespace {
+
+int cpu_threads() { return static_cast<int>(torch::stable::get_num_threads()); }
+
+#ifdef FLASH_SIGMOID_TORCH_CUDA
+// torch's current stream on the tensor's device (what torch.cuda.current_stream() returns), so the
+// kernel is ordered with the surrounding torch work and is captured by CUDA graphs.
+Stream current_stream(const StableTensor& t) {
+  void* stream = nullptr;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream));
+  return static_cast<Stream>(stream);
+}
+#endif
+
+#ifndef FLASH_SIGMOID_TORCH_CUDA
+[[noreturn]] void no_cuda(const char* op) {
+  throw std::runtime_error(std::string(op) +
+                           ": this flash_sigmoid_torch library was built against a torch without CUDA; "
+                           "only CPU tensors are supported");
+}
+#endif
+
+// Runs the forward into `out` (contiguous, from prepare). The inputs object owns any copies.
+void run_forward(const char* op, const Inputs& in, const StableTensor& out) {
+  ForwardArgs args{};
+  args.problem = in.problem;
+  args.q = api_tensor(in.q);
+  args.k = api_tensor(in.k);
+  args.v = api_tensor(in.v);
+  args.out = api_tensor(out);
+  if (in.backend == Backend::kCpu) {
+    check_status(op, cpu::forward(args, cpu_threads()));
+    return;
+  }
+#ifdef FLASH_SIGMOID_TORCH_CUDA
+  torch::stable::accelerator::DeviceGuard guard(in.q.get_device_index());
+  check_status(op, forward(args, Workspace{}, current_stream(in.q)));
+#else
+  no_cuda(op);
+#endif
+}
+
+OpParams params_of(double scale, double sigmoid_bias, bool causal, int64_t window_left, int64_t window_right,
+                   std::optional<StableTensor> alibi_slopes, int64_t score_function, int64_t kernel_arch) {
+  return OpParams{scale, sigmoid_bias, causal, window_left, window_right, std::move(alibi_slopes), score_function,
+                  kernel_arch};
+}
+
+StableTensor fwd(StableTensor q, StableTensor k, StableTensor v, double scale, double sigmoid_bias, bool causal,
+                 int64_t window_left, int64_t window_right, std::optional<StableTensor> alibi_slopes,
+                 int64_t score_function, int64_t kernel_arch, bool /*deterministic: for bwd*/) {
+  constexpr const char* op = "flash_sigmoid::fwd";
+  const Inputs in = prepare_inputs(op, q, k, v, std::nullopt,
+                                   params_of(scale, sigmoid_bias, causal, window_left, window_right,
+                                             std::move(alibi_slopes), score_function, kernel_arch));
+  StableTensor out = empty_like_sizes(in.q, q);
+  run_forward(op, in, out);
+  return out;
+}
+
+void fwd_out(StableTensor q, StableTensor k, StableTensor v, double scale, double sigmoid_bias, bool causal,
+             int64_t window_left, int64_t window_right, std::optional<StableTensor> alibi_slopes,
+             int64_t score_function, int64_t kernel_arch, StableTensor out) {
+  constexpr const char* op = "flash_sigmoid::fwd_out";
+  const Inputs in = prepare_inputs(op, q, k, v, std::nullopt,
+                                   params_of(scale, sigmoid_bias, causal, window_left, window_right,
+                                             std::move(alibi_slopes), score_function, kernel_arch));
+  bool same_shape = out.dim() == 4;
+  for (int64_t d = 0; same_shape && d < 4; ++d) same_shape = out.size(d) == q.size(d);
+  if (!same_shape || out.scalar_type() != q.scalar_type() || out.is_cuda() != q.is_cuda() ||
+      (out.is_cuda() && out.get_device_index() != q.get_device_index())) {
+    throw std::runtime_error(std::string(op) + ": out: expected the shape, dtype and device of q");
+  }
+  // Write in place when the backend can; otherwise into a contiguous buffer copied over after.
+  if (readable_in_place(out, in.backend)) {
+    run_forward(op, in, out);
+    return;
+  }
+  StableTensor buffer = empty_like_sizes(in.q, q);
+  run_forward(op, in, buffer);
+  torch::stable::copy_(out, buffer);
+}
+
+std::tuple<StableTensor, StableTensor, StableTensor> bwd(StableTensor dout, StableTensor q, StableTensor k,
+                                                         StableTensor v, double scale, double sigmoid_bias,
+                                                         bool causal, int64_t window_left, int64_t window_right,
+                                                         std::optional<StableTensor> alibi_slopes,
+                                                         int64_t score_function, int64_t kernel_arch,
+                                                         bool deterministic) {
+  constexpr const char* op = "flash_sigmoid::bwd";
+  const Inputs in = prepare_inputs(op, q, k, v, dout,
+                                   params_of(scale, sigmoid_bias, causal, window_left, window_right,
+                                             std::move(alibi_slopes), score_function, kernel_arch));
+  StableTensor dq = empty_like_sizes(in.q, q);
+  StableTensor dk = empty_like_sizes(in.q, k);
+  StableTensor dv = empty_like_sizes(in.q, v);
+  BackwardArgs args{};
+  args.problem = in.problem;
+  args.q = api_tensor(in.q);
+  args.k = api_tensor(in.k);
+  args.v = api_tensor(in.v);
+  args.dout = api_tensor(*in.dout);
+  args.dq = api_tensor(dq);
+  args.dk = api_tensor(dk);
+  args.dv = api_tensor(dv);
+  args.deterministic = deterministic ? 1 : 0;
+  if (in.backend == Backend::kCpu) {
+    check_status(op, cpu::backward(args, cpu_threads()));
+    return {dq, dk, dv};
+  }
+#ifdef FLASH_SIGMOID_TORCH_CUDA
+  torch::stable::accelerator::DeviceGuard guard(in.q.get_device_index());
+  size_t bytes = 0;
+  check_status(op, workspace_size(args, &bytes));
+  StableTensor workspace = scratch_bytes(in.q, bytes);
+  check_status(op, backward(args, Workspace{bytes ? workspace.data_ptr() : nullptr, bytes}, current_stream(in.q)));
+  return {dq, dk, dv};
+#else
+  no_cuda(op);
+#endif
+}
+
+std::string build_info_op() { return build_info(); }
+
+}  // namespace
+}  // namespace flash_sigmoid::torch_binding
+
+namespace fs_torch = flash_sigmoid::torch_binding;
+
+STABLE_TORCH_LIBRARY(flash_sigmoid, m) {
+  m.def(
+      "fwd(Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, int window_left, "
+      "int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, bool deterministic) -> Tensor");
+  m.def(
+      "fwd_out(Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, int window_left, "
+      "int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, Tensor(a!) out) -> ()");
+  m.def(
+      "bwd(Tensor dout, Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, "
+      "int window_left, int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, "
+      "bool deterministic) -> (Tensor, Tensor, Tensor)");
+  m.def("build_info() -> str");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(flash_sigmoid, CPU, m) {
+  m.impl("fwd", TORCH_BOX(&fs_torch::fwd));
+  m.impl("fwd_out", TORCH_BOX(&fs_torch::fwd_out));
+  m.impl("bwd", TORCH_BOX(&fs_torch::bwd));
+}
+
+#ifdef FLASH_SIGMOID_TORCH_CUDA
+STABLE_TORCH_LIBRARY_IMPL(flash_sigmoid, CUDA, m) {
+  m.impl("fwd", TORCH_BOX(&fs_torch::fwd));
+  m.impl("fwd_out", TORCH_BOX(&fs_torch::fwd_out));
+  m.impl("bwd", TORCH_BOX(&fs_torch::bwd));
+}
+#endif
+
+STABLE_TORCH_LIBRARY_IMPL(flash_sigmoid, CompositeExplicitAutograd, m) {
+  m.impl("build_info", TORCH_BOX(&fs_torch::build_info_op));
+}

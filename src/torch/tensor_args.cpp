@@ -1,0 +1,207 @@
+// Layer: PyTorch binding. Torch tensors -> public API structs; see tensor_args.hpp. The public API
+// validates the problem itself (GQA ratio, head dim range, window bounds, GPU limits) and names the
+// argument; this file checks only what the API cannot see: ranks, dtypes, devices, shapes.
+#include "tensor_args.hpp"
+
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include <torch/csrc/stable/ops.h>
+#include <torch/headeronly/core/ScalarType.h>
+
+namespace flash_sigmoid::torch_binding {
+namespace {
+
+using torch::headeronly::ScalarType;
+
+[[noreturn]] void fail(const char* op, const std::string& argument, const std::string& message) {
+  throw std::runtime_error(std::string(op) + ": " + argument + ": " + message);
+}
+
+std::string shape_string(const StableTensor& t) {
+  std::ostringstream os;
+  os << "[";
+  for (int64_t d = 0; d < t.dim(); ++d) os << (d ? ", " : "") << t.size(d);
+  os << "]";
+  return os.str();
+}
+
+std::string dtype_name(ScalarType dtype) {
+  switch (dtype) {
+    case ScalarType::Half: return "float16";
+    case ScalarType::BFloat16: return "bfloat16";
+    case ScalarType::Float: return "float32";
+    case ScalarType::Double: return "float64";
+    default: {
+      std::ostringstream os;
+      os << dtype;
+      return os.str();
+    }
+  }
+}
+
+std::string device_name(const StableTensor& t) {
+  if (t.is_cpu()) return "cpu";
+  if (t.is_cuda()) return "cuda:" + std::to_string(t.get_device_index());
+  return "a device other than cpu and cuda";
+}
+
+bool same_device(const StableTensor& a, const StableTensor& b) {
+  if (a.is_cpu() || b.is_cpu()) return a.is_cpu() && b.is_cpu();
+  return a.is_cuda() && b.is_cuda() && a.get_device_index() == b.get_device_index();
+}
+
+DType api_dtype(const char* op, const StableTensor& q, Backend backend) {
+  switch (q.scalar_type()) {
+    case ScalarType::Half: return DType::kFloat16;
+    case ScalarType::BFloat16: return DType::kBFloat16;
+    case ScalarType::Float:
+      if (backend == Backend::kCpu) return DType::kFloat32;
+      break;
+    default: break;
+  }
+  fail(op, "q", std::string("expected dtype ") +
+                    (backend == Backend::kCpu ? "float16, bfloat16 or float32" : "float16 or bfloat16") + " on " +
+                    device_name(q) + ", got " + dtype_name(q.scalar_type()));
+}
+
+void check_like_q(const char* op, const char* name, const StableTensor& t, const StableTensor& q) {
+  if (t.dim() != 4) {
+    fail(op, name, "expected 4 dims [batch, seqlen, heads, head_dim], got shape " + shape_string(t));
+  }
+  if (t.scalar_type() != q.scalar_type()) {
+    fail(op, name, "expected dtype " + dtype_name(q.scalar_type()) + " like q, got " + dtype_name(t.scalar_type()));
+  }
+  if (!same_device(t, q)) fail(op, name, "expected device " + device_name(q) + " like q, got " + device_name(t));
+}
+
+StableTensor readable(const StableTensor& t, Backend backend) {
+  if (readable_in_place(t, backend)) return t;
+  StableTensor copy = torch::stable::new_empty(t, t.sizes());
+  torch::stable::copy_(copy, t);
+  return copy;
+}
+
+std::optional<StableTensor> prepare_alibi(const char* op, const std::optional<StableTensor>& slopes,
+                                          const StableTensor& q, Problem* problem) {
+  problem->alibi_slopes = nullptr;
+  problem->alibi_stride_batch = 0;
+  if (!slopes.has_value()) return std::nullopt;
+  const StableTensor& s = *slopes;
+  if (s.scalar_type() != ScalarType::Float) {
+    fail(op, "alibi_slopes", "expected dtype float32, got " + dtype_name(s.scalar_type()));
+  }
+  if (!same_device(s, q)) fail(op, "alibi_slopes", "expected device " + device_name(q) + " like q, got " + device_name(s));
+  const int64_t batch = q.size(0), heads_q = q.size(2);
+  const bool per_head = s.dim() == 1 && s.size(0) == heads_q;
+  const bool per_batch_head = s.dim() == 2 && s.size(0) == batch && s.size(1) == heads_q;
+  if (!per_head && !per_batch_head) {
+    fail(op, "alibi_slopes", "expected shape [" + std::to_string(heads_q) + "] or [" + std::to_string(batch) + ", " +
+                                 std::to_string(heads_q) + "], got " + shape_string(s));
+  }
+  // The API reads slope (b, h) at b * alibi_stride_batch + h: the head dim must be contiguous and
+  // the batch stride at least heads_q (or 0 when it is never used).
+  StableTensor usable = s;
+  const int64_t last = s.dim() - 1;
+  const bool batch_stride_ok = per_head || s.size(0) == 1 || s.stride(0) >= heads_q;
+  if ((s.size(last) > 1 && s.stride(last) != 1) || !batch_stride_ok) usable = torch::stable::contiguous(s);
+  problem->alibi_slopes = static_cast<const float*>(usable.data_ptr());
+  problem->alibi_stride_batch = (per_batch_head && s.size(0) > 1) ? usable.stride(0) : 0;
+  return usable;
+}
+
+}  // namespace
+
+// Size-1 dims are ignored: api_tensor() gives them stride 0.
+bool readable_in_place(const StableTensor& t, Backend backend) {
+  if (t.numel() == 0) return true;
+  const int64_t last = t.dim() - 1;
+  if (t.size(last) > 1 && t.stride(last) != 1) return false;
+  const int64_t vector = 16 / static_cast<int64_t>(t.element_size());
+  for (int64_t d = 0; d < last; ++d) {
+    if (t.size(d) == 1) continue;
+    if (t.stride(d) < 0) return false;
+    if (backend == Backend::kCuda && t.stride(d) % vector != 0) return false;
+  }
+  return backend == Backend::kCpu || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+}
+
+Backend backend_of(const StableTensor& q) {
+  if (q.is_cuda()) return Backend::kCuda;
+  if (q.is_cpu()) return Backend::kCpu;
+  throw std::runtime_error("flash_sigmoid: q: expected a CPU or CUDA tensor, got " + device_name(q));
+}
+
+Inputs prepare_inputs(const char* op, const StableTensor& q, const StableTensor& k, const StableTensor& v,
+                      const std::optional<StableTensor>& dout, const OpParams& params) {
+  const Backend backend = backend_of(q);
+  if (q.dim() != 4) fail(op, "q", "expected 4 dims [batch, seqlen, heads, head_dim], got shape " + shape_string(q));
+  const DType dtype = api_dtype(op, q, backend);
+  check_like_q(op, "k", k, q);
+  check_like_q(op, "v", v, q);
+  if (k.size(0) != q.size(0) || k.size(3) != q.size(3)) {
+    fail(op, "k", "expected batch " + std::to_string(q.size(0)) + " and head_dim " + std::to_string(q.size(3)) +
+                      " like q, got shape " + shape_string(k));
+  }
+  for (int64_t d = 0; d < 4; ++d) {
+    if (v.size(d) != k.size(d)) fail(op, "v", "expected the shape of k " + shape_string(k) + ", got " + shape_string(v));
+  }
+  if (dout.has_value()) {
+    check_like_q(op, "dout", *dout, q);
+    for (int64_t d = 0; d < 4; ++d) {
+      if (dout->size(d) != q.size(d)) {
+        fail(op, "dout", "expected the shape of q " + shape_string(q) + ", got " + shape_string(*dout));
+      }
+    }
+  }
+  if (params.score_function != FLASH_SIGMOID_SIGMOID_VIA_EXP2 && params.score_function != FLASH_SIGMOID_SIGMOID_VIA_TANH) {
+    fail(op, "score_function", "expected 0 (sigmoid via exp2) or 1 (sigmoid via tanh), got " +
+                                   std::to_string(params.score_function));
+  }
+  if (params.kernel_arch != 0 && params.kernel_arch != 80 && params.kernel_arch != 90) {
+    fail(op, "kernel_arch", "expected 0 (best available), 80 or 90, got " + std::to_string(params.kernel_arch));
+  }
+
+  Inputs in{backend, readable(q, backend), readable(k, backend), readable(v, backend), std::nullopt, std::nullopt,
+            problem_init(q.size(3))};
+  if (dout.has_value()) in.dout = readable(*dout, backend);
+  Problem& p = in.problem;
+  p.dtype = static_cast<FlashSigmoidDType>(dtype);
+  p.batch = q.size(0);
+  p.seqlen_q = q.size(1);
+  p.seqlen_k = k.size(1);
+  p.heads_q = q.size(2);
+  p.heads_kv = k.size(2);
+  p.scale = static_cast<float>(params.scale);
+  p.sigmoid_bias = static_cast<float>(params.sigmoid_bias);
+  p.causal = params.causal ? 1 : 0;
+  p.window_left = params.window_left;
+  p.window_right = params.window_right;
+  p.score_function = static_cast<FlashSigmoidScoreFunction>(params.score_function);
+  p.kernel_arch = static_cast<int32_t>(params.kernel_arch);
+  in.alibi = prepare_alibi(op, params.alibi_slopes, q, &p);
+  return in;
+}
+
+Tensor api_tensor(const StableTensor& t) {
+  if (t.numel() == 0) return Tensor{t.data_ptr(), 0, 0, 0, 1};  // nothing is read or written
+  auto stride = [&](int64_t d) { return t.size(d) == 1 ? (d == 3 ? 1 : 0) : t.stride(d); };
+  return Tensor{t.data_ptr(), stride(0), stride(1), stride(2), stride(3)};
+}
+
+StableTensor empty_like_sizes(const StableTensor& t, const StableTensor& sizes_of) {
+  return torch::stable::new_empty(t, sizes_of.sizes());
+}
+
+StableTensor scratch_bytes(const StableTensor& t, size_t bytes) {
+  const std::vector<int64_t> sizes{static_cast<int64_t>(bytes)};
+  return torch::stable::new_empty(t, sizes, ScalarType::Byte);
+}
+
+void check_status(const char* op, Status status) {
+  if (status == Status::kSuccess) return;
+  throw std::runtime_error(std::string(op) + ": " + last_error() + " [" + status_name(status) + "]");
+}
+
+}  // namespace flash_sigmoid::torch_binding

@@ -1,0 +1,70 @@
+// Layer: PyTorch binding. Turns torch tensors (through the stable ABI) into the public API's
+// argument structs: checks what only torch can see (ranks, dtypes, devices), copies a tensor whose
+// strides or alignment the chosen backend cannot read, and allocates outputs and workspace from
+// torch's allocator. Knows the public API (include/flash_sigmoid) and nothing of kernel internals.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <torch/csrc/stable/tensor.h>
+
+#include "flash_sigmoid/flash_sigmoid.hpp"
+
+namespace flash_sigmoid::torch_binding {
+
+using StableTensor = torch::stable::Tensor;
+
+enum class Backend { kCpu, kCuda };
+
+// Where the op runs, decided by q's device; every other tensor must be on the same device.
+Backend backend_of(const StableTensor& q);
+
+// The op parameters shared by fwd and bwd, as they arrive from the schema.
+struct OpParams {
+  double scale;
+  double sigmoid_bias;
+  bool causal;
+  int64_t window_left;
+  int64_t window_right;
+  std::optional<StableTensor> alibi_slopes;
+  int64_t score_function;
+  int64_t kernel_arch;
+};
+
+// Inputs made readable by the backend. q, k, v (and dout) are the caller's tensors or, where
+// the backend cannot read them in place, copies; alibi likewise. Keep this object alive until
+// the launch has been enqueued: it owns the copies.
+struct Inputs {
+  Backend backend;
+  StableTensor q, k, v;
+  std::optional<StableTensor> dout;
+  std::optional<StableTensor> alibi;
+  Problem problem;
+};
+
+// Checks q, k, v (and dout when given) and the parameters, and fills `problem`. `op` names the op
+// in messages ("flash_sigmoid::fwd"). Throws std::runtime_error naming the argument.
+Inputs prepare_inputs(const char* op, const StableTensor& q, const StableTensor& k, const StableTensor& v,
+                      const std::optional<StableTensor>& dout, const OpParams& params);
+
+// Whether `backend` can read or write `t` in place: head dim contiguous, no negative strides and,
+// for the GPU kernels, 16-byte vectors (aligned pointer, strides in multiples of 16 bytes).
+bool readable_in_place(const StableTensor& t, Backend backend);
+
+// A [batch, seqlen, heads, head_dim] view of `t` for the public API. Size-1 dims get stride 0
+// (any stride is valid there, and 0 satisfies every backend's stride rules); an empty tensor
+// gets strides (0, 0, 0, 1).
+Tensor api_tensor(const StableTensor& t);
+
+// A contiguous tensor of `sizes` with t's dtype and device, from torch's allocator.
+StableTensor empty_like_sizes(const StableTensor& t, const StableTensor& sizes_of);
+
+// `bytes` of scratch on t's device (uint8), from torch's allocator.
+StableTensor scratch_bytes(const StableTensor& t, size_t bytes);
+
+// Throws std::runtime_error "op: <last_error> [status]" unless `status` is success.
+void check_status(const char* op, Status status);
+
+}  // namespace flash_sigmoid::torch_binding
