@@ -163,6 +163,7 @@ class HostTensor {
   }
   FlashSigmoidDType dtype() const { return dtype_; }
   int64_t numel() const { return batch_ * seqlen_ * heads_ * head_dim_; }
+  size_t byte_size() const { return bytes_.size(); }  // the whole strided allocation
 
   double get(int64_t b, int64_t s, int64_t h, int64_t d) const {
     FlashSigmoidTensor t = view_;
