@@ -18,6 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "gpu"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
@@ -62,6 +63,25 @@ def check(q, k, v, bias, causal, score_function):
     return ((out.double() - ref).norm() / ref.norm()).item()
 
 
+def sdpa_backward(backend, q, k, v, causal):
+    """Times the backward alone: one forward with autograd, then repeated torch.autograd.grad."""
+    from torch.nn.attention import sdpa_kernel
+    qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+    with sdpa_kernel(backend):
+        out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=causal)
+    dout = torch.randn_like(out)
+    return lambda: torch.autograd.grad(out, (qg, kg, vg), dout, retain_graph=True)
+
+
+def peak_memory_mb(fn):
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
 def run_case(d, s, causal, dtype=torch.bfloat16, total_tokens=16384, hidden=2048, eager_max_s=8192):
     b, h = max(total_tokens // s, 1), hidden // d
     gen = torch.Generator(device="cuda").manual_seed(s * 1000 + d)
@@ -75,7 +95,6 @@ def run_case(d, s, causal, dtype=torch.bfloat16, total_tokens=16384, hidden=2048
     row["flash_sigmoid_tanh"] = tfs(bench_ms(
         lambda: flash_sigmoid.forward(q, k, v, sigmoid_bias=bias, causal=causal, score_function="tanh")))
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # SDPA and eager take [B, H, S, D]
-    from torch.nn.attention import SDPBackend
     for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
         try:
             row[name] = tfs(bench_ms(lambda: sdpa(backend)(qt, kt, vt, causal)))
@@ -84,6 +103,27 @@ def run_case(d, s, causal, dtype=torch.bfloat16, total_tokens=16384, hidden=2048
             row[name + "_error"] = str(e).splitlines()[0][:120]
     row["eager_sigmoid"] = tfs(bench_ms(lambda: eager_sigmoid(qt, kt, vt, bias, causal))) if s <= eager_max_s else None
     row["speedup_vs_sdpa_flash"] = row["flash_sigmoid"] / row["sdpa_flash"] if row.get("sdpa_flash") else None
+    # Backward (2.5x the forward's FLOPs), where a backward kernel is built for this head dim.
+    tfs_bwd = lambda ms: 2.5 * flops / ms / 1e9  # noqa: E731
+    dout = torch.randn_like(q)
+    bwd = lambda: flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=bias, causal=causal)  # noqa: E731
+    try:
+        bwd()
+        row["flash_sigmoid_bwd"] = tfs_bwd(bench_ms(bwd))
+        row["peak_mb_flash_sigmoid"] = peak_memory_mb(
+            lambda: (flash_sigmoid.forward(q, k, v, sigmoid_bias=bias, causal=causal), bwd()))
+    except RuntimeError as e:
+        row["flash_sigmoid_bwd"] = None
+        row["flash_sigmoid_bwd_error"] = str(e).splitlines()[0][:160]
+    for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
+        try:
+            row[name + "_bwd"] = tfs_bwd(bench_ms(sdpa_backward(backend, qt, kt, vt, causal)))
+            if name == "sdpa_flash":
+                row["peak_mb_sdpa_flash"] = peak_memory_mb(lambda: sdpa_backward(backend, qt, kt, vt, causal)())
+        except RuntimeError:
+            row[name + "_bwd"] = None
+    if row.get("flash_sigmoid_bwd") and row.get("sdpa_flash_bwd"):
+        row["bwd_speedup_vs_sdpa_flash"] = row["flash_sigmoid_bwd"] / row["sdpa_flash_bwd"]
     return row
 
 
@@ -108,6 +148,41 @@ def fmt(x, spec="{:.0f}"):
     return "—" if x is None else spec.format(x)
 
 
+def plot(rows, env, path_prefix):
+    """One PNG per head dim: forward and backward TFLOP/s against seqlen, causal and not."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = []
+    for d in sorted({r["head_dim"] for r in rows}):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+        for ax, direction in zip(axes, ("forward", "backward")):
+            series = (("flash_sigmoid", "FlashSigmoid (exp2)", "tab:blue"),
+                      ("flash_sigmoid_tanh", "FlashSigmoid (tanh)", "tab:cyan"),
+                      ("sdpa_flash", "SDPA flash (FA2, softmax)", "tab:red"),
+                      ("sdpa_cudnn", "SDPA cuDNN (softmax)", "tab:purple"))
+            for key, label, color in series:
+                k = key if direction == "forward" else key + "_bwd"
+                for causal, style in ((False, "-o"), (True, "--s")):
+                    pts = [(r["seqlen"], r.get(k)) for r in rows if r["head_dim"] == d and r["causal"] == causal]
+                    pts = [(x, y) for x, y in pts if y]
+                    if pts:
+                        ax.plot(*zip(*pts), style, color=color, label=f"{label}{' causal' if causal else ''}")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("seqlen")
+            ax.set_title(f"{direction}, D={d}")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("TFLOP/s")
+        for ax in axes:
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{env['gpu']}, bf16, bias=-log(S), commit {env['commit']}", fontsize=9)
+        path = f"{path_prefix}_d{d}.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def markdown(rows, env):
     lines = [f"GPU {env['gpu']} ({env['sms']} SMs, clocks {env['clocks']}), torch {env['torch']}, CUDA {env['cuda']}, "
              f"commit {env['commit']}, {env['date']}. Forward TFLOP/s, bf16, bias = −log(S), median of do_bench.",
@@ -118,6 +193,14 @@ def markdown(rows, env):
         lines.append(f"| {r['head_dim']} | {r['seqlen']} | {'yes' if r['causal'] else 'no'} | {fmt(r['flash_sigmoid'])} | "
                      f"{fmt(r['flash_sigmoid_tanh'])} | {fmt(r.get('sdpa_flash'))} | {fmt(r.get('sdpa_cudnn'))} | "
                      f"{fmt(r.get('eager_sigmoid'))} | {fmt(r['speedup_vs_sdpa_flash'], '{:.2f}×')} | {r['rel_err_exp2']:.1e} |")
+    lines += ["", "Backward TFLOP/s (2.5× the forward's FLOPs) and peak memory of forward + backward:", "",
+              "| D | S | causal | FlashSigmoid | SDPA flash (FA2) | SDPA cuDNN | vs SDPA flash | peak MiB FlashSigmoid | peak MiB SDPA flash |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['head_dim']} | {r['seqlen']} | {'yes' if r['causal'] else 'no'} | {fmt(r.get('flash_sigmoid_bwd'))} | "
+                     f"{fmt(r.get('sdpa_flash_bwd'))} | {fmt(r.get('sdpa_cudnn_bwd'))} | "
+                     f"{fmt(r.get('bwd_speedup_vs_sdpa_flash'), '{:.2f}×')} | {fmt(r.get('peak_mb_flash_sigmoid'))} | "
+                     f"{fmt(r.get('peak_mb_sdpa_flash'))} |")
     return "\n".join(lines)
 
 
@@ -129,6 +212,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="D 64/128, S 1k/8k: a smoke run")
     ap.add_argument("--json", help="write rows and environment here")
     ap.add_argument("--markdown", help="write the markdown table here")
+    ap.add_argument("--plot", help="write one PNG per head dim, named PREFIX_d<D>.png")
     a = ap.parse_args()
     if a.quick:
         a.seqlens = [1024, 8192]
@@ -140,8 +224,10 @@ def main():
             for c in causal:
                 r = run_case(d, s, c)
                 rows.append(r)
-                print(f"D={d:3d} S={s:5d} causal={int(c)}: flash_sigmoid {r['flash_sigmoid']:.0f} "
-                      f"sdpa_flash {fmt(r.get('sdpa_flash'))} cudnn {fmt(r.get('sdpa_cudnn'))} TFLOP/s", flush=True)
+                print(f"[{len(rows)}/{len(a.head_dims) * len(a.seqlens) * len(causal)}] D={d:3d} S={s:5d} causal={int(c)}: "
+                      f"fwd {r['flash_sigmoid']:.0f} (SDPA flash {fmt(r.get('sdpa_flash'))}), "
+                      f"bwd {fmt(r.get('flash_sigmoid_bwd'))} (SDPA flash {fmt(r.get('sdpa_flash_bwd'))}) TFLOP/s",
+                      flush=True)
     table = markdown(rows, env)
     print(table)
     if a.json:
@@ -150,6 +236,8 @@ def main():
     if a.markdown:
         with open(a.markdown, "w") as f:
             f.write(table + "\n")
+    if a.plot:
+        print("plots:", ", ".join(plot(rows, env, a.plot)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-out="${OUT:-$root/out}"
+out="${OUT:-$root/out}"      # what comes back: logs.tgz, bench.{json,md}, bench_d*.png, numerics.md
+logs="$(mktemp -d)"          # one log per step, packed into $out/logs.tgz at the end
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -24,12 +25,12 @@ gtest_root=()
 build="${FLASH_SIGMOID_BUILD_DIR:-$root/build-gpu}"
 declare -A result
 
-step() {  # step NAME command...: runs, logs to $out/NAME.log, records pass/fail and seconds
+step() {  # step NAME command...: runs, logs to $logs/NAME.log, records pass/fail and seconds
   local name=$1; shift
   local t0=$SECONDS
   echo "== $name"
-  if "$@" >"$out/$name.log" 2>&1; then result[$name]="pass ($((SECONDS - t0)) s)"; else result[$name]="FAIL ($((SECONDS - t0)) s)"; fi
-  tail -n 15 "$out/$name.log"
+  if "$@" >"$logs/$name.log" 2>&1; then result[$name]="pass ($((SECONDS - t0)) s)"; else result[$name]="FAIL ($((SECONDS - t0)) s)"; fi
+  tail -n 15 "$logs/$name.log"
 }
 
 step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${gtest_root[@]}" \
@@ -37,31 +38,33 @@ step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${gte
   -DFLASH_SIGMOID_HEAD_DIMS="${FLASH_SIGMOID_HEAD_DIMS:-32;64;96;128;160;192;224;256}" \
   -DFLASH_SIGMOID_DTYPES="${FLASH_SIGMOID_DTYPES:-fp16;bf16}" \
   -DFLASH_SIGMOID_DIRECTIONS="${FLASH_SIGMOID_DIRECTIONS:-fwd;bwd}" -DPython3_EXECUTABLE="$(command -v python3)" \
-  -DFLASH_SIGMOID_SM80_SASS="${FLASH_SIGMOID_SM80_SASS:-90}"
+  -DFLASH_SIGMOID_SM80_SASS="${FLASH_SIGMOID_SM80_SASS:-90}" -DFLASH_SIGMOID_BWD_HEAD_DIMS="${FLASH_SIGMOID_BWD_HEAD_DIMS:-}"
 step build cmake --build "$build" -j "$(nproc)"
-grep -iE "spill|warning" "$out/build.log" | grep -v "^--" | head -n 20 > "$out/build_warnings.txt"
+grep -iE "spill|warning" "$logs/build.log" | grep -v "^--" | head -n 20 > "$logs/build_warnings.txt"
 export FLASH_SIGMOID_LIBRARY="$build/libflash_sigmoid.so"
 step ctest ctest --test-dir "$build" --output-on-failure -j 8
 xdist=()
 python3 -c "import xdist" 2>/dev/null && xdist=(-n 8)
 step pytest python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" tests/gpu tests/python
 step numerics python3 tools/numerics.py --markdown "$out/numerics.md"
-step bench python3 benchmarks/bench.py ${FLASH_SIGMOID_BENCH_ARGS:---quick} --json "$out/bench.json" --markdown "$out/bench.md"
+step bench python3 benchmarks/bench.py ${FLASH_SIGMOID_BENCH_ARGS:---quick} --json "$out/bench.json" --markdown "$out/bench.md" --plot "$out/bench"
 # compute-sanitizer on the C++ GPU test's small cases (one per mask kind and dtype, head dim 64):
 # a framework-free process starts in seconds under the sanitizer, torch does not.
 sanitize_filter='*d64*'
 step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/cpp/test_gpu_forward" --gtest_filter="$sanitize_filter"
 step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/cpp/test_gpu_forward" --gtest_filter="$sanitize_filter"
 step determinism python3 tools/determinism.py
+step memcheck_bwd compute-sanitizer --tool memcheck --error-exitcode 1 python3 tools/sanitize_case.py
 
 echo
 echo "== summary: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), commit ${FLASH_SIGMOID_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
-grep -E "tests passed|tests failed" "$out/ctest.log" | tail -1
-grep -E "passed|failed" "$out/pytest.log" | tail -1
-echo "spill/warning lines in build: $(wc -l < "$out/build_warnings.txt")"
+grep -E "tests passed|tests failed" "$logs/ctest.log" | tail -1
+grep -E "passed|failed" "$logs/pytest.log" | tail -1
+echo "spill/warning lines in build: $(wc -l < "$logs/build_warnings.txt")"
 printf '%-12s %s\n' step result
-for name in configure build ctest pytest numerics bench memcheck racecheck determinism; do
+for name in configure build ctest pytest numerics bench memcheck racecheck determinism memcheck_bwd; do
   printf '%-12s %s\n' "$name" "${result[$name]:-not run}"
 done
 [ -f "$out/numerics.md" ] && cat "$out/numerics.md"
 [ -f "$out/bench.md" ] && cat "$out/bench.md"
+tar czf "$out/logs.tgz" -C "$logs" .

@@ -1,4 +1,5 @@
-"""A small forward (and backward, where built) per mask type, for compute-sanitizer runs."""
+"""A small forward and backward per mask type through the Python package, for compute-sanitizer.
+(The C++ GPU test covers the forward without torch; this adds the backward kernels.)"""
 import math
 import sys
 
@@ -13,6 +14,9 @@ for causal, window, alibi in ((False, (-1, -1), False), (True, (-1, -1), False),
     k = torch.randn(2, 131, 2, 64, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(2, 131, 2, 64, device="cuda", dtype=torch.bfloat16)
     slopes = torch.rand(4, device="cuda") if alibi else None
-    flash_sigmoid.forward(q, k, v, sigmoid_bias=-math.log(131), causal=causal, window_size=window, alibi_slopes=slopes)
+    kw = dict(sigmoid_bias=-math.log(131), causal=causal, window_size=window, alibi_slopes=slopes)
+    flash_sigmoid.forward(q, k, v, **kw)
+    for deterministic in (False, True):
+        flash_sigmoid.backward(torch.randn_like(q), q, k, v, deterministic=deterministic, **kw)
 torch.cuda.synchronize()
 print("sanitize case done")

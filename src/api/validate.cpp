@@ -205,8 +205,12 @@ bool nothing_to_do(const BackwardArgs& args) {
   return args.problem.batch == 0 || (args.problem.seqlen_q == 0 && args.problem.seqlen_k == 0);
 }
 
+// The fp32 dQ accumulator of the atomic (default) mode: batch * heads_q * round_up(seqlen_q, 128) *
+// round_up(head_dim, 32) floats; the kernels block it into 128 x 32 panels (sm80/bwd_epilogue.hpp,
+// DqAccumLayout), which changes no size. Deterministic mode accumulates dQ in registers and needs
+// none; neither does a problem without queries.
 size_t backward_workspace_bytes(const BackwardArgs& args) {
-  if (nothing_to_do(args)) return 0;
+  if (nothing_to_do(args) || args.deterministic != 0 || args.problem.seqlen_q == 0) return 0;
   const Problem& p = args.problem;
   const int64_t rows = (p.seqlen_q + 127) / 128 * 128;
   const int64_t cols = (p.head_dim + 31) / 32 * 32;

@@ -8,7 +8,8 @@ Nothing else in the project lists kernels.
 
 Usage: kernel_table.py --out DIR --archs 80;90a --head-dims 64;128 --dtypes fp16;bf16
                        --directions fwd;bwd --masks none;right;band
-Prints "path|nvcc gencode flag" for each generated .cu, one per line (CMake reads them).
+Prints "path|nvcc gencode flag[|extra nvcc option...]" for each generated .cu, one per line (CMake
+reads them).
 """
 import argparse
 import itertools
@@ -20,10 +21,16 @@ DTYPES = {"fp16": ("cutlass::half_t", "DType::kFloat16"), "bf16": ("cutlass::bfl
 MASKS = {"none": "MaskKind::kNone", "right": "MaskKind::kRight", "band": "MaskKind::kBand"}
 DIRECTIONS = ("fwd", "bwd")
 
-# The kernel families that exist: (arch, direction) -> (launcher header, C++ namespace).
-# An (arch, direction) pair absent here has no kernel yet; the runtime reports Unsupported for it.
+# The kernel families that exist: (arch, direction) -> (launcher header, C++ namespace, extra nvcc
+# options of its translation units). An (arch, direction) pair absent here has no kernel yet; the
+# runtime reports Unsupported for it.
+# The sm80 backward is compiled with ptxas -O2: at -O3 ptxas pre-loads ldmatrix fragments of
+# several k-steps ahead and then spills the dK/dV accumulators (255 registers, 270-390 bytes of
+# spills at head dim 128 on sm_80 and sm_90), while -O2 fits in 227-239 registers with none
+# (docs/sm80_backward.md).
 FAMILIES = {
-    ("80", "fwd"): ("sm80/fwd_launch.hpp", "sm80"),
+    ("80", "fwd"): ("sm80/fwd_launch.hpp", "sm80", ()),
+    ("80", "bwd"): ("sm80/bwd_launch.hpp", "sm80", ("-Xptxas=-O2",)),
 }
 
 # nvcc target per arch. The sm80 family is machine code for every GPU it is meant to run on (sm_80
@@ -39,8 +46,10 @@ def gencode(arch, sm80_sass):
 ARCHS = ("80", "90a")
 ARCH_NUMBER = {"80": 80, "90a": 90}
 
-def keys(archs, head_dims, dtypes, directions, masks):
+def keys(archs, head_dims, dtypes, directions, masks, bwd_head_dims=None):
     for arch, direction, dtype, head_dim, mask in itertools.product(archs, directions, dtypes, head_dims, masks):
+        if direction == "bwd" and bwd_head_dims is not None and head_dim not in bwd_head_dims:
+            continue
         if (arch, direction) in FAMILIES:
             yield arch, direction, dtype, head_dim, mask
 
@@ -60,7 +69,7 @@ def generate(out_dir, selected):
     paths = []
     for key in selected:
         arch, direction, dtype, head_dim, mask = key
-        header, namespace = FAMILIES[(arch, direction)]
+        header, namespace, _ = FAMILIES[(arch, direction)]
         params = "ForwardParams" if direction == "fwd" else "BackwardParams"
         name = key_name(*key)
         text = (
@@ -75,7 +84,7 @@ def generate(out_dir, selected):
         )
         path = os.path.join(out_dir, f"{name}.cu")
         write_if_changed(path, text)
-        paths.append((path, arch))
+        paths.append((path, arch, FAMILIES[(arch, direction)][2]))
 
     decls, entries = [], []
     for key in selected:
@@ -112,6 +121,7 @@ def main(argv):
     p.add_argument("--dtypes", default=";".join(DTYPES))
     p.add_argument("--directions", default=";".join(DIRECTIONS))
     p.add_argument("--masks", default=";".join(MASKS))
+    p.add_argument("--bwd-head-dims", default="", help="narrow the backward's buckets (default: --head-dims)")
     p.add_argument("--sm80-sass", default="80;90", help="SASS targets of the sm80 family (80, 86, 89, 90)")
     a = p.parse_args(argv)
 
@@ -124,11 +134,12 @@ def main(argv):
     archs = check(split(a.archs), ARCHS, "arch")
     sm80_sass = check(split(a.sm80_sass), ["80", "86", "89", "90"], "sm80 SASS target")
     head_dims = [int(h) for h in check(split(a.head_dims), [str(h) for h in HEAD_DIMS], "head dim")]
+    bwd_head_dims = [int(h) for h in check(split(a.bwd_head_dims), [str(h) for h in HEAD_DIMS], "head dim")] or None
     dtypes = check(split(a.dtypes), DTYPES, "dtype")
     directions = check(split(a.directions), DIRECTIONS, "direction")
     masks = check(split(a.masks), MASKS, "mask")
-    for path, arch in generate(a.out, list(keys(archs, head_dims, dtypes, directions, masks))):
-        print(f"{path}|{gencode(arch, sm80_sass)}")
+    for path, arch, options in generate(a.out, list(keys(archs, head_dims, dtypes, directions, masks, bwd_head_dims))):
+        print("|".join([path, gencode(arch, sm80_sass), *options]))
 
 if __name__ == "__main__":
     main(sys.argv[1:])

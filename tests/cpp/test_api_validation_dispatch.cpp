@@ -60,6 +60,16 @@ TEST_F(ApiValidation, BackwardWorkspaceIsZeroWithoutQueries) {
   EXPECT_EQ(bytes, 0u);
 }
 
+TEST_F(ApiValidation, BackwardWorkspaceIsZeroInDeterministicMode) {
+  // Deterministic mode accumulates dQ in registers (a separate dQ kernel): no fp32 accumulator.
+  size_t bytes = 1;
+  bwd_.deterministic = 1;
+  ASSERT_EQ(workspace_size(bwd_, &bytes), Status::kSuccess) << last_error();
+  EXPECT_EQ(bytes, 0u);
+  EXPECT_EQ(flash_sigmoid_backward_workspace_size(&bwd_, &bytes), FLASH_SIGMOID_SUCCESS);
+  EXPECT_EQ(bytes, 0u);
+}
+
 TEST_F(ApiValidation, GpuRejectsBackwardWhoseWorkspaceSizeOverflows) {
   // Zero strides let the largest problem pass every tensor rule; its accumulator, 65535 * 65535 *
   // 2^30 * 256 floats (2^72 bytes), must be rejected rather than have its size wrap around.

@@ -1,0 +1,438 @@
+// Layer: sm80. The backward mainloops, with mma.sync tensor cores, cp.async loads and ldmatrix.
+//
+//   Sm80BwdDkDvMainloop  one key tile: over every query head of its GQA group and, for each, the
+//                        query tiles of the mask's BlockRange, recompute S and P, form dP and dS,
+//                        accumulate dV += P^T dO and dK += dS^T Q in registers, and (unless the
+//                        mode is deterministic: a run-time switch, uniform over the grid) add
+//                        dQ_tile = dS K into the fp32 workspace.
+//   Sm80BwdDqMainloop    one query tile (deterministic mode): over the key tiles of its BlockRange,
+//                        recompute S, P, dP, dS and accumulate dQ += dS K in registers.
+//
+// Here dS is the gradient of the pre-activation z (dZ of DESIGN §1), dS = dP * P * (1 - P),
+// unscaled: dQ and dK are multiplied by `scale` once in the epilogues.
+//
+// Owns: the shared-memory pipelines and the barriers that make them safe, the products, and the
+// elementwise step between them. Does not own: tile shapes (bwd_traits.hpp), the score variant and
+// the score function's derivative (common/fragment_coords.hpp, policies/), which tiles exist and
+// which need the mask (common/block_range.hpp), or the stores (bwd_epilogue.hpp).
+#pragma once
+
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_conversion.h>
+
+#include "common/block_range.hpp"
+#include "common/fragment_coords.hpp"
+#include "common/math.hpp"
+#include "common/params.hpp"
+#include "sm80/bwd_epilogue.hpp"
+#include "sm80/bwd_traits.hpp"
+#include "sm80/common_mma.hpp"
+
+namespace flash_sigmoid::sm80 {
+
+namespace bwd_detail {
+
+// The fp32 P of S's accumulator must survive the dP product, but the dK/dV kernel has no registers
+// left for it there (dK and dV accumulators alone take half of them; docs/sm80_backward.md). So P
+// is parked, exactly, in the shared-memory words that this same thread later fills with its P and
+// dS in the operand dtype: for each adjacent column pair (a, b) the high halves of the two fp32
+// words go to the thread's 32-bit word of sP and the low halves to its word of sdS. Those words
+// belong to this thread alone (the accumulator partition is a partition, and every reader of the
+// previous step is past barrier A), so no barrier is needed, and no extra shared memory.
+//   p_words / ds_words: the thread's 32-bit words of sP and sdS, ((1, REST), CPY_M, CPY_N);
+//   acc: the fp32 fragment seen through the same copy (retile_S), ((2, REST), CPY_M, CPY_N), so
+//   that values 2j and 2j+1 in linear order are the pair of word j.
+template <class Acc, class WordsP, class WordsDs>
+CUTE_DEVICE void park_fp32_pairs(Acc const& acc, WordsP&& p_words, WordsDs&& ds_words) {
+  using namespace cute;
+  static_assert(decltype(size(acc))::value == 2 * decltype(size(p_words))::value,
+                "one 32-bit word holds an adjacent column pair");
+  static_assert(decltype(size<0, 0>(acc))::value == 2, "pairs are innermost");
+  CUTE_UNROLL
+  for (int j = 0; j < size(p_words); ++j) {
+    const uint32_t a = float_bits(acc(2 * j));
+    const uint32_t b = float_bits(acc(2 * j + 1));
+    p_words(j) = __byte_perm(a, b, 0x7632);   // (hi16(a), hi16(b))
+    ds_words(j) = __byte_perm(a, b, 0x5410);  // (lo16(a), lo16(b))
+  }
+}
+
+// The pairs back, P and dS = dP * P * (1 - P) rounded to Element into the same words.
+//   dp: the fp32 dP fragment seen through the same copy, like acc above.
+template <class Element, class ScoreFunction, class Dp, class WordsP, class WordsDs>
+CUTE_DEVICE void finish_p_ds_pairs(Dp const& dp, WordsP&& p_words, WordsDs&& ds_words) {
+  using namespace cute;
+  static_assert(decltype(size(dp))::value == 2 * decltype(size(p_words))::value, "pairs");
+  using Convert = cutlass::NumericArrayConverter<Element, float, 2, cutlass::FloatRoundStyle::round_to_nearest>;
+  static_assert(sizeof(cutlass::Array<Element, 2>) == sizeof(uint32_t), "a pair is one word");
+  Convert convert;
+  CUTE_UNROLL
+  for (int j = 0; j < size(p_words); ++j) {
+    const uint32_t hi = p_words(j);
+    const uint32_t lo = ds_words(j);
+    cutlass::Array<float, 2> p;
+    p[0] = float_from_bits(__byte_perm(lo, hi, 0x5410));
+    p[1] = float_from_bits(__byte_perm(lo, hi, 0x7632));
+    cutlass::Array<float, 2> ds;
+    ds[0] = dp(2 * j) * ScoreFunction::derivative_from_value(p[0]);
+    ds[1] = dp(2 * j + 1) * ScoreFunction::derivative_from_value(p[1]);
+    const cutlass::Array<Element, 2> p_out = convert(p);
+    const cutlass::Array<Element, 2> ds_out = convert(ds);
+    p_words(j) = reinterpret_cast<const uint32_t&>(p_out);
+    ds_words(j) = reinterpret_cast<const uint32_t&>(ds_out);
+  }
+}
+
+}  // namespace bwd_detail
+
+// Pipeline of Sm80BwdDkDvMainloop, per step i = (query head, query tile) of the flattened loop
+// (K and V stay in shared memory throughout; Q has kQStages buffers, dO one):
+//
+//   wait Q[i], dO[i]; barrier A   Q[i], dO[i] visible; every warp finished step i-1 (its dK read
+//                                 of the other Q buffer, its reads of P and dS)
+//   issue Q[i+1] (2 stages)       lands while this step's five products run
+//   S  = Q K^T;  P = sigma(variant(S)), masked on masked tiles;  fp32 P parked in sP/sdS
+//   dP = dO V^T; dS = dP * P * (1 - P) (fp32 P);                P -> sP, dS -> sdS
+//   barrier B                     sP, sdS visible
+//   dV += P^T dO                  (sPt, sdOt)
+//   barrier C                     every warp finished reading dO
+//   issue dO[i+1]                 lands while dQ and dK run
+//   dQ  = dS K  -> red.add        (sdS, sKt; skipped in deterministic mode)
+//   dK += dS^T Q                  (sdSt, sQt)
+//   [1 stage: barrier D, issue Q[i+1]]
+//
+// Sigmoid attention keeps no row statistics, so there is no rowsum(dO * O) pre-pass and O is not
+// read: dS needs only P (recomputed) and dP. Query heads of the group share K, V and the key tile,
+// so dK and dV sum over the group in registers: deterministic, and no per-head copies.
+template <class Traits, class Variant>
+struct Sm80BwdDkDvMainloop {
+  using Element = typename Traits::Element;
+  using Mask = typename Variant::Mask;
+  using ScoreFunction = typename Variant::ScoreFunction;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kBlockN = Traits::kBlockN;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+  static constexpr int kQStages = Traits::kQStages;
+
+  // Accumulates acc_dk, acc_dv (MMA, MMA_N, MMA_HEAD_DIM) of TiledMmaDkv for key tile n_block of
+  // kv head kv_head_idx over its non-empty query range; with accumulate_dq, also adds dQ into
+  // params.dq_accum. (One kernel serves both modes: a second instantiation would add a third to
+  // every translation unit's compile time for a branch that costs nothing.)
+  template <class AccDk, class AccDv>
+  CUTE_DEVICE static void run(const BackwardParams& params, const Mask& mask, const BlockRange& range, int n_block,
+                              int kv_head_idx, int batch_idx, bool accumulate_dq, typename Traits::SharedStorage& smem,
+                              AccDk& acc_dk, AccDv& acc_dv, int tidx) {
+    using namespace cute;
+    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
+    const ProblemParams& problem = params.problem;
+
+    // ---- Shared memory, with the transposed views that dV, dK and dQ read.
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});      // (BLK_M, HEAD_DIM, STAGE)
+    Tensor sQt = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQt{});    // (HEAD_DIM, BLK_M, STAGE)
+    Tensor sdO = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutdO{});  // (BLK_M, HEAD_DIM)
+    Tensor sdOt = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutdOt{});  // (HEAD_DIM, BLK_M)
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});     // (BLK_N, HEAD_DIM)
+    Tensor sKt = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKVt{});   // (HEAD_DIM, BLK_N)
+    Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});     // (BLK_N, HEAD_DIM)
+    Tensor sP = make_tensor(make_smem_ptr(smem.p.data()), typename Traits::SmemLayoutPds{});    // (BLK_M, BLK_N)
+    Tensor sPt = make_tensor(make_smem_ptr(smem.p.data()), typename Traits::SmemLayoutPdst{});  // (BLK_N, BLK_M)
+    Tensor sdS = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutPds{});   // (BLK_M, BLK_N)
+    Tensor sdSt = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutPdst{});  // (BLK_N, BLK_M)
+
+    // ---- Global -> shared (16-byte cp.async, zero fill past the sequences and the head dim).
+    typename Traits::GmemTiledCopyLoad gmem_tiled_copy;
+    auto gmem_thr_copy = gmem_tiled_copy.get_thread_slice(tidx);
+    Tensor tQsQ = gmem_thr_copy.partition_D(sQ);    // (CPY, CPY_M, CPY_K, STAGE)
+    Tensor tdOsdO = gmem_thr_copy.partition_D(sdO);  // (CPY, CPY_M, CPY_K)
+    Tensor tQcQ = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+
+    auto load_rows = [&](const StridedPtr& src, int head_idx, int m_block, auto&& dst) {
+      Tensor g = gmem_rows_tile<kBlockM, kHeadDim, Element>(src, batch_idx, head_idx, m_block * kBlockM);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(g), dst, tQcQ,
+                           problem.seqlen_q - m_block * kBlockM, problem.head_dim);
+    };
+
+    // ---- S = Q K^T and dP = dO V^T: ldmatrix (plain) for both operands.
+    typename Traits::TiledMmaSdP mma_sdp;
+    auto thr_mma_sdp = mma_sdp.get_thread_slice(tidx);
+    Tensor tSrQ = make_tensor<Element>(partition_shape_A(mma_sdp, Shape<Int<kBlockM>, Int<kHeadDim>>{}));   // (MMA, MMA_M, MMA_K)
+    Tensor tSrK = make_tensor<Element>(partition_shape_B(mma_sdp, Shape<Int<kBlockN>, Int<kHeadDim>>{}));   // (MMA, MMA_N, MMA_K)
+    Tensor tdPrdO = make_tensor<Element>(partition_shape_A(mma_sdp, Shape<Int<kBlockM>, Int<kHeadDim>>{}));  // (MMA, MMA_M, MMA_K)
+    Tensor tdPrV = make_tensor<Element>(partition_shape_B(mma_sdp, Shape<Int<kBlockN>, Int<kHeadDim>>{}));   // (MMA, MMA_N, MMA_K)
+    auto copy_a_sdp = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma_sdp);
+    auto thr_copy_a_sdp = copy_a_sdp.get_thread_slice(tidx);
+    auto copy_b_sdp = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, mma_sdp);
+    auto thr_copy_b_sdp = copy_b_sdp.get_thread_slice(tidx);
+    Tensor tSsQ = thr_copy_a_sdp.partition_S(sQ);     // (CPY, CPY_M, CPY_K, STAGE)
+    Tensor tdPsdO = thr_copy_a_sdp.partition_S(sdO);  // (CPY, CPY_M, CPY_K)
+    Tensor tSsK = thr_copy_b_sdp.partition_S(sK);     // (CPY, CPY_N, CPY_K)
+    Tensor tdPsV = thr_copy_b_sdp.partition_S(sV);    // (CPY, CPY_N, CPY_K)
+    // (row, col) of each S / dP accumulator element inside the (BLK_M, BLK_N) tile.
+    Tensor tScS = thr_mma_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));  // (MMA, MMA_M, MMA_N)
+    // This thread's 32-bit words (adjacent column pairs) of sP and sdS, in the accumulator's
+    // partition: where P is parked and where P and dS are written.
+    auto store_copy = make_tiled_copy_C(typename Traits::SmemCopyAtomStore{}, mma_sdp);
+    auto thr_store = store_copy.get_thread_slice(tidx);
+    Tensor tPsP_words = recast<uint32_t>(thr_store.partition_D(sP));     // (1, CPY_M, CPY_N)
+    Tensor tdSsdS_words = recast<uint32_t>(thr_store.partition_D(sdS));  // (1, CPY_M, CPY_N)
+
+    // ---- dV += P^T dO and dK += dS^T Q: every operand read transposed.
+    typename Traits::TiledMmaDkv mma_dkv;
+    Tensor tdVrPt = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<kBlockN>, Int<kBlockM>>{}));    // (MMA, MMA_N, MMA_K)
+    Tensor tdVrdOt = make_tensor<Element>(partition_shape_B(mma_dkv, Shape<Int<kHeadDim>, Int<kBlockM>>{}));  // (MMA, MMA_HEAD_DIM, MMA_K)
+    Tensor tdKrdSt = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<kBlockN>, Int<kBlockM>>{}));   // (MMA, MMA_N, MMA_K)
+    Tensor tdKrQt = make_tensor<Element>(partition_shape_B(mma_dkv, Shape<Int<kHeadDim>, Int<kBlockM>>{}));   // (MMA, MMA_HEAD_DIM, MMA_K)
+    auto copy_a_dkv = make_tiled_copy_A(typename Traits::SmemCopyAtomTransposed{}, mma_dkv);
+    auto thr_copy_a_dkv = copy_a_dkv.get_thread_slice(tidx);
+    auto copy_b_dkv = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma_dkv);
+    auto thr_copy_b_dkv = copy_b_dkv.get_thread_slice(tidx);
+    Tensor tdVsPt = thr_copy_a_dkv.partition_S(sPt);    // (CPY, CPY_N, CPY_K)
+    Tensor tdKsdSt = thr_copy_a_dkv.partition_S(sdSt);  // (CPY, CPY_N, CPY_K)
+    Tensor tdVsdOt = thr_copy_b_dkv.partition_S(sdOt);  // (CPY, CPY_HEAD_DIM, CPY_K)
+    Tensor tdKsQt = thr_copy_b_dkv.partition_S(sQt);    // (CPY, CPY_HEAD_DIM, CPY_K, STAGE)
+
+    // ---- dQ = dS K, in kDqSplits head-dim slices: dS plain, K transposed.
+    constexpr int kDqSliceDim = Traits::kDqSliceDim;
+    typename Traits::TiledMmaDq mma_dq;
+    Tensor tdQrdS = make_tensor<Element>(partition_shape_A(mma_dq, Shape<Int<kBlockM>, Int<kBlockN>>{}));      // (MMA, MMA_M, MMA_K)
+    Tensor tdQrKt = make_tensor<Element>(partition_shape_B(mma_dq, Shape<Int<kDqSliceDim>, Int<kBlockN>>{}));  // (MMA, MMA_SLICE, MMA_K)
+    auto copy_a_dq = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma_dq);
+    auto thr_copy_a_dq = copy_a_dq.get_thread_slice(tidx);
+    auto copy_b_dq = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma_dq);
+    auto thr_copy_b_dq = copy_b_dq.get_thread_slice(tidx);
+    Tensor tdQsdS = thr_copy_a_dq.partition_S(sdS);  // (CPY, CPY_M, CPY_K)
+    // K^T cut into slices of kDqSliceDim head-dim rows: (CPY, CPY_SLICE, CPY_K, SLICE)
+    Tensor tdQsKt = thr_copy_b_dq.partition_S(
+        flat_divide(sKt, Shape<Int<kDqSliceDim>, Int<kBlockN>>{})(_, _, _, 0));
+    const DqAccumLayout dq_layout = DqAccumLayout::make(problem);
+    const int dq_pitch = dq_layout.col_panels * DqAccumLayout::kPanelCols;
+
+    // ---- The flattened loop over (query head of the group, query tile). Each head's query tiles
+    // are visited in a rotated order that starts at a different tile for each key tile: without a
+    // mask every block of a head would otherwise start at the same query tile and add its dQ into
+    // the same workspace addresses at the same time, and same-address atomics serialize in L2.
+    // The order of the dK/dV sums is fixed per key tile, so they stay deterministic.
+    const int group = problem.group_size;
+    const int num_m = range.end - range.begin;
+    const int num_steps = group * num_m;
+    const int first_m_block = range.begin + n_block % num_m;
+    int head_idx = kv_head_idx * group;
+    int m_block = first_m_block;
+    int m_count = 0;  // query tiles of this head done
+    int stage = 0;
+
+    // Prologue: K, V and the first Q, dO in one commit group.
+    {
+      const int key_limit = problem.seqlen_k - n_block * kBlockN;
+      Tensor gK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, n_block * kBlockN);
+      Tensor gV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, n_block * kBlockN);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gK), gmem_thr_copy.partition_D(sK), tKVcKV,
+                           key_limit, problem.head_dim);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gV), gmem_thr_copy.partition_D(sV), tKVcKV,
+                           key_limit, problem.head_dim);
+      load_rows(params.q, head_idx, m_block, tQsQ(_, _, _, 0));
+      load_rows(params.dout, head_idx, m_block, tdOsdO);
+      cute::cp_async_fence();
+    }
+    Variant variant = Variant::make(problem, mask, batch_idx, head_idx);
+
+    for (int step = 0; step < num_steps; ++step) {
+      const bool has_next = step + 1 < num_steps;
+      int next_head_idx = head_idx;
+      int next_m_block = m_block + 1 == range.end ? range.begin : m_block + 1;
+      int next_m_count = m_count + 1;
+      if (next_m_count == num_m) {
+        next_m_count = 0;
+        next_m_block = first_m_block;
+        ++next_head_idx;
+      }
+
+      // Barrier A: Q[i], dO[i] (and K, V) visible to all; every warp finished step i-1.
+      cute::cp_async_wait<0>();
+      __syncthreads();
+      if constexpr (kQStages == 2) {
+        if (has_next) load_rows(params.q, next_head_idx, next_m_block, tQsQ(_, _, _, stage ^ 1));
+        cute::cp_async_fence();
+      }
+
+      // S = Q K^T, then P in place (masked only on tiles that hold a hidden pair), parked in the
+      // thread's own words of sP and sdS while dP is formed.
+      Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
+      clear(acc_s);
+      gemm_ss_pipelined(mma_sdp, acc_s, tSsQ(_, _, _, stage), tSrQ, thr_copy_a_sdp.retile_D(tSrQ), copy_a_sdp, tSsK,
+                        tSrK, thr_copy_b_sdp.retile_D(tSrK), copy_b_sdp);
+      if (m_block < range.interior_begin || m_block >= range.interior_end) {
+        apply_score_variant<true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      } else {
+        apply_score_variant<false>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      }
+      bwd_detail::park_fp32_pairs(thr_store.retile_S(acc_s), tPsP_words, tdSsdS_words);
+
+      // dP = dO V^T; then P back, and P and dS = dP * P * (1 - P) (from the fp32 P: masked P = 0
+      // gives dS = 0) rounded into sP and sdS.
+      Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
+      clear(acc_dp);
+      gemm_ss_pipelined(mma_sdp, acc_dp, tdPsdO, tdPrdO, thr_copy_a_sdp.retile_D(tdPrdO), copy_a_sdp, tdPsV, tdPrV,
+                        thr_copy_b_sdp.retile_D(tdPrV), copy_b_sdp);
+      bwd_detail::finish_p_ds_pairs<Element, ScoreFunction>(thr_store.retile_S(acc_dp), tPsP_words, tdSsdS_words);
+
+      // Barrier B: P and dS visible to all.
+      __syncthreads();
+      gemm_ss_pipelined(mma_dkv, acc_dv, tdVsPt, tdVrPt, thr_copy_a_dkv.retile_D(tdVrPt), copy_a_dkv, tdVsdOt,
+                        tdVrdOt, thr_copy_b_dkv.retile_D(tdVrdOt), copy_b_dkv);
+
+      // Barrier C: every warp finished reading dO (dP and dV), so the next dO may land.
+      __syncthreads();
+      if (has_next) load_rows(params.dout, next_head_idx, next_m_block, tdOsdO);
+      cute::cp_async_fence();
+
+      if (accumulate_dq) {
+        float* dq_tile = params.dq_accum + dq_layout.offset(batch_idx, head_idx, m_block * kBlockM, 0);
+        CUTE_UNROLL
+        for (int slice = 0; slice < Traits::kDqSplits; ++slice) {
+          Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDqSliceDim>>{});  // (MMA, MMA_M, MMA_SLICE)
+          clear(acc_dq);
+          gemm_ss_pipelined(mma_dq, acc_dq, tdQsdS, tdQrdS, thr_copy_a_dq.retile_D(tdQrdS), copy_a_dq,
+                            tdQsKt(_, _, _, slice), tdQrKt, thr_copy_b_dq.retile_D(tdQrKt), copy_b_dq);
+          constexpr int kSlicePanels = kDqSliceDim / DqAccumLayout::kPanelCols;
+          Sm80BwdDqAtomicAdd<Traits>::add(acc_dq, dq_tile + slice * kSlicePanels * DqAccumLayout::kPanelElems,
+                                          slice * kDqSliceDim, dq_pitch, tidx);
+        }
+      }
+
+      gemm_ss_pipelined(mma_dkv, acc_dk, tdKsdSt, tdKrdSt, thr_copy_a_dkv.retile_D(tdKrdSt), copy_a_dkv,
+                        tdKsQt(_, _, _, stage), tdKrQt, thr_copy_b_dkv.retile_D(tdKrQt), copy_b_dkv);
+
+      if constexpr (kQStages == 1) {
+        // Barrier D: every warp finished reading Q (S and dK).
+        __syncthreads();
+        if (has_next) load_rows(params.q, next_head_idx, next_m_block, tQsQ(_, _, _, 0));
+        cute::cp_async_fence();
+      } else {
+        stage ^= 1;
+      }
+      if (next_head_idx != head_idx && has_next) variant = Variant::make(problem, mask, batch_idx, next_head_idx);
+      head_idx = next_head_idx;
+      m_block = next_m_block;
+      m_count = next_m_count;
+    }
+  }
+};
+
+// Pipeline of Sm80BwdDqMainloop (deterministic mode), per key tile n (Q and dO stay in shared
+// memory; K and V have two buffers each):
+//
+//   wait K[n], V[n]; barrier      K[n], V[n] visible; every warp finished tile n-1 (its buffers free)
+//   issue K[n+1], V[n+1]          land while this tile's three products run
+//   S  = Q K[n]^T;  P = sigma(variant(S))
+//   dP = dO V[n]^T; dS = dP * P * (1 - P)
+//   dQ += dS K[n]                 dS moves from the dP accumulator to the A operand in registers
+template <class DqTraits, class Variant>
+struct Sm80BwdDqMainloop {
+  using Element = typename DqTraits::Element;
+  using ScoreFunction = typename Variant::ScoreFunction;
+  static constexpr int kBlockM = DqTraits::kBlockM;
+  static constexpr int kBlockN = DqTraits::kBlockN;
+  static constexpr int kHeadDim = DqTraits::kHeadDim;
+
+  // Accumulates acc_dq (MMA, MMA_M, MMA_HEAD_DIM) of query tile m_block over the key tiles of range.
+  template <class AccDq>
+  CUTE_DEVICE static void run(const BackwardParams& params, const Variant& variant, const BlockRange& range,
+                              int m_block, int head_idx, int kv_head_idx, int batch_idx,
+                              typename DqTraits::SharedStorage& smem, AccDq& acc_dq, int tidx) {
+    using namespace cute;
+    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
+    const ProblemParams& problem = params.problem;
+
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename DqTraits::SmemLayoutQ{});      // (BLK_M, HEAD_DIM)
+    Tensor sdO = make_tensor(make_smem_ptr(smem.dout.data()), typename DqTraits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename DqTraits::SmemLayoutKV{});     // (BLK_N, HEAD_DIM, STAGE)
+    Tensor sKt = make_tensor(make_smem_ptr(smem.k.data()), typename DqTraits::SmemLayoutKt{});    // (HEAD_DIM, BLK_N, STAGE)
+    Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename DqTraits::SmemLayoutKV{});     // (BLK_N, HEAD_DIM, STAGE)
+
+    typename DqTraits::GmemTiledCopyLoad gmem_tiled_copy;
+    auto gmem_thr_copy = gmem_tiled_copy.get_thread_slice(tidx);
+    Tensor tKsK = gmem_thr_copy.partition_D(sK);  // (CPY, CPY_N, CPY_K, STAGE)
+    Tensor tVsV = gmem_thr_copy.partition_D(sV);  // (CPY, CPY_N, CPY_K, STAGE)
+    Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+    auto load_kv = [&](int n_block, int stage) {
+      const int key_limit = problem.seqlen_k - n_block * kBlockN;
+      Tensor gK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, n_block * kBlockN);
+      Tensor gV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, n_block * kBlockN);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gK), tKsK(_, _, _, stage), tKVcKV, key_limit,
+                           problem.head_dim);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gV), tVsV(_, _, _, stage), tKVcKV, key_limit,
+                           problem.head_dim);
+    };
+
+    typename DqTraits::TiledMma tiled_mma;
+    auto thr_mma = tiled_mma.get_thread_slice(tidx);
+    Tensor tSrQ = make_tensor<Element>(partition_shape_A(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{}));   // (MMA, MMA_M, MMA_K)
+    Tensor tSrK = make_tensor<Element>(partition_shape_B(tiled_mma, Shape<Int<kBlockN>, Int<kHeadDim>>{}));   // (MMA, MMA_N, MMA_K)
+    Tensor tdPrdO = make_tensor<Element>(partition_shape_A(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{}));  // (MMA, MMA_M, MMA_K)
+    Tensor tdPrV = make_tensor<Element>(partition_shape_B(tiled_mma, Shape<Int<kBlockN>, Int<kHeadDim>>{}));   // (MMA, MMA_N, MMA_K)
+    Tensor tdQrKt = make_tensor<Element>(partition_shape_B(tiled_mma, Shape<Int<kHeadDim>, Int<kBlockN>>{}));  // (MMA, MMA_HEAD_DIM, MMA_K)
+    auto copy_a = make_tiled_copy_A(typename DqTraits::SmemCopyAtom{}, tiled_mma);
+    auto thr_copy_a = copy_a.get_thread_slice(tidx);
+    auto copy_b = make_tiled_copy_B(typename DqTraits::SmemCopyAtom{}, tiled_mma);
+    auto thr_copy_b = copy_b.get_thread_slice(tidx);
+    auto copy_bt = make_tiled_copy_B(typename DqTraits::SmemCopyAtomTransposed{}, tiled_mma);
+    auto thr_copy_bt = copy_bt.get_thread_slice(tidx);
+    Tensor tSsQ = thr_copy_a.partition_S(sQ);     // (CPY, CPY_M, CPY_K)
+    Tensor tdPsdO = thr_copy_a.partition_S(sdO);  // (CPY, CPY_M, CPY_K)
+    Tensor tSsK = thr_copy_b.partition_S(sK);     // (CPY, CPY_N, CPY_K, STAGE)
+    Tensor tdPsV = thr_copy_b.partition_S(sV);    // (CPY, CPY_N, CPY_K, STAGE)
+    Tensor tdQsKt = thr_copy_bt.partition_S(sKt);  // (CPY, CPY_HEAD_DIM, CPY_K, STAGE)
+    Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));  // (MMA, MMA_M, MMA_N)
+
+    // Prologue: Q, dO and the first K, V in one commit group.
+    {
+      Tensor tQcQ = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+      const int q_rows = problem.seqlen_q - m_block * kBlockM;
+      Tensor gQ = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.q, batch_idx, head_idx, m_block * kBlockM);
+      Tensor gdO = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.dout, batch_idx, head_idx, m_block * kBlockM);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gQ), gmem_thr_copy.partition_D(sQ), tQcQ, q_rows,
+                           problem.head_dim);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gdO), gmem_thr_copy.partition_D(sdO), tQcQ,
+                           q_rows, problem.head_dim);
+      load_kv(range.begin, 0);
+      cute::cp_async_fence();
+    }
+
+    for (int n_block = range.begin; n_block < range.end; ++n_block) {
+      const int stage = (n_block - range.begin) & 1;
+      // K[n], V[n] visible to all; every warp finished tile n-1, so the other buffers are free.
+      cute::cp_async_wait<0>();
+      __syncthreads();
+      if (n_block + 1 < range.end) load_kv(n_block + 1, stage ^ 1);
+      cute::cp_async_fence();
+
+      Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
+      clear(acc_s);
+      gemm_ss_pipelined(tiled_mma, acc_s, tSsQ, tSrQ, thr_copy_a.retile_D(tSrQ), copy_a, tSsK(_, _, _, stage), tSrK,
+                        thr_copy_b.retile_D(tSrK), copy_b);
+      if (n_block < range.interior_begin || n_block >= range.interior_end) {
+        apply_score_variant<true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      } else {
+        apply_score_variant<false>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      }
+
+      Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
+      clear(acc_dp);
+      gemm_ss_pipelined(tiled_mma, acc_dp, tdPsdO, tdPrdO, thr_copy_a.retile_D(tdPrdO), copy_a, tdPsV(_, _, _, stage),
+                        tdPrV, thr_copy_b.retile_D(tdPrV), copy_b);
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_dp); ++i) {
+        acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
+      }
+      Tensor rdS = convert_fragment<Element>(acc_dp);                                             // (MMA, MMA_M, MMA_N)
+      Tensor tdQrdS = make_tensor(rdS.data(), accumulator_as_operand_a(rdS.layout()));  // (MMA, MMA_M, BLK_N/16)
+      gemm_rs_pipelined(tiled_mma, acc_dq, tdQrdS, tdQsKt(_, _, _, stage), tdQrKt, thr_copy_bt.retile_D(tdQrKt), copy_bt);
+    }
+  }
+};
+
+}  // namespace flash_sigmoid::sm80
