@@ -12,6 +12,7 @@
 
 #include "flash_sigmoid/flash_sigmoid.hpp"
 #include "oracle.hpp"
+#include "scenarios.hpp"
 
 namespace flash_sigmoid {
 namespace {
@@ -22,129 +23,9 @@ using oracle::HostTensor;
 using oracle::Inputs;
 using oracle::Layout;
 using oracle::Spec;
+using oracle::make;
 
-// A (Sq, Sk, head_dim) problem with `edit` applied (one MHA head, batch 1, fp32 unless edited).
-Spec make(int64_t sq, int64_t sk, int64_t d, const std::function<void(Spec&)>& edit = nullptr) {
-  Spec s;
-  s.seqlen_q = sq;
-  s.seqlen_k = sk;
-  s.head_dim = d;
-  if (edit) edit(s);
-  return s;
-}
-
-// The forward grid's shapes and features (a little smaller); every one in fp32, fp16 and bf16.
-std::vector<Spec> scenarios() {
-  std::vector<Spec> out;
-  auto add = [&](const Spec& s) { out.push_back(s); };
-  add(make(1, 1, 8));
-  add(make(17, 17, 24, [](Spec& s) {
-    s.causal = true;
-    s.layout = Layout::kPadded;
-  }));
-  add(make(13, 40, 59, [](Spec& s) {
-    s.causal = true;
-    s.heads_q = 4;
-    s.heads_kv = 2;
-    s.bias = Bias::kNegLogSk;
-  }));
-  // Sq > Sk causal: the top rows see no key.
-  add(make(40, 13, 64, [](Spec& s) {
-    s.causal = true;
-    s.heads_q = 3;
-    s.bias = Bias::kRandom;
-    s.layout = Layout::kHeadMajor;
-  }));
-  add(make(0, 5, 8));  // dk = dv = 0
-  add(make(5, 0, 8));  // dq = 0
-  add(make(17, 17, 32, [](Spec& s) {
-    s.window_left = 3;
-    s.window_right = 2;
-    s.alibi = Alibi::kPerHead;
-    s.heads_q = s.heads_kv = 2;
-  }));
-  add(make(13, 40, 16, [](Spec& s) {
-    s.window_left = s.window_right = 0;
-    s.alibi = Alibi::kPerBatch;
-    s.batch = 2;
-    s.heads_q = 2;
-    s.layout = Layout::kPadded;
-  }));
-  add(make(40, 13, 8, [](Spec& s) {
-    s.window_left = 5;
-    s.heads_q = 4;
-    s.heads_kv = 2;
-    s.bias = Bias::kRandom;
-  }));
-  add(make(17, 33, 24, [](Spec& s) {
-    s.window_right = 4;
-    s.scale = 0.3f;
-    s.layout = Layout::kHeadMajor;
-  }));
-  add(make(21, 21, 8, [](Spec& s) {
-    s.causal = true;
-    s.window_left = 5;
-    s.bias = Bias::kNegLogSk;
-  }));  // causal + left
-  // Head dim 256; keys over two tiles.
-  add(make(9, 70, 256, [](Spec& s) {
-    s.alibi = Alibi::kPerHead;
-    s.bias = Bias::kNegLogSk;
-    s.layout = Layout::kHeadMajor;
-  }));
-  add(make(65, 129, 96, [](Spec& s) {
-    s.scale = 2.0f;
-    s.bias = Bias::kRandom;
-    s.layout = Layout::kPadded;
-  }));
-  // Many query blocks and key tiles.
-  add(make(150, 130, 16, [](Spec& s) {
-    s.batch = 2;
-    s.heads_q = 4;
-    s.heads_kv = 2;
-    s.causal = true;
-    s.window_left = 40;
-    s.alibi = Alibi::kPerBatch;
-    s.bias = Bias::kNegLogSk;
-    s.layout = Layout::kPadded;
-  }));
-  add(make(80, 100, 64, [](Spec& s) {
-    s.heads_q = 4;
-    s.causal = true;
-    s.alibi = Alibi::kPerHead;
-    s.bias = Bias::kRandom;
-  }));
-  // Windows wider than the sequences: the same as unbounded.
-  add(make(7, 9, 40, [](Spec& s) {
-    s.window_left = s.window_right = int64_t{1} << 40;
-    s.heads_q = 2;
-  }));
-  add(make(12, 5, 1, [](Spec& s) {
-    s.window_left = 2;
-    s.window_right = 1;
-    s.bias = Bias::kRandom;
-  }));  // head dim 1
-  add(make(3, 80, 72, [](Spec& s) {
-    s.causal = true;
-    s.window_left = 20;
-    s.scale = -0.5f;
-    s.alibi = Alibi::kPerHead;
-  }));
-
-  for (size_t i = 0; i < out.size(); ++i) out[i].seed = 2000 + i;
-  return out;
-}
-
-std::vector<Spec> grid() {
-  std::vector<Spec> out;
-  for (FlashSigmoidDType dtype : {FLASH_SIGMOID_FLOAT32, FLASH_SIGMOID_FLOAT16, FLASH_SIGMOID_BFLOAT16}) {
-    for (Spec s : scenarios()) {
-      s.dtype = dtype;
-      out.push_back(s);
-    }
-  }
-  return out;
-}
+std::vector<Spec> grid() { return oracle::grid({96, 80, 1, 2000}); }
 
 struct GradientOutputs {
   HostTensor dq, dk, dv;
