@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import flash_sigmoid
+from cases import ALIBI, BIASES, HEADS, MASKS, bias_value, make_inputs, slopes_for
 from reference import attention_reference
 from kernels import skip_unless_built
 
@@ -26,36 +27,16 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 HEAD_DIMS = [32, 40, 59, 64, 96, 111, 128, 160, 192, 224, 256]
 SEQLENS = [(1, 1), (17, 17), (113, 203), (128, 217), (1023, 1024), (1024, 1023)]
-MASKS = [("none", False, (-1, -1)), ("causal", True, (-1, -1)), ("window", False, (37, 11)),
-         ("window_left", False, (64, -1)), ("window_right", False, (-1, 5)), ("causal_window", True, (100, 0))]
-HEADS = [("mha", 4, 4), ("gqa", 6, 2), ("mqa", 3, 1)]
-ALIBI = ["none", "heads", "batch_heads"]
-BIASES = ["zero", "minus_log_n", "uniform"]
 OUTPUT_ROUNDING = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 
 
-def make_inputs(b, sq, sk, hq, hkv, d, dtype, seed):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    q = torch.randn(b, sq, hq, d, device="cuda", dtype=dtype, generator=g)
-    k = torch.randn(b, sk, hkv, d, device="cuda", dtype=dtype, generator=g)
-    v = torch.randn(b, sk, hkv, d, device="cuda", dtype=dtype, generator=g)
-    dout = torch.randn(b, sq, hq, d, device="cuda", dtype=dtype, generator=g)
-    return q, k, v, dout
 
 
-def bias_value(kind, sk, seed):
-    if kind == "zero":
-        return 0.0
-    if kind == "minus_log_n":
-        return -math.log(max(sk, 1))
-    return float(torch.empty(1).uniform_(-10, 2, generator=torch.Generator().manual_seed(seed)))
 
 
-def slopes_for(kind, b, hq):
-    if kind == "none":
-        return None
-    base = torch.tensor([2 ** (-8 * (h + 1) / hq) for h in range(hq)], device="cuda", dtype=torch.float32)
-    return base if kind == "heads" else base[None, :] * torch.linspace(0.5, 1.5, b, device="cuda")[:, None]
+
+
+
 
 
 def reference_grads(q, k, v, dout, dtype, **kw):
@@ -102,7 +83,7 @@ def check_backward(b, sq, sk, hq, hkv, d, dtype, mask, alibi, bias_kind, seed, d
                    score_function="exp2", kernel_arch=0):
     skip_unless_built("bwd", dtype, d)
     _, causal, window = mask
-    q, k, v, dout = make_inputs(b, sq, sk, hq, hkv, d, dtype, seed)
+    q, k, v, dout = make_inputs(b, sq, sk, hq, hkv, d, dtype, seed, with_dout=True)
     kw = dict(sigmoid_bias=bias_value(bias_kind, sk, seed), causal=causal, window_size=window,
               alibi_slopes=slopes_for(alibi, b, hq))
     grads = run_backward(q, k, v, dout, deterministic, score_function=score_function, kernel_arch=kernel_arch, **kw)
@@ -154,10 +135,10 @@ def test_backward_sq_differs_from_sk(sq, sk, deterministic):
 @pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "det"])
 def test_backward_empty_sides_are_exact_zeros(deterministic):
     # seqlen_q == 0: dK = dV = 0 (the kernel runs for them); seqlen_k == 0: dQ = 0.
-    q, k, v, dout = make_inputs(2, 0, 77, 4, 2, 64, torch.bfloat16, seed=1)
+    q, k, v, dout = make_inputs(2, 0, 77, 4, 2, 64, torch.bfloat16, seed=1, with_dout=True)
     _, dk, dv = run_backward(q, k, v, dout, deterministic)
     assert (dk == 0).all() and (dv == 0).all()
-    q, k, v, dout = make_inputs(2, 77, 0, 4, 2, 64, torch.bfloat16, seed=1)
+    q, k, v, dout = make_inputs(2, 77, 0, 4, 2, 64, torch.bfloat16, seed=1, with_dout=True)
     dq, _, _ = run_backward(q, k, v, dout, deterministic)
     assert (dq == 0).all()
 
@@ -165,18 +146,18 @@ def test_backward_empty_sides_are_exact_zeros(deterministic):
 @pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "det"])
 def test_backward_hidden_rows_and_keys_are_exact_zeros(deterministic):
     # Causal with Sq > Sk: the first Sq - Sk rows see no key, so their dQ is exactly 0.
-    q, k, v, dout = make_inputs(1, 300, 100, 2, 2, 64, torch.float16, seed=2)
+    q, k, v, dout = make_inputs(1, 300, 100, 2, 2, 64, torch.float16, seed=2, with_dout=True)
     dq, _, _ = run_backward(q, k, v, dout, deterministic, causal=True)
     assert (dq[:, :200] == 0).all()
     # Window (10, 0) with Sq = 100 < Sk = 300: row i sees keys [i + 190, i + 200], so no query sees
     # a key below 190 and its dK, dV are exactly 0 (whole key tiles of them skip the mainloop).
-    q, k, v, dout = make_inputs(1, 100, 300, 2, 2, 64, torch.float16, seed=3)
+    q, k, v, dout = make_inputs(1, 100, 300, 2, 2, 64, torch.float16, seed=3, with_dout=True)
     _, dk, dv = run_backward(q, k, v, dout, deterministic, window_size=(10, 0))
     assert (dk[:, :190] == 0).all() and (dv[:, :190] == 0).all()
 
 
 def test_backward_deterministic_is_bitwise_reproducible():
-    q, k, v, dout = make_inputs(2, 1000, 1200, 8, 2, 128, torch.bfloat16, seed=11)
+    q, k, v, dout = make_inputs(2, 1000, 1200, 8, 2, 128, torch.bfloat16, seed=11, with_dout=True)
     kw = dict(causal=True, sigmoid_bias=-math.log(1200), alibi_slopes=slopes_for("heads", 2, 8))
     first = flash_sigmoid.backward(dout, q, k, v, deterministic=True, **kw)
     for _ in range(49):
@@ -188,7 +169,7 @@ def test_backward_deterministic_is_bitwise_reproducible():
 
 def test_backward_atomic_and_deterministic_agree():
     # dK and dV take the same path in both modes (bitwise equal); dQ differs only in summation order.
-    q, k, v, dout = make_inputs(2, 517, 611, 6, 3, 96, torch.float16, seed=12)
+    q, k, v, dout = make_inputs(2, 517, 611, 6, 3, 96, torch.float16, seed=12, with_dout=True)
     kw = dict(window_size=(100, 20), sigmoid_bias=-2.0)
     atomic = flash_sigmoid.backward(dout, q, k, v, deterministic=False, **kw)
     det = flash_sigmoid.backward(dout, q, k, v, deterministic=True, **kw)
@@ -205,7 +186,7 @@ def test_backward_gqa_dk_dv_are_group_sums(hq, hkv, deterministic):
     # The GQA kernel sums dK, dV over the query heads of each group; the same problem with K, V
     # repeated per query head (MHA) gives per-head gradients whose group sums must match.
     b, sq, sk, d = 2, 333, 257, 64
-    q, k, v, dout = make_inputs(b, sq, sk, hq, hkv, d, torch.bfloat16, seed=13)
+    q, k, v, dout = make_inputs(b, sq, sk, hq, hkv, d, torch.bfloat16, seed=13, with_dout=True)
     kw = dict(causal=True, sigmoid_bias=-math.log(sk), alibi_slopes=slopes_for("heads", b, hq))
     dq, dk, dv = run_backward(q, k, v, dout, deterministic, **kw)
     g = hq // hkv
@@ -226,7 +207,7 @@ def test_backward_matches_central_finite_differences():
     # central differences of the fp64 reference forward, on tiny shapes.
     torch.manual_seed(0)
     b, sq, sk, hq, hkv, d = 1, 5, 7, 4, 2, 16
-    q, k, v, dout = make_inputs(b, sq, sk, hq, hkv, d, torch.float16, seed=14)
+    q, k, v, dout = make_inputs(b, sq, sk, hq, hkv, d, torch.float16, seed=14, with_dout=True)
     kw = dict(causal=True, sigmoid_bias=0.3, alibi_slopes=slopes_for("heads", b, hq))
     for deterministic in (False, True):
         grads = flash_sigmoid.backward(dout, q, k, v, deterministic=deterministic, **kw)
@@ -258,7 +239,7 @@ def test_backward_strided_views():
 
 
 def test_backward_tanh_option_runs():
-    q, k, v, dout = make_inputs(1, 256, 2048, 4, 4, 128, torch.float16, seed=15)
+    q, k, v, dout = make_inputs(1, 256, 2048, 4, 4, 128, torch.float16, seed=15, with_dout=True)
     bias = -math.log(2048)
     ref = reference_grads(q, k, v, dout, torch.float64, sigmoid_bias=bias)
     rel = {}
@@ -286,7 +267,7 @@ def test_backward_dq_workspace_beyond_2_to_the_31():
     if torch.cuda.mem_get_info()[0] < need:
         pytest.skip(f"needs {need / 2**30:.0f} GiB of free GPU memory")
     skip_unless_built("bwd", torch.bfloat16, d)
-    q, k, v, dout = make_inputs(b, sq, sk, h, 1, d, torch.bfloat16, seed=16)
+    q, k, v, dout = make_inputs(b, sq, sk, h, 1, d, torch.bfloat16, seed=16, with_dout=True)
     dq, _, _ = flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=-1.0)
     rows = slice(sq - 1000, sq)
     qt, dot = q[-1:, rows, -1:], dout[-1:, rows, -1:]
