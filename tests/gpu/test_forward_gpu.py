@@ -11,6 +11,7 @@ import torch
 
 import flash_sigmoid
 from cases import ALIBI, BIASES, HEADS, MASKS, bias_value, make_inputs, slopes_for
+from kernels import skip_unless_built
 from reference import attention_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -30,6 +31,7 @@ SEQLENS = [(1, 1), (17, 17), (113, 203), (128, 217), (1023, 1024), (1024, 1023),
 
 def check_forward(b, sq, sk, hq, hkv, d, dtype, mask, alibi, bias_kind, seed, score_function="exp2",
                   kernel_arch=0):
+    skip_unless_built("fwd", dtype, d)
     _, causal, window = mask
     q, k, v = make_inputs(b, sq, sk, hq, hkv, d, dtype, seed)
     bias = bias_value(bias_kind, sk, seed)
