@@ -43,15 +43,7 @@ void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, int6
   load_rows(args.q, p, batch_idx, head_idx, q0, rows, width, q_tile);
   std::fill(o_tile, o_tile + rows * width, 0.0f);
 
-  // The visible keys of the block's rows as one range (each row's keys are contiguous and move
-  // right with the row); rows that see nothing do not widen it.
-  IndexRange keys{p.seqlen_k, 0};
-  for (int64_t r = 0; r < rows; ++r) {
-    const IndexRange kr = p.visible_keys(q0 + r);
-    if (kr.empty()) continue;
-    keys.begin = std::min(keys.begin, kr.begin);
-    keys.end = std::max(keys.end, kr.end);
-  }
+  const IndexRange keys = p.visible_keys_of_rows(q0, rows);
   const float slope = p.alibi_slope(batch_idx, head_idx);
   std::array<int64_t, kBlockM> lo{}, hi{};  // each row's visible keys within the tile
 

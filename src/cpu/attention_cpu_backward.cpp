@@ -133,13 +133,7 @@ void query_task(const FlashSigmoidBackwardArgs& args, const CpuProblem& p, int64
   load_rows(args.dout, p, batch_idx, head_idx, q0, rows, width, do_tile);
   std::fill(dq_tile, dq_tile + rows * width, 0.0f);
 
-  IndexRange keys{p.seqlen_k, 0};
-  for (int64_t r = 0; r < rows; ++r) {
-    const IndexRange kr = p.visible_keys(q0 + r);
-    if (kr.empty()) continue;
-    keys.begin = std::min(keys.begin, kr.begin);
-    keys.end = std::max(keys.end, kr.end);
-  }
+  const IndexRange keys = p.visible_keys_of_rows(q0, rows);
   const float slope = p.alibi_slope(batch_idx, head_idx);
   std::array<int64_t, kBlockM> lo{}, hi{};  // each row's visible keys within the tile
 

@@ -55,6 +55,20 @@ struct CpuProblem {
     return r;
   }
 
+  // The keys visible from any of the rows [q0, q0 + rows), as one range (each row's keys are
+  // contiguous and move right with the row); rows that see nothing do not widen it. Empty when no
+  // row sees a key.
+  IndexRange visible_keys_of_rows(int64_t q0, int64_t rows) const {
+    IndexRange keys{seqlen_k, 0};
+    for (int64_t r = 0; r < rows; ++r) {
+      const IndexRange kr = visible_keys(q0 + r);
+      if (kr.empty()) continue;
+      keys.begin = std::min(keys.begin, kr.begin);
+      keys.end = std::max(keys.end, kr.end);
+    }
+    return keys;
+  }
+
   // Keys of the tile [k0, k0 + n) visible from query row i, relative to k0 (possibly empty).
   IndexRange visible_keys_in(int64_t i, int64_t k0, int64_t n) const {
     const IndexRange r = visible_keys(i);
