@@ -5,7 +5,7 @@ dtype: what any exact implementation must lose. For each Sk, dtype and score fun
 relative Frobenius error of the kernel's O against the unrounded fp64 reference, and its ratio to
 the floor. bias = -log(Sk), D = 128, q, k, v ~ N(0, 1), 256 query rows x 4 heads.
 
-    python tools/numerics.py [--seqlens 1024 8192 65536] [--markdown out.md]
+    python tools/numerics.py [--seqlens 1024 8192 65536] [--dtypes fp16 bf16] [--markdown out.md]
 """
 import argparse
 import math
@@ -39,13 +39,15 @@ def measure(sk, dtype, score_functions, d=128, sq=256, heads=4, seed=0):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seqlens", type=int, nargs="+", default=[1024, 8192, 65536])
+    ap.add_argument("--dtypes", nargs="+", choices=["fp16", "bf16"], default=["fp16", "bf16"])
     ap.add_argument("--markdown")
     a = ap.parse_args()
+    dtypes = [{"fp16": torch.float16, "bf16": torch.bfloat16}[name] for name in a.dtypes]
     sfs = ["exp2", "tanh"]
     lines = ["| dtype | Sk | floor | sigmoid_via_exp2 (default) | × floor | sigmoid_via_tanh | × floor |",
              "|---|---|---|---|---|---|---|"]
     worst = 0.0
-    for dtype in (torch.float16, torch.bfloat16):
+    for dtype in dtypes:
         for sk in a.seqlens:
             r = measure(sk, dtype, sfs)
             worst = max(worst, r["exp2"] / r["floor"])

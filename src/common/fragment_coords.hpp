@@ -53,16 +53,21 @@ struct ScoreVariant {
     return v;
   }
 
-  // p = sigma(z) for accumulator value s of a pair at signed distance q_idx + offset - k_idx
-  // (given as a float; only read with ALiBi). Masking is not applied here: see
-  // apply_score_variant.
-  CUTE_HOST_DEVICE float score(float s, float signed_distance) const {
+  // The score function's input x = z * kInputScale for accumulator value s of a pair at signed
+  // distance q_idx + offset - k_idx (given as a float; only read with ALiBi): one FFMA, two with
+  // ALiBi. Masking is not applied here: see apply_score_variant.
+  CUTE_HOST_DEVICE float input(float s, float signed_distance) const {
     float x = s * scale + bias;
     if constexpr (AlibiTerm::kEnabled) {
       // Alibi::term(q_idx, k_idx) = -slope * |q_idx + offset - k_idx|, from the float distance.
       x = x - alibi.slope * fabsf(signed_distance);
     }
-    return ScoreFunction::value_prescaled(x);
+    return x;
+  }
+
+  // p = sigma(z) of one element (kernels go through apply_score_variant, a few elements at a time).
+  CUTE_HOST_DEVICE float score(float s, float signed_distance) const {
+    return ScoreFunction::value_prescaled(input(s, signed_distance));
   }
 };
 
@@ -113,7 +118,10 @@ struct FragmentBand {
 //  - ALiBi: the distance is d0 + (dq - dk) in float, d0 converted once per tile. That avoids one
 //    int->float conversion per element, which issues at 16/clk/SM on sm80 and sm90 (the rate of
 //    the score function's MUFU). Exact while |distance| < 2^24.
-template <bool kApplyMask, class Variant, class AccEngine, class AccLayout, class CoordEngine, class CoordLayout>
+// kForDerivative: the backward's evaluation, accurate enough for derivative_from_value(p)
+// (ScoreFunction::values_prescaled_for_derivative).
+template <bool kApplyMask, bool kForDerivative = false, class Variant, class AccEngine, class AccLayout,
+          class CoordEngine, class CoordLayout>
 CUTE_HOST_DEVICE void apply_score_variant(cute::Tensor<AccEngine, AccLayout>& acc,
                                           cute::Tensor<CoordEngine, CoordLayout> const& coords, int q_base,
                                           int k_base, Variant const& variant) {
@@ -125,15 +133,34 @@ CUTE_HOST_DEVICE void apply_score_variant(cute::Tensor<AccEngine, AccLayout>& ac
   const int k0 = k_base + col0;
   const float distance0 = static_cast<float>(q0 + variant.alibi.offset - k0);
   const auto band = FragmentBand<typename Variant::Mask>::make(variant.mask, q0, k0);
+  // kChunk elements at a time through the score function's N-value form, whose stages issue
+  // kChunk independent instructions back to back (policies/sigmoid.hpp).
+  constexpr int kSize = decltype(cute::size(acc))::value;
+  constexpr int kChunk = kSize % 8 == 0 ? 8 : (kSize % 4 == 0 ? 4 : 1);
   CUTE_UNROLL
-  for (int i = 0; i < cute::size(acc); ++i) {
-    const int dq = cute::get<0>(coords(i)) - row0;
-    const int dk = cute::get<1>(coords(i)) - col0;
-    float p = variant.score(acc(i), distance0 + static_cast<float>(dq - dk));
-    if constexpr (kApplyMask) {
-      p = band.visible(dq, dk) ? p : 0.f;
+  for (int c = 0; c < kSize; c += kChunk) {
+    float x[kChunk];
+    CUTE_UNROLL
+    for (int j = 0; j < kChunk; ++j) {
+      const int dq = cute::get<0>(coords(c + j)) - row0;
+      const int dk = cute::get<1>(coords(c + j)) - col0;
+      x[j] = variant.input(acc(c + j), distance0 + static_cast<float>(dq - dk));
     }
-    acc(i) = p;
+    if constexpr (kForDerivative) {
+      Variant::ScoreFunction::values_prescaled_for_derivative(x);
+    } else {
+      Variant::ScoreFunction::values_prescaled(x);
+    }
+    CUTE_UNROLL
+    for (int j = 0; j < kChunk; ++j) {
+      float p = x[j];
+      if constexpr (kApplyMask) {
+        const int dq = cute::get<0>(coords(c + j)) - row0;
+        const int dk = cute::get<1>(coords(c + j)) - col0;
+        p = band.visible(dq, dk) ? p : 0.f;
+      }
+      acc(c + j) = p;
+    }
   }
 }
 

@@ -64,16 +64,48 @@ FLASH_SIGMOID_HOST_DEVICE float float_from_bits(uint32_t u) {
 #endif
 }
 
-// 1/d for normal positive d on the FMA pipes, no special-function op: the bit-trick estimate
-// 0x7EF311C3 - bits(d) (relative error <= 5.1e-2) refined by two Newton steps, each squaring the
-// error: max relative error 6.6e-6 over d in [1, 2^125] (measured exhaustively, tools/ has it).
-FLASH_SIGMOID_HOST_DEVICE float rcp_newton_fma_f32(float d) {
-  float r = float_from_bits(0x7EF311C3u - float_bits(d));
-  float e = std::fma(-d, r, 1.0f);
-  r = std::fma(r, e, r);
-  e = std::fma(-d, r, 1.0f);
-  r = std::fma(r, e, r);
-  return r;
+// How far rcp_fma_f32 refines the bit-trick estimate r = 0x7EF311C3 - bits(d), whose relative error
+// e = 1 - d r is at most 5.1e-2 (measured exhaustively over the mantissas, tools/rcp_error.py):
+//   kCubic:   one third-order step r (1 + e + e^2), error e^3 <= 1.29e-4, three FFMAs. Enough where
+//             the result is rounded to fp16/bf16 (half an ulp is at least 2.4e-4 relative).
+//   kQuartic: two Newton steps r (1 + e), error e^4 <= 6.5e-6, four FFMAs. For 1 - 1/d near
+//             d = 1, where an error of 1e-4 would swamp the difference.
+enum class RcpRefinement { kCubic, kQuartic };
+
+// 1/d[j] for N normal positive d on the FMA pipes, no special-function op.
+// Written stage by stage over the N values: each stage's N instructions are independent and issue
+// back to back, where N chains of 4-5 dependent instructions evaluated one after another would
+// make every instruction wait for its predecessor's latency (the kernels have only two warps per
+// scheduler to hide it).
+template <RcpRefinement kRefinement, int N>
+FLASH_SIGMOID_HOST_DEVICE void rcp_fma_f32(const float (&d)[N], float (&r)[N]) {
+  float e[N];
+  FLASH_SIGMOID_UNROLL
+  for (int j = 0; j < N; ++j) r[j] = float_from_bits(0x7EF311C3u - float_bits(d[j]));
+  if constexpr (kRefinement == RcpRefinement::kCubic) {
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) e[j] = std::fma(-d[j], r[j], 1.0f);
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) e[j] = std::fma(e[j], e[j], e[j]);
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) r[j] = std::fma(r[j], e[j], r[j]);
+  } else {
+    FLASH_SIGMOID_UNROLL
+    for (int step = 0; step < 2; ++step) {
+      FLASH_SIGMOID_UNROLL
+      for (int j = 0; j < N; ++j) e[j] = std::fma(-d[j], r[j], 1.0f);
+      FLASH_SIGMOID_UNROLL
+      for (int j = 0; j < N; ++j) r[j] = std::fma(r[j], e[j], r[j]);
+    }
+  }
+}
+
+template <RcpRefinement kRefinement>
+FLASH_SIGMOID_HOST_DEVICE float rcp_fma_f32(float d) {
+  float dv[1] = {d};
+  float r[1];
+  rcp_fma_f32<kRefinement>(dv, r);
+  return r[0];
 }
 
 }  // namespace flash_sigmoid

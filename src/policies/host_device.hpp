@@ -1,8 +1,10 @@
-// Layer: policies. The one macro that lets policy code compile for host and device alike.
+// Layer: policies. The macros that let policy code compile for host and device alike.
 #pragma once
 
 #if defined(__CUDACC__)
 #define FLASH_SIGMOID_HOST_DEVICE __host__ __device__ __forceinline__
+#define FLASH_SIGMOID_UNROLL _Pragma("unroll")
 #else
 #define FLASH_SIGMOID_HOST_DEVICE inline
+#define FLASH_SIGMOID_UNROLL
 #endif

@@ -7,27 +7,66 @@
 // DESIGN §5 and docs/numerics.md measure both formulations.
 #pragma once
 
+#include <cmath>
+
 #include "common/math.hpp"
 #include "policies/host_device.hpp"
 
 namespace flash_sigmoid {
 
+// d sigma / dz = p (1 - p) from p = sigma(z), as p - p^2 in one fused multiply-add: one
+// instruction instead of two (the backward evaluates it per score element), and rounded once, so
+// at least as accurate as p * (1 - p).
+FLASH_SIGMOID_HOST_DEVICE float derivative_of_sigmoid(float p) { return std::fma(-p, p, p); }
+
+// One value through a score function's N-value form (each defines values_prescaled<N> once). Also
+// the host's reference of what the forward kernels compute.
+template <class ScoreFunction>
+FLASH_SIGMOID_HOST_DEVICE float value_prescaled_one(float x) {
+  float v[1] = {x};
+  ScoreFunction::template values_prescaled<1>(v);
+  return v[0];
+}
+
 // sigma(z) = 1 / (1 + 2^(-z log2 e)) with one special-function op: ex2.approx, then the reciprocal
-// by Newton steps on the FMA pipes (rcp_newton_fma_f32). Relative error < 7e-6 everywhere,
-// including z << 0 where bias = -log(seqlen) puts most scores. x is clamped at -125 so that
-// 1 + 2^-x stays a normal float; below that sigma is 2^-125 instead of smaller (absolute error
-// < 3e-38). The default.
+// on the FMA pipes (rcp_fma_f32). The forward's value takes the cubic refinement: relative error
+// < 1.3e-4 everywhere, including z << 0 where bias = -log(seqlen) puts most scores, below half an
+// ulp of the fp16/bf16 P it is rounded to (docs/numerics.md measures the attention error at the
+// floor). The backward's takes the quartic one (< 7e-6), so that 1 - p stays accurate near p = 1.
+// x is clamped at -125 so that 1 + 2^-x stays a normal float; below that sigma is 2^-125 instead of
+// smaller (absolute error < 3e-38). The default.
 struct SigmoidViaExp2 {
   static constexpr const char* kName = "sigmoid_via_exp2";
   static constexpr float kInputScale = 1.4426950408889634f;  // log2(e)
 
-  FLASH_SIGMOID_HOST_DEVICE static float value_prescaled(float x) {
-    x = x < -125.0f ? -125.0f : x;  // written so that NaN passes through (fmaxf would drop it)
-    return rcp_newton_fma_f32(1.0f + ex2_approx_ftz_f32(-x));
+  // x[j] <- sigma(x[j] / kInputScale) for N independent values, stage by stage (see rcp_fma_f32):
+  // kernels evaluate a fragment's scores through this, a few at a time.
+  template <int N>
+  FLASH_SIGMOID_HOST_DEVICE static void values_prescaled(float (&x)[N]) {
+    evaluate<RcpRefinement::kCubic>(x);
   }
+  // The same, accurate enough that derivative_from_value(p) = p (1 - p) is (the backward).
+  template <int N>
+  FLASH_SIGMOID_HOST_DEVICE static void values_prescaled_for_derivative(float (&x)[N]) {
+    evaluate<RcpRefinement::kQuartic>(x);
+  }
+  FLASH_SIGMOID_HOST_DEVICE static float value_prescaled(float x) { return value_prescaled_one<SigmoidViaExp2>(x); }
   FLASH_SIGMOID_HOST_DEVICE static float value(float z) { return value_prescaled(z * kInputScale); }
   // d sigma / dz, from sigma itself.
-  FLASH_SIGMOID_HOST_DEVICE static float derivative_from_value(float p) { return p * (1.0f - p); }
+  FLASH_SIGMOID_HOST_DEVICE static float derivative_from_value(float p) { return derivative_of_sigmoid(p); }
+
+ private:
+  template <RcpRefinement kRefinement, int N>
+  FLASH_SIGMOID_HOST_DEVICE static void evaluate(float (&x)[N]) {
+    float d[N];
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) d[j] = x[j] < -125.0f ? -125.0f : x[j];  // NaN passes (fmaxf would drop it)
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) d[j] = ex2_approx_ftz_f32(-d[j]);
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) d[j] = 1.0f + d[j];
+    rcp_fma_f32<kRefinement>(d, x);
+  }
 };
 
 // The same with rcp.approx for the reciprocal: two special-function ops. Kept to measure the FMA
@@ -36,11 +75,18 @@ struct SigmoidViaExp2Rcp {
   static constexpr const char* kName = "sigmoid_via_exp2_rcp";
   static constexpr float kInputScale = 1.4426950408889634f;
 
-  FLASH_SIGMOID_HOST_DEVICE static float value_prescaled(float x) {
-    return rcp_approx_ftz_f32(1.0f + ex2_approx_ftz_f32(-x));
+  template <int N>
+  FLASH_SIGMOID_HOST_DEVICE static void values_prescaled(float (&x)[N]) {
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) x[j] = rcp_approx_ftz_f32(1.0f + ex2_approx_ftz_f32(-x[j]));
   }
+  template <int N>
+  FLASH_SIGMOID_HOST_DEVICE static void values_prescaled_for_derivative(float (&x)[N]) {
+    values_prescaled(x);
+  }
+  FLASH_SIGMOID_HOST_DEVICE static float value_prescaled(float x) { return value_prescaled_one<SigmoidViaExp2Rcp>(x); }
   FLASH_SIGMOID_HOST_DEVICE static float value(float z) { return value_prescaled(z * kInputScale); }
-  FLASH_SIGMOID_HOST_DEVICE static float derivative_from_value(float p) { return p * (1.0f - p); }
+  FLASH_SIGMOID_HOST_DEVICE static float derivative_from_value(float p) { return derivative_of_sigmoid(p); }
 };
 
 // sigma(z) = 0.5 + 0.5 tanh(z / 2): one special-function op but an absolute error of ~1e-3/2^11,
@@ -50,9 +96,20 @@ struct SigmoidViaTanh {
   static constexpr const char* kName = "sigmoid_via_tanh";
   static constexpr float kInputScale = 0.5f;
 
-  FLASH_SIGMOID_HOST_DEVICE static float value_prescaled(float x) { return 0.5f + 0.5f * tanh_approx_f32(x); }
+  template <int N>
+  FLASH_SIGMOID_HOST_DEVICE static void values_prescaled(float (&x)[N]) {
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) x[j] = tanh_approx_f32(x[j]);
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) x[j] = 0.5f + 0.5f * x[j];
+  }
+  template <int N>
+  FLASH_SIGMOID_HOST_DEVICE static void values_prescaled_for_derivative(float (&x)[N]) {
+    values_prescaled(x);
+  }
+  FLASH_SIGMOID_HOST_DEVICE static float value_prescaled(float x) { return value_prescaled_one<SigmoidViaTanh>(x); }
   FLASH_SIGMOID_HOST_DEVICE static float value(float z) { return value_prescaled(z * kInputScale); }
-  FLASH_SIGMOID_HOST_DEVICE static float derivative_from_value(float p) { return p * (1.0f - p); }
+  FLASH_SIGMOID_HOST_DEVICE static float derivative_from_value(float p) { return derivative_of_sigmoid(p); }
 };
 
 }  // namespace flash_sigmoid

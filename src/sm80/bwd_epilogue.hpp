@@ -87,9 +87,16 @@ struct Sm80BwdDqAtomicAdd {
     Tensor tdQgdQ = thr_mma.partition_C(gdQ);                                                        // (MMA, MMA_M, MMA_N)
     Tensor tdQcdQ = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kSliceDim>>{}));  // (MMA, MMA_M, MMA_N)
     static_assert(decltype(size(acc_dq))::value == decltype(size(tdQgdQ))::value, "one address per accumulator");
-    CUTE_UNROLL
-    for (int i = 0; i < size(acc_dq); ++i) {
-      if (get<1>(tdQcdQ(i)) < pitch - slice_col0) atomicAdd(&tdQgdQ(i), acc_dq(i));
+    if (slice_col0 + kSliceDim <= pitch) {
+      // Every column panel of the slice exists (the head dim fills its bucket, the usual case):
+      // plain reductions, with no per-element branch around them.
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_dq); ++i) atomicAdd(&tdQgdQ(i), acc_dq(i));
+    } else {
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_dq); ++i) {
+        if (get<1>(tdQcdQ(i)) < pitch - slice_col0) atomicAdd(&tdQgdQ(i), acc_dq(i));
+      }
     }
   }
 };

@@ -17,14 +17,10 @@
 // which need the mask (common/block_range.hpp), or the stores (bwd_epilogue.hpp).
 #pragma once
 
-#include <cstdint>
-
 #include <cute/tensor.hpp>
-#include <cutlass/numeric_conversion.h>
 
 #include "common/block_range.hpp"
 #include "common/fragment_coords.hpp"
-#include "common/math.hpp"
 #include "common/params.hpp"
 #include "sm80/bwd_epilogue.hpp"
 #include "sm80/bwd_traits.hpp"
@@ -32,69 +28,15 @@
 
 namespace flash_sigmoid::sm80 {
 
-namespace bwd_detail {
-
-// The fp32 P of S's accumulator must survive the dP product, but the dK/dV kernel has no registers
-// left for it there (dK and dV accumulators alone take half of them; docs/sm80_backward.md). So P
-// is parked, exactly, in the shared-memory words that this same thread later fills with its P and
-// dS in the operand dtype: for each adjacent column pair (a, b) the high halves of the two fp32
-// words go to the thread's 32-bit word of sP and the low halves to its word of sdS. Those words
-// belong to this thread alone (the accumulator partition is a partition, and every reader of the
-// previous step is past barrier A), so no barrier is needed, and no extra shared memory.
-//   p_words / ds_words: the thread's 32-bit words of sP and sdS, ((1, REST), CPY_M, CPY_N);
-//   acc: the fp32 fragment seen through the same copy (retile_S), ((2, REST), CPY_M, CPY_N), so
-//   that values 2j and 2j+1 in linear order are the pair of word j.
-template <class Acc, class WordsP, class WordsDs>
-CUTE_DEVICE void park_fp32_pairs(Acc const& acc, WordsP&& p_words, WordsDs&& ds_words) {
-  using namespace cute;
-  static_assert(decltype(size(acc))::value == 2 * decltype(size(p_words))::value,
-                "one 32-bit word holds an adjacent column pair");
-  static_assert(decltype(size<0, 0>(acc))::value == 2, "pairs are innermost");
-  CUTE_UNROLL
-  for (int j = 0; j < size(p_words); ++j) {
-    const uint32_t a = float_bits(acc(2 * j));
-    const uint32_t b = float_bits(acc(2 * j + 1));
-    p_words(j) = __byte_perm(a, b, 0x7632);   // (hi16(a), hi16(b))
-    ds_words(j) = __byte_perm(a, b, 0x5410);  // (lo16(a), lo16(b))
-  }
-}
-
-// The pairs back, P and dS = dP * P * (1 - P) rounded to Element into the same words.
-//   dp: the fp32 dP fragment seen through the same copy, like acc above.
-template <class Element, class ScoreFunction, class Dp, class WordsP, class WordsDs>
-CUTE_DEVICE void finish_p_ds_pairs(Dp const& dp, WordsP&& p_words, WordsDs&& ds_words) {
-  using namespace cute;
-  static_assert(decltype(size(dp))::value == 2 * decltype(size(p_words))::value, "pairs");
-  using Convert = cutlass::NumericArrayConverter<Element, float, 2, cutlass::FloatRoundStyle::round_to_nearest>;
-  static_assert(sizeof(cutlass::Array<Element, 2>) == sizeof(uint32_t), "a pair is one word");
-  Convert convert;
-  CUTE_UNROLL
-  for (int j = 0; j < size(p_words); ++j) {
-    const uint32_t hi = p_words(j);
-    const uint32_t lo = ds_words(j);
-    cutlass::Array<float, 2> p;
-    p[0] = float_from_bits(__byte_perm(lo, hi, 0x5410));
-    p[1] = float_from_bits(__byte_perm(lo, hi, 0x7632));
-    cutlass::Array<float, 2> ds;
-    ds[0] = dp(2 * j) * ScoreFunction::derivative_from_value(p[0]);
-    ds[1] = dp(2 * j + 1) * ScoreFunction::derivative_from_value(p[1]);
-    const cutlass::Array<Element, 2> p_out = convert(p);
-    const cutlass::Array<Element, 2> ds_out = convert(ds);
-    p_words(j) = reinterpret_cast<const uint32_t&>(p_out);
-    ds_words(j) = reinterpret_cast<const uint32_t&>(ds_out);
-  }
-}
-
-}  // namespace bwd_detail
-
 // Pipeline of Sm80BwdDkDvMainloop, per step i = (query head, query tile) of the flattened loop
 // (K and V stay in shared memory throughout; Q has kQStages buffers, dO one):
 //
 //   wait Q[i], dO[i]; barrier A   Q[i], dO[i] visible; every warp finished step i-1 (its dK read
 //                                 of the other Q buffer, its reads of P and dS)
 //   issue Q[i+1] (2 stages)       lands while this step's five products run
-//   S  = Q K^T;  P = sigma(variant(S)), masked on masked tiles;  fp32 P parked in sP/sdS
-//   dP = dO V^T; dS = dP * P * (1 - P) (fp32 P);                P -> sP, dS -> sdS
+//   per key-column slice of the tile (kSdpSplits of them):
+//     S  = Q K^T;  P = sigma(variant(S)), masked on masked tiles
+//     dP = dO V^T; dS = dP * P * (1 - P) (from the fp32 P);   P -> sP, dS -> sdS
 //   barrier B                     sP, sdS visible
 //   dV += P^T dO                  (sPt, sdOt)
 //   barrier C                     every warp finished reading dO
@@ -155,29 +97,31 @@ struct Sm80BwdDkDvMainloop {
                            problem.seqlen_q - m_block * kBlockM, problem.head_dim);
     };
 
-    // ---- S = Q K^T and dP = dO V^T: ldmatrix (plain) for both operands.
+    // ---- S = Q K^T and dP = dO V^T, per key-column slice (BLK_M, SLICE_N) of the tile: ldmatrix
+    // (plain) for both operands.
+    constexpr int kSliceN = Traits::kSdpSliceN;
     typename Traits::TiledMmaSdP mma_sdp;
     auto thr_mma_sdp = mma_sdp.get_thread_slice(tidx);
-    Tensor tSrQ = make_tensor<Element>(partition_shape_A(mma_sdp, Shape<Int<kBlockM>, Int<kHeadDim>>{}));   // (MMA, MMA_M, MMA_K)
-    Tensor tSrK = make_tensor<Element>(partition_shape_B(mma_sdp, Shape<Int<kBlockN>, Int<kHeadDim>>{}));   // (MMA, MMA_N, MMA_K)
+    Tensor tSrQ = make_tensor<Element>(partition_shape_A(mma_sdp, Shape<Int<kBlockM>, Int<kHeadDim>>{}));  // (MMA, MMA_M, MMA_K)
+    Tensor tSrK = make_tensor<Element>(partition_shape_B(mma_sdp, Shape<Int<kSliceN>, Int<kHeadDim>>{}));  // (MMA, MMA_N, MMA_K)
     Tensor tdPrdO = make_tensor<Element>(partition_shape_A(mma_sdp, Shape<Int<kBlockM>, Int<kHeadDim>>{}));  // (MMA, MMA_M, MMA_K)
-    Tensor tdPrV = make_tensor<Element>(partition_shape_B(mma_sdp, Shape<Int<kBlockN>, Int<kHeadDim>>{}));   // (MMA, MMA_N, MMA_K)
+    Tensor tdPrV = make_tensor<Element>(partition_shape_B(mma_sdp, Shape<Int<kSliceN>, Int<kHeadDim>>{}));  // (MMA, MMA_N, MMA_K)
     auto copy_a_sdp = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma_sdp);
     auto thr_copy_a_sdp = copy_a_sdp.get_thread_slice(tidx);
     auto copy_b_sdp = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, mma_sdp);
     auto thr_copy_b_sdp = copy_b_sdp.get_thread_slice(tidx);
     Tensor tSsQ = thr_copy_a_sdp.partition_S(sQ);     // (CPY, CPY_M, CPY_K, STAGE)
     Tensor tdPsdO = thr_copy_a_sdp.partition_S(sdO);  // (CPY, CPY_M, CPY_K)
-    Tensor tSsK = thr_copy_b_sdp.partition_S(sK);     // (CPY, CPY_N, CPY_K)
-    Tensor tdPsV = thr_copy_b_sdp.partition_S(sV);    // (CPY, CPY_N, CPY_K)
-    // (row, col) of each S / dP accumulator element inside the (BLK_M, BLK_N) tile.
-    Tensor tScS = thr_mma_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));  // (MMA, MMA_M, MMA_N)
-    // This thread's 32-bit words (adjacent column pairs) of sP and sdS, in the accumulator's
-    // partition: where P is parked and where P and dS are written.
+    // K and V cut into key-column slices: (CPY, CPY_N, CPY_K, SLICE)
+    Tensor tSsK = thr_copy_b_sdp.partition_S(flat_divide(sK, Shape<Int<kSliceN>, Int<kHeadDim>>{})(_, _, _, 0));
+    Tensor tdPsV = thr_copy_b_sdp.partition_S(flat_divide(sV, Shape<Int<kSliceN>, Int<kHeadDim>>{})(_, _, _, 0));
+    // (row, col) of each S / dP accumulator element inside a (BLK_M, SLICE_N) slice.
+    Tensor tScS = thr_mma_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kSliceN>>{}));  // (MMA, MMA_M, MMA_N)
+    // P and dS of a slice to shared memory in the accumulator's partition (column-pair stores).
     auto store_copy = make_tiled_copy_C(typename Traits::SmemCopyAtomStore{}, mma_sdp);
     auto thr_store = store_copy.get_thread_slice(tidx);
-    Tensor tPsP_words = recast<uint32_t>(thr_store.partition_D(sP));     // (1, CPY_M, CPY_N)
-    Tensor tdSsdS_words = recast<uint32_t>(thr_store.partition_D(sdS));  // (1, CPY_M, CPY_N)
+    Tensor tPsP = thr_store.partition_D(flat_divide(sP, Shape<Int<kBlockM>, Int<kSliceN>>{})(_, _, 0, _));    // (CPY, CPY_M, CPY_N, SLICE)
+    Tensor tdSsdS = thr_store.partition_D(flat_divide(sdS, Shape<Int<kBlockM>, Int<kSliceN>>{})(_, _, 0, _));  // (CPY, CPY_M, CPY_N, SLICE)
 
     // ---- dV += P^T dO and dK += dS^T Q: every operand read transposed.
     typename Traits::TiledMmaDkv mma_dkv;
@@ -258,26 +202,35 @@ struct Sm80BwdDkDvMainloop {
         cute::cp_async_fence();
       }
 
-      // S = Q K^T, then P in place (masked only on tiles that hold a hidden pair), parked in the
-      // thread's own words of sP and sdS while dP is formed.
-      Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
-      clear(acc_s);
-      gemm_ss_pipelined(mma_sdp, acc_s, tSsQ(_, _, _, stage), tSrQ, thr_copy_a_sdp.retile_D(tSrQ), copy_a_sdp, tSsK,
-                        tSrK, thr_copy_b_sdp.retile_D(tSrK), copy_b_sdp);
-      if (m_block < range.interior_begin || m_block >= range.interior_end) {
-        apply_score_variant<true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
-      } else {
-        apply_score_variant<false>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      // Per key-column slice: S = Q K^T, then P in place (masked only on tiles that hold a hidden
+      // pair); dP = dO V^T, then dS = dP * P * (1 - P) in place from the fp32 P (masked P = 0 gives
+      // dS = 0); P and dS rounded into sP and sdS.
+      const bool masked = m_block < range.interior_begin || m_block >= range.interior_end;
+      CUTE_UNROLL
+      for (int slice = 0; slice < Traits::kSdpSplits; ++slice) {
+        Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kSliceN>>{});  // (MMA, MMA_M, MMA_N)
+        clear(acc_s);
+        gemm_ss_pipelined(mma_sdp, acc_s, tSsQ(_, _, _, stage), tSrQ, thr_copy_a_sdp.retile_D(tSrQ), copy_a_sdp,
+                          tSsK(_, _, _, slice), tSrK, thr_copy_b_sdp.retile_D(tSrK), copy_b_sdp);
+        const int k_base = n_block * kBlockN + slice * kSliceN;
+        if (masked) {
+          apply_score_variant<true, true>(acc_s, tScS, m_block * kBlockM, k_base, variant);
+        } else {
+          apply_score_variant<false, true>(acc_s, tScS, m_block * kBlockM, k_base, variant);
+        }
+        Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kSliceN>>{});  // (MMA, MMA_M, MMA_N)
+        clear(acc_dp);
+        gemm_ss_pipelined(mma_sdp, acc_dp, tdPsdO, tdPrdO, thr_copy_a_sdp.retile_D(tdPrdO), copy_a_sdp,
+                          tdPsV(_, _, _, slice), tdPrV, thr_copy_b_sdp.retile_D(tdPrV), copy_b_sdp);
+        CUTE_UNROLL
+        for (int i = 0; i < size(acc_dp); ++i) {
+          acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
+        }
+        Tensor rP = convert_fragment<Element>(acc_s);    // (MMA, MMA_M, MMA_N)
+        Tensor rdS = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
+        copy(store_copy, thr_store.retile_S(rP), tPsP(_, _, _, slice));
+        copy(store_copy, thr_store.retile_S(rdS), tdSsdS(_, _, _, slice));
       }
-      bwd_detail::park_fp32_pairs(thr_store.retile_S(acc_s), tPsP_words, tdSsdS_words);
-
-      // dP = dO V^T; then P back, and P and dS = dP * P * (1 - P) (from the fp32 P: masked P = 0
-      // gives dS = 0) rounded into sP and sdS.
-      Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
-      clear(acc_dp);
-      gemm_ss_pipelined(mma_sdp, acc_dp, tdPsdO, tdPrdO, thr_copy_a_sdp.retile_D(tdPrdO), copy_a_sdp, tdPsV, tdPrV,
-                        thr_copy_b_sdp.retile_D(tdPrV), copy_b_sdp);
-      bwd_detail::finish_p_ds_pairs<Element, ScoreFunction>(thr_store.retile_S(acc_dp), tPsP_words, tdSsdS_words);
 
       // Barrier B: P and dS visible to all.
       __syncthreads();
@@ -415,9 +368,9 @@ struct Sm80BwdDqMainloop {
       gemm_ss_pipelined(tiled_mma, acc_s, tSsQ, tSrQ, thr_copy_a.retile_D(tSrQ), copy_a, tSsK(_, _, _, stage), tSrK,
                         thr_copy_b.retile_D(tSrK), copy_b);
       if (n_block < range.interior_begin || n_block >= range.interior_end) {
-        apply_score_variant<true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+        apply_score_variant<true, true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
       } else {
-        apply_score_variant<false>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+        apply_score_variant<false, true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
       }
 
       Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)

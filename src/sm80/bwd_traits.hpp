@@ -27,6 +27,9 @@ namespace flash_sigmoid::sm80 {
 // memory must stay within the A100's 163 KiB. dq_splits > 1 computes dQ = dS K in that many
 // head-dim slices, one after the other, so that only one slice's accumulator is live next to the
 // dK/dV accumulators (head dim 256: 32 registers instead of 64; dS is read once per slice).
+// sdp_splits > 1 forms S, P, dP and dS in that many key-column slices of the tile, one after the
+// other, for the same reason: P must stay in fp32 registers until its dP is formed, and next to the
+// dK/dV accumulators only a slice of S and dP fits (Q and dO fragments are re-read per slice).
 struct BwdTileShape {
   int head_dim;
   int block_m;
@@ -37,25 +40,26 @@ struct BwdTileShape {
   int dq_warps_m;
   int q_stages;
   int dq_splits;
+  int sdp_splits;
 };
 
 inline constexpr BwdTileShape kBwdTileTable[] = {
-    // head_dim, block_m, block_n, warps, sdp_warps_m, dkv_warps_n, dq_warps_m, q_stages, dq_splits
-    {32, 128, 128, 8, 4, 4, 4, 2, 1},
-    {64, 128, 128, 8, 4, 4, 4, 2, 1},
-    {96, 64, 128, 8, 2, 4, 4, 2, 1},
-    {128, 64, 128, 8, 2, 4, 2, 2, 1},
-    {160, 64, 64, 8, 4, 4, 4, 2, 1},
-    {192, 64, 64, 8, 4, 2, 2, 2, 1},
-    {224, 64, 64, 8, 4, 4, 4, 1, 1},
-    {256, 64, 64, 8, 4, 2, 2, 1, 2},
+    // head_dim, block_m, block_n, warps, sdp_warps_m, dkv_warps_n, dq_warps_m, q_stages, dq_splits, sdp_splits
+    {32, 128, 128, 8, 4, 4, 4, 2, 1, 2},
+    {64, 128, 128, 8, 4, 4, 4, 2, 1, 2},
+    {96, 64, 128, 8, 2, 4, 4, 2, 1, 2},
+    {128, 64, 128, 8, 2, 4, 2, 2, 1, 2},
+    {160, 64, 64, 8, 4, 4, 4, 2, 1, 1},
+    {192, 64, 64, 8, 4, 2, 2, 2, 1, 1},
+    {224, 64, 64, 8, 4, 4, 4, 1, 1, 1},
+    {256, 64, 64, 8, 4, 2, 2, 1, 2, 1},
 };
 
 constexpr BwdTileShape bwd_tile_shape(int head_dim) {
   for (const BwdTileShape& row : kBwdTileTable) {
     if (row.head_dim == head_dim) return row;
   }
-  return BwdTileShape{0, 0, 0, 0, 0, 0, 0, 0, 0};
+  return BwdTileShape{0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 }
 
 // ---- The deterministic dQ kernel's tiles: warps stacked along the query rows (each warp owns
@@ -165,6 +169,8 @@ struct Sm80BwdTraits : Sm80BwdCommon<Element_, kHeadDim_, bwd_tile_shape(kHeadDi
   static constexpr int kQStages = kShape.q_stages;
   static constexpr int kDqSplits = kShape.dq_splits;
   static constexpr int kDqSliceDim = kHeadDim / kDqSplits;  // head-dim columns per dQ slice
+  static constexpr int kSdpSplits = kShape.sdp_splits;
+  static constexpr int kSdpSliceN = kBlockN / kSdpSplits;  // key columns per S/dP slice
 
   // S = Q K^T and dP = dO V^T: (BLK_M, BLK_N), K extent HEAD_DIM.
   using TiledMmaSdP = typename Base::template TiledMmaWarps<kShape.sdp_warps_m, kNWarps / kShape.sdp_warps_m>;
@@ -176,8 +182,9 @@ struct Sm80BwdTraits : Sm80BwdCommon<Element_, kHeadDim_, bwd_tile_shape(kHeadDi
   static_assert(kNWarps % kShape.sdp_warps_m == 0 && kNWarps % kShape.dkv_warps_n == 0 &&
                     kNWarps % kShape.dq_warps_m == 0,
                 "warp arrangements use every warp");
-  static_assert(kBlockM % (16 * kShape.sdp_warps_m) == 0 && kBlockN % (16 * (kNWarps / kShape.sdp_warps_m)) == 0,
-                "S and dP: whole MMA tiles");
+  static_assert(kBlockN % kSdpSplits == 0, "S/dP slices split the key tile evenly");
+  static_assert(kBlockM % (16 * kShape.sdp_warps_m) == 0 && kSdpSliceN % (16 * (kNWarps / kShape.sdp_warps_m)) == 0,
+                "S and dP: whole MMA tiles per slice");
   static_assert(kBlockN % (16 * kShape.dkv_warps_n) == 0 && kHeadDim % (16 * (kNWarps / kShape.dkv_warps_n)) == 0,
                 "dK and dV: whole MMA tiles");
   static_assert(kHeadDim % kDqSplits == 0 && kDqSliceDim % 32 == 0, "dQ slices are whole workspace panels");

@@ -145,6 +145,7 @@ def test_backward_empty_sides_are_exact_zeros(deterministic):
 
 @pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "det"])
 def test_backward_hidden_rows_and_keys_are_exact_zeros(deterministic):
+    skip_unless_built("bwd", torch.float16, 64)
     # Causal with Sq > Sk: the first Sq - Sk rows see no key, so their dQ is exactly 0.
     q, k, v, dout = make_inputs(1, 300, 100, 2, 2, 64, torch.float16, seed=2, with_dout=True)
     dq, _, _ = run_backward(q, k, v, dout, deterministic, causal=True)
@@ -157,6 +158,7 @@ def test_backward_hidden_rows_and_keys_are_exact_zeros(deterministic):
 
 
 def test_backward_deterministic_is_bitwise_reproducible():
+    skip_unless_built("bwd", torch.bfloat16, 128)
     q, k, v, dout = make_inputs(2, 1000, 1200, 8, 2, 128, torch.bfloat16, seed=11, with_dout=True)
     kw = dict(causal=True, sigmoid_bias=-math.log(1200), alibi_slopes=slopes_for("heads", 2, 8))
     first = flash_sigmoid.backward(dout, q, k, v, deterministic=True, **kw)
@@ -168,6 +170,7 @@ def test_backward_deterministic_is_bitwise_reproducible():
 
 
 def test_backward_atomic_and_deterministic_agree():
+    skip_unless_built("bwd", torch.float16, 96)
     # dK and dV take the same path in both modes (bitwise equal); dQ differs only in summation order.
     q, k, v, dout = make_inputs(2, 517, 611, 6, 3, 96, torch.float16, seed=12, with_dout=True)
     kw = dict(window_size=(100, 20), sigmoid_bias=-2.0)
@@ -203,6 +206,7 @@ def test_backward_gqa_dk_dv_are_group_sums(hq, hkv, deterministic):
 
 
 def test_backward_matches_central_finite_differences():
+    skip_unless_built("bwd", torch.float16, 16)
     # Independent of autograd: the directional derivative <grad, u> of L = sum(out * dout) against
     # central differences of the fp64 reference forward, on tiny shapes.
     torch.manual_seed(0)
@@ -228,6 +232,7 @@ def test_backward_matches_central_finite_differences():
 
 
 def test_backward_strided_views():
+    skip_unless_built("bwd", torch.bfloat16, 64)
     # q, k, v as views into one packed [b, s, 3, h, d] tensor, dout with a padded head stride.
     b, s, h, d = 2, 77, 4, 64
     qkv = torch.randn(b, s, 3, h, d, device="cuda", dtype=torch.bfloat16)
@@ -239,6 +244,7 @@ def test_backward_strided_views():
 
 
 def test_backward_tanh_option_runs():
+    skip_unless_built("bwd", torch.float16, 128)
     q, k, v, dout = make_inputs(1, 256, 2048, 4, 4, 128, torch.float16, seed=15, with_dout=True)
     bias = -math.log(2048)
     ref = reference_grads(q, k, v, dout, torch.float64, sigmoid_bias=bias)
