@@ -14,10 +14,10 @@ flash-attn conventions kept here (and mapped onto the library's in ops.py):
 - alibi_slopes [Hq] or [B, Hq], fp32: score -= slope * |i + Sk - Sq - j|;
 - head dims that are not a multiple of 8 are padded (GPU) and the result sliced back.
 
-What the interface promises and this library does not do (yet) raises instead of returning
-something else: dropout_p != 0 raises NotImplementedError. return_attn_probs=True returns
-(out, None), exactly what Apple's FlashSigmoid returns without dropout (it computes the
-probabilities only when dropout_p > 0, which it never supports). No varlen or kvcache variants
+What the interface promises and this library does not do (yet) raises NotImplementedError
+instead of returning something else: dropout_p != 0, and return_attn_probs=True (the attention
+probabilities are never formed, so there is nothing to return; Apple's FlashSigmoid returns
+(out, None) there, a slot the caller may mistake for probabilities). No varlen or kvcache variants
 (Apple's has none either).
 
 CPU tensors (fp32, fp16, bf16) run the CPU implementation; CUDA tensors (fp16, bf16) the kernels.
@@ -39,6 +39,14 @@ def _check_dropout(dropout_p):
                                   "pass dropout_p=0.0")
 
 
+def _check_return_attn_probs(return_attn_probs):
+    if return_attn_probs:
+        raise NotImplementedError(
+            "return_attn_probs: attention probabilities are not returned by FlashSigmoid (its kernels never form "
+            "them); pass return_attn_probs=False and, if you need the probabilities, compute them with a reference "
+            "implementation: sigmoid(softmax_scale * q @ k^T + sigmoid_bias - alibi), 0 where masked")
+
+
 def _flash_window(window_size, causal, seqlen_k):
     """flash-attn 2.5.6's window rules (mha_fwd): bounds >= seqlen_k and negative bounds are
     unbounded; causal sets the right bound to 0."""
@@ -56,6 +64,7 @@ def _flash_window(window_size, causal, seqlen_k):
 def _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
                return_attn_probs, sigmoid_bias, names):
     _check_dropout(dropout_p)
+    _check_return_attn_probs(return_attn_probs)
     _ops.check_qkv(q, k, v, names)
     _ops.check_alibi(alibi_slopes, q)
     left, right = _flash_window(window_size, bool(causal), k.shape[1])
@@ -63,7 +72,7 @@ def _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slo
     bias = _ops.as_float("sigmoid_bias", sigmoid_bias)
     out = _ops.attention(q, k, v, scale, bias, bool(causal), left, right, alibi_slopes,
                          _ops.SCORE_FUNCTIONS["exp2"], 0, bool(deterministic))
-    return (out, None) if return_attn_probs else out
+    return out
 
 
 def _unpack(name, packed, parts):
@@ -92,12 +101,12 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
         alibi_slopes: (nheads,) or (batch, nheads), fp32: the score gets
             -slope * |i + seqlen_k - seqlen_q - j|.
         deterministic: bitwise-reproducible backward.
-        return_attn_probs: also return the probabilities' slot, None as in Apple's FlashSigmoid
-            (it fills it only with dropout, which is not supported).
+        return_attn_probs: must be False (the attention probabilities are not returned; True raises
+            NotImplementedError).
         sigmoid_bias: scalar b added to every score (not trained); the paper recommends
             -log(seqlen_k).
     Returns:
-        out: (batch, seqlen_q, nheads, headdim), or (out, None) with return_attn_probs.
+        out: (batch, seqlen_q, nheads, headdim).
     A row whose keys are all masked gives 0. Differentiable in q, k, v.
     """
     return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
@@ -106,7 +115,9 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
 
 def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
                              alibi_slopes=None, deterministic=False, return_attn_probs=False, sigmoid_bias=0.0):
-    """flash_attn_func with k, v stacked: kv is (batch, seqlen_k, 2, nheads_k, headdim)."""
+    """flash_attn_func with k, v stacked: kv is (batch, seqlen_k, 2, nheads_k, headdim).
+
+    As there, dropout_p != 0 and return_attn_probs=True raise NotImplementedError."""
     k, v = _unpack("kv", kv, 2)
     return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
                       return_attn_probs, sigmoid_bias, ("q", "kv[:, :, 0]", "kv[:, :, 1]"))
@@ -114,7 +125,9 @@ def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=Fa
 
 def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
                               alibi_slopes=None, deterministic=False, return_attn_probs=False, sigmoid_bias=0.0):
-    """flash_attn_func with q, k, v stacked: qkv is (batch, seqlen, 3, nheads, headdim)."""
+    """flash_attn_func with q, k, v stacked: qkv is (batch, seqlen, 3, nheads, headdim).
+
+    As there, dropout_p != 0 and return_attn_probs=True raise NotImplementedError."""
     q, k, v = _unpack("qkv", qkv, 3)
     return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
                       return_attn_probs, sigmoid_bias, ("qkv[:, :, 0]", "qkv[:, :, 1]", "qkv[:, :, 2]"))

@@ -1,7 +1,7 @@
 """CPU tier: the flash-attn-compatible interface (flash_attn_func and the packed variants) on CPU
 tensors, against the fp64 reference (tests/gpu/reference.py) and autograd of it; flash-attn's
-conventions; argument errors; and the calls exactly as Apple's FlashSigmoid README and tests make
-them."""
+conventions; argument errors; what is not implemented (dropout, returned probabilities) raising; and
+the calls as Apple's FlashSigmoid README and tests make them."""
 import math
 
 import pytest
@@ -187,8 +187,9 @@ def test_empty_problems():
 
 def test_called_as_apples_tests_do():
     # Apple's flash_sigmoid/tests/test_flash_attn.py::test_flash_attn_output (mha_type "gqa",
-    # local, alibi): dropout_p positional, window_size a tensor from torch.randint,
-    # return_attn_probs=True (it unpacks `out, S_dmask`), sigmoid_bias a Python float.
+    # local, alibi): dropout_p positional, window_size a tensor from torch.randint, sigmoid_bias a
+    # Python float. Apple's also passes return_attn_probs=True and unpacks `out, S_dmask` (S_dmask
+    # is None there); that raises here (test_unsupported_arguments_raise), so the call drops it.
     torch.random.manual_seed(0)
     batch_size, nheads, nheads_k, seqlen_q, seqlen_k, d = 2, 9, 3, 13, 21, 40
     dropout_p, causal, deterministic = 0.0, True, False
@@ -198,7 +199,10 @@ def test_called_as_apples_tests_do():
     v = torch.randn(batch_size, seqlen_k, nheads_k, d, requires_grad=True)
     alibi_slopes = torch.rand(batch_size, nheads, dtype=torch.float32) * 0.3
     sigmoid_bias = torch.Tensor(1, ).to(q).uniform_(-10., 2.).float()
-    out, S_dmask = flash_attn_func(
+    with pytest.raises(NotImplementedError, match="return_attn_probs"):
+        flash_attn_func(q, k, v, dropout_p, causal=causal, window_size=window_size, alibi_slopes=alibi_slopes,
+                        deterministic=deterministic, return_attn_probs=True, sigmoid_bias=sigmoid_bias.cpu().item())
+    out = flash_attn_func(
         q,
         k,
         v,
@@ -207,10 +211,8 @@ def test_called_as_apples_tests_do():
         window_size=window_size,
         alibi_slopes=alibi_slopes,
         deterministic=deterministic,
-        return_attn_probs=True,
         sigmoid_bias=sigmoid_bias.cpu().item(),
     )
-    assert S_dmask is None  # what Apple's returns without dropout
     left = int(window_size[0])
     assert_close_to_reference(out.detach(), q.detach(), k.detach(), v.detach(), torch.float32,
                               sigmoid_bias=sigmoid_bias.item(), causal=True, window_size=(left, 0),
@@ -220,10 +222,10 @@ def test_called_as_apples_tests_do():
     assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
 
     kv = torch.stack([k.detach(), v.detach()], dim=2).requires_grad_()
-    out_kv, S_dmask = flash_attn_kvpacked_func(q, kv, dropout_p, causal=causal, window_size=window_size,
-                                               alibi_slopes=alibi_slopes, deterministic=deterministic,
-                                               return_attn_probs=True, sigmoid_bias=sigmoid_bias.cpu().item())
-    assert S_dmask is None and torch.equal(out_kv, out)
+    out_kv = flash_attn_kvpacked_func(q, kv, dropout_p, causal=causal, window_size=window_size,
+                                      alibi_slopes=alibi_slopes, deterministic=deterministic,
+                                      sigmoid_bias=sigmoid_bias.cpu().item())
+    assert torch.equal(out_kv, out)
 
 
 def test_apples_readme_example():
@@ -246,12 +248,39 @@ def test_apples_readme_example():
         flash_sigmoid_func(q, k, v, 0.125, dropout_p, window_size, alibi_slopes, causal, sigmoid_bias)
 
 
-def test_dropout_is_not_implemented():
+def test_unsupported_arguments_raise():
+    # What flash-attn's interface promises and FlashSigmoid does not do raises NotImplementedError
+    # naming the argument, in all three functions, positionally or by keyword; never a silent result.
     q, k, v = inputs(1, 4, 4, 1, 1, 8, torch.float32)
-    with pytest.raises(NotImplementedError, match="dropout_p: attention dropout is not implemented"):
-        flash_attn_func(q, k, v, dropout_p=0.1)
-    with pytest.raises(NotImplementedError, match="dropout"):
-        flash_attn_qkvpacked_func(torch.randn(1, 4, 3, 1, 8), 0.5)
+    kv = torch.stack([k, v], dim=2)
+    qkv = torch.stack([q, k, v], dim=2)
+    calls = {
+        "flash_attn_func": lambda **kw: flash_attn_func(q, k, v, **kw),
+        "flash_attn_kvpacked_func": lambda **kw: flash_attn_kvpacked_func(q, kv, **kw),
+        "flash_attn_qkvpacked_func": lambda **kw: flash_attn_qkvpacked_func(qkv, **kw),
+    }
+    probs = "return_attn_probs: attention probabilities are not returned by FlashSigmoid"
+    dropout = "dropout_p: attention dropout is not implemented by FlashSigmoid"
+    for name, call in calls.items():
+        with pytest.raises(NotImplementedError, match=probs):
+            call(return_attn_probs=True)
+        with pytest.raises(NotImplementedError, match=probs):
+            call(dropout_p=0.0, causal=True, return_attn_probs=True, sigmoid_bias=-1.0)
+        for p in (0.1, 0.5, 1.0):
+            with pytest.raises(NotImplementedError, match=dropout):
+                call(dropout_p=p)
+        with pytest.raises(NotImplementedError, match=dropout):
+            call(dropout_p=0.1, return_attn_probs=True)  # both unsupported: the first is named
+        assert call(return_attn_probs=False).shape == q.shape, name
+    positional = (0.0, None, False, (-1, -1), None, False, True)  # dropout_p .. return_attn_probs
+    with pytest.raises(NotImplementedError, match=probs):
+        flash_attn_func(q, k, v, *positional)
+    with pytest.raises(NotImplementedError, match=probs):
+        flash_attn_kvpacked_func(q, kv, *positional)
+    with pytest.raises(NotImplementedError, match=probs):
+        flash_attn_qkvpacked_func(qkv, *positional)
+    with pytest.raises(NotImplementedError, match=dropout):
+        flash_attn_qkvpacked_func(qkv, 0.5)
 
 
 def test_bad_inputs_raise_errors_naming_the_argument():
