@@ -11,8 +11,8 @@ sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis --section War
           --section SchedulerStats --section Occupancy --section LaunchStats --section InstructionStats
           --section MemoryWorkloadAnalysis
           --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active")
-# The call's main kernel: the FlashSigmoid forward / dK-dV kernel, or flash-attn's.
-if [ "$direction" = fwd ]; then kernel='regex:fwd_kernel'; else kernel='regex:(sm80_bwd_kernel|dq_dk_dv)'; fi
+# The call's main kernel: the FlashSigmoid forward or dK/dV kernel, or flash-attn's.
+if [ "$direction" = fwd ]; then kernel='regex:fwd_kernel'; else kernel='regex:(sm80_bwd_dkdv_kernel|dq_dk_dv)'; fi
 for impl in $impls; do
   name="ncu_${direction}_d${d}_s${s}_${impl}${extra:+_causal}"
   ncu --kernel-name "$kernel" --launch-skip 1 --launch-count 1 "${sections[@]}" \
