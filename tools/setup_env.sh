@@ -2,6 +2,10 @@
 # Installs what the build and the tests need, pinned, from Debian's and PyPI's registries, into a
 # virtual environment at $FLASH_SIGMOID_VENV (default .venv). Sourced by tools/test.sh and
 # tools/main_job.sh; safe to run again (skips what is there).
+#
+# Offline, on a machine whose python3 already has torch, numpy and pytest (the H100 machine's image):
+# FLASH_SIGMOID_USE_SYSTEM_PYTHON=1 installs nothing from the registries and uses python3 as it is;
+# wheels in .whl/ (the CUTLASS headers wheel, docs/gpu_testing.md) are installed from there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${FLASH_SIGMOID_VENV:-$root/.venv}"
@@ -17,6 +21,28 @@ fi
 if ! command -v nvcc >/dev/null; then
   if [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; else
     echo "nvcc (CUDA 13.0) is required to build FlashSigmoid" >&2; exit 1; fi
+fi
+
+# The H100 machine's image has a g++ wrapper (/opt/gcc/bin) that links a libflash_sigmoid.so which
+# crashes in its C++ runtime; the system compiler does not. Used unless CXX is set.
+if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ] && [ "$(command -v g++)" != /usr/bin/g++ ]; then
+  export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
+fi
+
+if [ "${FLASH_SIGMOID_USE_SYSTEM_PYTHON:-0}" = 1 ]; then
+  python3 -c "import torch, numpy, pytest" || { echo "FLASH_SIGMOID_USE_SYSTEM_PYTHON=1: python3 lacks torch, numpy or pytest" >&2; exit 1; }
+  if ! python3 -c "import cutlass_library" 2>/dev/null && ls "$root"/.whl/*.whl >/dev/null 2>&1; then
+    echo "== installing the wheels in .whl/ (no index)"
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$root/.deps/site" "$root"/.whl/*.whl
+    export PYTHONPATH="$root/.deps/site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  # The scripts call `python`; on such a machine it may be missing or another interpreter.
+  mkdir -p "$root/.deps/bin"
+  rm -f "$root/.deps/bin/python"  # never write through an earlier link
+  printf '#!/bin/sh\nexec "%s" "$@"\n' "$(command -v python3)" > "$root/.deps/bin/python"
+  chmod +x "$root/.deps/bin/python"
+  export PATH="$root/.deps/bin:$PATH"
+  return 0 2>/dev/null || exit 0
 fi
 
 if [ ! -x "$venv/bin/python" ]; then
