@@ -6,8 +6,9 @@ the FLASH_ATTENTION backend (FA2, softmax), SDPA with the CUDNN_ATTENTION backen
 the backward alone (the backward of a retained graph) and one forward + backward step. FLOPs are
 4·B·H·Sq·Sk·D times the visible fraction of (i, j) pairs, 2.5× that for the backward and 3.5× for
 forward + backward. Every time is the median of triton.testing.do_bench (cold L2), and every
-provider is timed through the same helper (`timed_step`, `bench_ms`). Each FlashSigmoid configuration
-is checked against the fp64 reference on a slice before it is timed.
+provider is timed through the same helper (`timed_step`, `bench_ms`). The exp2 forward of each
+configuration is checked against the fp64 reference on a slice before it is timed (the GPU tests
+check the rest).
 
     python benchmarks/bench.py [--quick] [--head-dims 64 128] [--seqlens 1024 8192] [--causal yes]
                                [--json out.json] [--markdown out.md] [--plot out/bench] [--dry-run]

@@ -5,7 +5,8 @@
 # one progress line per case, results in $OUT (default ./out): bench.json, bench.md, bench_d<D>.png.
 # Arguments go to bench.py, e.g. `bash tools/main_job.sh --quick` or `--head-dims 128 --seqlens 8192`.
 # Without a GPU: build the library and run the CPU implementation on a small problem, checked
-# against fp64 (and say so).
+# against fp64 (and say so). Offline, with the packages already installed (the H100 machine):
+# FLASH_SIGMOID_USE_SYSTEM_PYTHON=1 bash tools/main_job.sh (tools/setup_env.sh).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -13,10 +13,17 @@ venv="${FLASH_SIGMOID_VENV:-$root/.venv}"
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v ninja >/dev/null || need_apt+=(ninja-build)
-[ -f /usr/include/gtest/gtest.h ] || need_apt+=(libgtest-dev)
+[ -f /usr/include/gtest/gtest.h ] || [ -d "$root/.deps/gtest" ] || need_apt+=(libgtest-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "== installing Debian packages: ${need_apt[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  if [ "${FLASH_SIGMOID_USE_SYSTEM_PYTHON:-0}" = 1 ]; then
+    # Offline: nothing to install from. GoogleTest is only needed for the C++ tests.
+    for pkg in "${need_apt[@]}"; do
+      [ "$pkg" = libgtest-dev ] || { echo "FLASH_SIGMOID_USE_SYSTEM_PYTHON=1: $pkg is missing and nothing is installed offline" >&2; return 1 2>/dev/null || exit 1; }
+    done
+  else
+    echo "== installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  fi
 fi
 if ! command -v nvcc >/dev/null; then
   if [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; else
@@ -24,17 +31,23 @@ if ! command -v nvcc >/dev/null; then
 fi
 
 # The H100 machine's image has a g++ wrapper (/opt/gcc/bin) that links a libflash_sigmoid.so which
-# crashes in its C++ runtime; the system compiler does not. Used unless CXX is set.
-if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ] && [ "$(command -v g++)" != /usr/bin/g++ ]; then
+# crashes in its C++ runtime; the system compiler does not. Used unless CXX is set. (CMake keeps the
+# compiler of an existing build tree: remove a build/ configured with the wrapper.)
+if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ] && [ "$(command -v g++)" = /opt/gcc/bin/g++ ]; then
   export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
 fi
 
 if [ "${FLASH_SIGMOID_USE_SYSTEM_PYTHON:-0}" = 1 ]; then
-  python3 -c "import torch, numpy, pytest" || { echo "FLASH_SIGMOID_USE_SYSTEM_PYTHON=1: python3 lacks torch, numpy or pytest" >&2; exit 1; }
+  if ! python3 -c "import torch, numpy, pytest, triton, matplotlib"; then
+    echo "FLASH_SIGMOID_USE_SYSTEM_PYTHON=1: python3 lacks torch, numpy, pytest, triton or matplotlib" >&2
+    return 1 2>/dev/null || exit 1
+  fi
+  site="$root/.deps/site"
+  [ -d "$site" ] && export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
   if ! python3 -c "import cutlass_library" 2>/dev/null && ls "$root"/.whl/*.whl >/dev/null 2>&1; then
     echo "== installing the wheels in .whl/ (no index)"
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$root/.deps/site" "$root"/.whl/*.whl
-    export PYTHONPATH="$root/.deps/site${PYTHONPATH:+:$PYTHONPATH}"
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$root"/.whl/*.whl
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
   fi
   # The scripts call `python`; on such a machine it may be missing or another interpreter.
   mkdir -p "$root/.deps/bin"

@@ -64,11 +64,6 @@ struct ScoreVariant {
     }
     return x;
   }
-
-  // p = sigma(z) of one element (kernels go through apply_score_variant, a few elements at a time).
-  CUTE_HOST_DEVICE float score(float s, float signed_distance) const {
-    return ScoreFunction::value_prescaled(input(s, signed_distance));
-  }
 };
 
 // A MaskBand seen from one (query tile, key tile) pair, in the coordinates of one thread's
@@ -104,8 +99,8 @@ struct FragmentBand {
   }
 };
 
-// acc(i) <- variant.score(acc(i)), then 0 where the pair is hidden (kApplyMask), for every element
-// of a thread's accumulator fragment.
+// acc(i) <- sigma(variant.input(acc(i))), then 0 where the pair is hidden (kApplyMask), for every
+// element of a thread's accumulator fragment.
 //   acc     (MMA, MMA_M, MMA_N) fp32 scores of one (query tile, key tile) pair
 //   coords  same shape, (row, col) of each element inside the tile (identity tensor, partitioned
 //           like acc); q_base / k_base: the tile's first query row / key.
@@ -113,8 +108,9 @@ struct FragmentBand {
 // Every coordinate is the thread's base coordinate (element 0) plus a static offset, so after
 // unrolling dq = row(i) - row(0) and dk = col(i) - col(0) are compile-time constants; the mask
 // (FragmentBand) and ALiBi are written in those terms.
-//  - Masking sets p to exactly 0 after the score function, so no masked value reaches an
-//    approximate instruction.
+//  - Masking sets p to exactly 0 after the score function. Masked elements go through it too, but
+//    their scores are finite (zero-filled keys give 0), so no +-inf reaches an approximate
+//    instruction, and the result is discarded.
 //  - ALiBi: the distance is d0 + (dq - dk) in float, d0 converted once per tile. That avoids one
 //    int->float conversion per element, which issues at 16/clk/SM on sm80 and sm90 (the rate of
 //    the score function's MUFU). Exact while |distance| < 2^24.

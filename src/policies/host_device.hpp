@@ -3,8 +3,13 @@
 
 #if defined(__CUDACC__)
 #define FLASH_SIGMOID_HOST_DEVICE __host__ __device__ __forceinline__
-#define FLASH_SIGMOID_UNROLL _Pragma("unroll")
 #else
 #define FLASH_SIGMOID_HOST_DEVICE inline
+#endif
+
+// Unroll a loop with a constant trip count in device code (as CUTE_UNROLL does).
+#if defined(__CUDA_ARCH__)
+#define FLASH_SIGMOID_UNROLL _Pragma("unroll")
+#else
 #define FLASH_SIGMOID_UNROLL
 #endif

@@ -1,6 +1,7 @@
 // Layer: policies. The score function: sigmoid and its derivative, in one struct per algorithm.
 //
-// Kernels evaluate p = value_prescaled(x) with x = z * kInputScale, so they fold kInputScale into
+// Kernels evaluate p = sigma(z) through values_prescaled<N>(x) (the backward through
+// values_prescaled_for_derivative<N>) with x = z * kInputScale, so they fold kInputScale into
 // scale, bias and ALiBi once instead of multiplying every element. The derivative is expressed
 // through p (dz = dp * p * (1 - p)) so the backward never re-evaluates a special function for it.
 // Masking is applied to p after the activation, so no +-inf ever reaches an approximate instruction.
@@ -30,11 +31,12 @@ FLASH_SIGMOID_HOST_DEVICE float value_prescaled_one(float x) {
 
 // sigma(z) = 1 / (1 + 2^(-z log2 e)) with one special-function op: ex2.approx, then the reciprocal
 // on the FMA pipes (rcp_fma_f32). The forward's value takes the cubic refinement: relative error
-// < 1.3e-4 everywhere, including z << 0 where bias = -log(seqlen) puts most scores, below half an
-// ulp of the fp16/bf16 P it is rounded to (docs/numerics.md measures the attention error at the
-// floor). The backward's takes the quartic one (< 7e-6), so that 1 - p stays accurate near p = 1.
-// x is clamped at -125 so that 1 + 2^-x stays a normal float; below that sigma is 2^-125 instead of
-// smaller (absolute error < 3e-38). The default.
+// < 1.4e-4 (the reciprocal's 1.29e-4 plus rounding), including z << 0 where bias = -log(seqlen)
+// puts most scores, below half an ulp of the fp16/bf16 P it is rounded to (docs/numerics.md
+// measures the attention error at the floor). The backward's takes the quartic one (< 1e-5), so
+// that 1 - p stays accurate near p = 1. x is clamped at -125: for d = 1 + 2^-x >= 2^126 the
+// bit-trick estimate of 1/d would be subnormal and flushed to zero; below the clamp sigma is
+// 2^-125 instead of smaller (absolute error < 3e-38). The default.
 struct SigmoidViaExp2 {
   static constexpr const char* kName = "sigmoid_via_exp2";
   static constexpr float kInputScale = 1.4426950408889634f;  // log2(e)

@@ -107,8 +107,8 @@ std::vector<Spec> specs() {
         Spec s;
         s.dtype = dtype;
         s.batch = 2;
-        // 77 rows: one query tile (the second warp group of the block has none); 300 rows: three,
-        // and under the causal mask the first 169 rows see no key (empty key ranges).
+        // 77 rows: one query tile; 300 rows: three, and under the causal mask the first 169 rows
+        // see no key (empty key ranges).
         s.seqlen_q = mask % 2 == 1 ? 300 : 77;
         s.seqlen_k = 131;
         s.heads_q = 4;

@@ -223,7 +223,7 @@ double worst_reciprocal_error() {
 TEST(Sigmoid, FmaReciprocalIsAccurateOverTheWholeRange) {
   const double cubic = worst_reciprocal_error<RcpRefinement::kCubic>();
   const double quartic = worst_reciprocal_error<RcpRefinement::kQuartic>();
-  EXPECT_LT(cubic, 1.3e-4);
+  EXPECT_LT(cubic, 1.35e-4);
   EXPECT_GT(cubic, 1e-4);  // the bound is tight: e^3 of the 5.1e-2 estimate
   EXPECT_LT(quartic, 7e-6);
 }
@@ -239,9 +239,40 @@ TEST(Sigmoid, ViaExp2IsRelativelyAccurateWhereBiasMinusLogNPutsScores) {
   EXPECT_LT(worst_for_derivative, 1e-5);
 }
 
+// Kernels evaluate eight elements at a time; each must equal its one-element evaluation bit for bit.
+template <class ScoreFunction, bool kForDerivative>
+void expect_eight_at_a_time_equals_one_at_a_time() {
+  for (float base = -90.f; base <= 30.f; base += 1.37f) {
+    float x[8], one[8];
+    for (int j = 0; j < 8; ++j) x[j] = one[j] = base + 0.61f * j * (j % 2 ? -1.f : 1.f);
+    x[5] = one[5] = std::nanf("");
+    if constexpr (kForDerivative) {
+      ScoreFunction::values_prescaled_for_derivative(x);
+    } else {
+      ScoreFunction::values_prescaled(x);
+    }
+    for (int j = 0; j < 8; ++j) {
+      float v[1] = {one[j]};
+      if constexpr (kForDerivative) {
+        ScoreFunction::values_prescaled_for_derivative(v);
+      } else {
+        ScoreFunction::values_prescaled(v);
+      }
+      EXPECT_EQ(float_bits(x[j]), float_bits(v[0])) << "element " << j << " at base " << base;
+    }
+  }
+}
+
+TEST(Sigmoid, EightAtATimeEqualsOneAtATime) {
+  expect_eight_at_a_time_equals_one_at_a_time<SigmoidViaExp2, false>();
+  expect_eight_at_a_time_equals_one_at_a_time<SigmoidViaExp2, true>();
+  expect_eight_at_a_time_equals_one_at_a_time<SigmoidViaTanh, false>();
+  expect_eight_at_a_time_equals_one_at_a_time<SigmoidViaExp2Rcp, false>();
+}
+
 TEST(Sigmoid, ViaExp2LimitsAndNaN) {
-  // The reciprocal leaves 1 - 1.3e-4 at d = 1 (the forward's), 1 - 6.5e-6 (the backward's).
-  EXPECT_NEAR(SigmoidViaExp2::value(100.f), 1.0f, 1.3e-4);
+  // The reciprocal leaves 1 - 1.29e-4 at d = 1 (the forward's), 1 - 6.5e-6 (the backward's).
+  EXPECT_NEAR(SigmoidViaExp2::value(100.f), 1.0f, 1.35e-4);
   EXPECT_NEAR(sigmoid_for_derivative(100.f), 1.0f, 7e-6);
   EXPECT_GE(SigmoidViaExp2::value(-1000.f), 0.0f);
   EXPECT_LT(SigmoidViaExp2::value(-1000.f), 1e-37f);
@@ -250,7 +281,7 @@ TEST(Sigmoid, ViaExp2LimitsAndNaN) {
 
 TEST(Sigmoid, PrescaledInputMatchesPlainInput) {
   for (float z = -20.f; z <= 20.f; z += 0.37f) {
-    EXPECT_NEAR(SigmoidViaExp2::value_prescaled(z * SigmoidViaExp2::kInputScale), exact_sigmoid(z), 1.3e-4);
+    EXPECT_NEAR(SigmoidViaExp2::value_prescaled(z * SigmoidViaExp2::kInputScale), exact_sigmoid(z), 1.35e-4);
     EXPECT_NEAR(SigmoidViaTanh::value_prescaled(z * SigmoidViaTanh::kInputScale), exact_sigmoid(z), 1e-6);
     EXPECT_NEAR(SigmoidViaExp2Rcp::value_prescaled(z * SigmoidViaExp2Rcp::kInputScale), exact_sigmoid(z), 1e-6);
   }
