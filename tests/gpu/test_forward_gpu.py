@@ -122,6 +122,19 @@ def test_forward_fully_masked_rows_are_zero():
     assert (out[:, :30] == 0).all()
 
 
+def test_forward_nan_in_q_gives_nan_in_its_row_only():
+    # A NaN score must not be clamped into a finite sigma (the clamp at -125 is FMNMX.NAN).
+    skip_unless_built("fwd", torch.bfloat16, 64)
+    q, k, v = make_inputs(1, 130, 150, 2, 2, 64, torch.bfloat16, seed=4)
+    q[0, 5, 1, 7] = float("nan")
+    for score_function in ("exp2", "tanh"):
+        out = flash_sigmoid.forward(q, k, v, sigmoid_bias=-math.log(150), score_function=score_function)
+        assert torch.isnan(out[0, 5, 1]).all(), score_function
+        nan_rows = torch.isnan(out).any(dim=-1)
+        nan_rows[0, 5, 1] = False
+        assert not nan_rows.any(), score_function
+
+
 def test_forward_fp16_overflow_is_inf():
     skip_unless_built("fwd", torch.float16, 64)
     # O is not normalised: with bias 0 and all-positive v, |O| ~ Sk/2 * v overflows fp16 (65504).
