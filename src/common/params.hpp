@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "policies/host_device.hpp"
 #include "policies/mask_band.hpp"
 
 namespace flash_sigmoid {
@@ -34,6 +35,18 @@ struct ProblemParams {
   int64_t alibi_stride_batch = 0;
   ScoreFunctionKind score_function = ScoreFunctionKind::kSigmoidViaExp2;
 };
+
+// The compiled mask kind (MaskBand<kHasLeft, kHasRight>) filled in from the problem: what every
+// kernel's block ranges and fragment masks start from.
+template <class Mask>
+FLASH_SIGMOID_HOST_DEVICE Mask mask_from_problem(const ProblemParams& problem) {
+  Mask mask;
+  mask.seqlen_q = problem.seqlen_q;
+  mask.seqlen_k = problem.seqlen_k;
+  mask.left = problem.mask.left;
+  mask.right = problem.mask.right;
+  return mask;
+}
 
 struct ForwardParams {
   ProblemParams problem;

@@ -23,10 +23,10 @@ namespace {
 void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, int64_t task, std::vector<float>& scratch) {
   const int64_t head_dim = p.head_dim;
   const int64_t width = padded_width(head_dim);
-  const int64_t m_blocks = (p.seqlen_q + kBlockM - 1) / kBlockM;
-  const int64_t m_block = task % m_blocks;
-  const int64_t head_idx = (task / m_blocks) % p.heads_q;
-  const int64_t batch_idx = task / m_blocks / p.heads_q;
+  const TileTask t = tile_task(task, p.heads_q, tile_count(p.seqlen_q, kBlockM));
+  const int64_t m_block = t.tile;
+  const int64_t head_idx = t.head;
+  const int64_t batch_idx = t.batch;
   const int64_t kv_head_idx = head_idx / p.group;
   const int64_t q0 = m_block * kBlockM;
   const int64_t rows = std::min(kBlockM, p.seqlen_q - q0);
@@ -73,7 +73,7 @@ bool forward(const FlashSigmoidForwardArgs& args, int num_threads) noexcept {
   try {
     const CpuProblem p = make_cpu_problem(args);
     if (p.batch <= 0 || p.heads_q <= 0 || p.seqlen_q <= 0 || p.head_dim <= 0) return true;
-    const int64_t m_blocks = (p.seqlen_q + kBlockM - 1) / kBlockM;
+    const int64_t m_blocks = tile_count(p.seqlen_q, kBlockM);
     const int64_t work = p.batch * p.heads_q * p.seqlen_q * p.seqlen_k * p.head_dim;  // per GEMM
     return parallel_for(p.batch * p.heads_q * m_blocks, num_threads, work,
                         [&](int64_t task, std::vector<float>& scratch) { forward_task(args, p, task, scratch); });

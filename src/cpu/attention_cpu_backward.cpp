@@ -40,10 +40,10 @@ void row_probabilities_and_grads(const CpuProblem& p, float slope, int64_t i, in
 void key_task(const FlashSigmoidBackwardArgs& args, const CpuProblem& p, int64_t task, std::vector<float>& scratch) {
   const int64_t head_dim = p.head_dim;
   const int64_t width = padded_width(head_dim);
-  const int64_t n_blocks = (p.seqlen_k + kBlockN - 1) / kBlockN;
-  const int64_t n_block = task % n_blocks;
-  const int64_t kv_head_idx = (task / n_blocks) % p.heads_kv;
-  const int64_t batch_idx = task / n_blocks / p.heads_kv;
+  const TileTask t = tile_task(task, p.heads_kv, tile_count(p.seqlen_k, kBlockN));
+  const int64_t n_block = t.tile;
+  const int64_t kv_head_idx = t.head;
+  const int64_t batch_idx = t.batch;
   const int64_t n0 = n_block * kBlockN;
   const int64_t n = std::min(kBlockN, p.seqlen_k - n0);
 
@@ -109,10 +109,10 @@ void key_task(const FlashSigmoidBackwardArgs& args, const CpuProblem& p, int64_t
 void query_task(const FlashSigmoidBackwardArgs& args, const CpuProblem& p, int64_t task, std::vector<float>& scratch) {
   const int64_t head_dim = p.head_dim;
   const int64_t width = padded_width(head_dim);
-  const int64_t m_blocks = (p.seqlen_q + kBlockM - 1) / kBlockM;
-  const int64_t m_block = task % m_blocks;
-  const int64_t head_idx = (task / m_blocks) % p.heads_q;
-  const int64_t batch_idx = task / m_blocks / p.heads_q;
+  const TileTask t = tile_task(task, p.heads_q, tile_count(p.seqlen_q, kBlockM));
+  const int64_t m_block = t.tile;
+  const int64_t head_idx = t.head;
+  const int64_t batch_idx = t.batch;
   const int64_t kv_head_idx = head_idx / p.group;
   const int64_t q0 = m_block * kBlockM;
   const int64_t rows = std::min(kBlockM, p.seqlen_q - q0);
@@ -168,8 +168,8 @@ bool backward(const FlashSigmoidBackwardArgs& args, int num_threads) noexcept {
   try {
     const CpuProblem p = make_cpu_problem(args);
     if (p.batch <= 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.head_dim <= 0) return true;
-    const int64_t m_blocks = (p.seqlen_q + kBlockM - 1) / kBlockM;
-    const int64_t n_blocks = (p.seqlen_k + kBlockN - 1) / kBlockN;
+    const int64_t m_blocks = tile_count(p.seqlen_q, kBlockM);
+    const int64_t n_blocks = tile_count(p.seqlen_k, kBlockN);
     // Key tasks first: they are the larger ones (a whole group of query heads each).
     const int64_t key_tasks = p.batch * p.heads_kv * n_blocks;
     const int64_t query_tasks = p.batch * p.heads_q * m_blocks;

@@ -24,6 +24,20 @@ namespace flash_sigmoid::cpu_impl {
 constexpr int64_t kBlockN = 64;
 constexpr int64_t kBlockM = 32;
 
+// Tiles of `block` rows covering `length` rows.
+inline int64_t tile_count(int64_t length, int64_t block) { return (length + block - 1) / block; }
+
+// Task `task` of a parallel loop over (batch, head, tile), tiles fastest:
+// task = (batch * heads + head) * tiles + tile.
+struct TileTask {
+  int64_t batch;
+  int64_t head;
+  int64_t tile;
+};
+inline TileTask tile_task(int64_t task, int64_t heads, int64_t tiles) {
+  return TileTask{task / tiles / heads, (task / tiles) % heads, task % tiles};
+}
+
 // Tile rows are padded to a multiple of kColBlock floats (the padding is kept at zero).
 inline int64_t padded_width(int64_t n) { return (n + kColBlock - 1) / kColBlock * kColBlock; }
 

@@ -30,16 +30,6 @@
 
 namespace flash_sigmoid::sm80 {
 
-template <class Mask>
-CUTE_DEVICE Mask mask_from_problem(const ProblemParams& problem) {
-  Mask mask;
-  mask.seqlen_q = problem.seqlen_q;
-  mask.seqlen_k = problem.seqlen_k;
-  mask.left = problem.mask.left;
-  mask.right = problem.mask.right;
-  return mask;
-}
-
 template <class Traits, class Variant>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     sm80_bwd_dkdv_kernel(const __grid_constant__ BackwardParams params) {

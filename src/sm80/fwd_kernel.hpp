@@ -58,11 +58,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) sm80_fwd_kernel(const __
   const int kv_head_idx = head_idx / problem.group_size;
   const int tidx = static_cast<int>(threadIdx.x);
 
-  Mask mask;
-  mask.seqlen_q = problem.seqlen_q;
-  mask.seqlen_k = problem.seqlen_k;
-  mask.left = problem.mask.left;
-  mask.right = problem.mask.right;
+  const Mask mask = mask_from_problem<Mask>(problem);
   const BlockRange range = key_block_range<kBlockM, kBlockN>(mask, m_block);
   const int q_rows = problem.seqlen_q - m_block * kBlockM;
 
