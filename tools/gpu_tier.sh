@@ -2,6 +2,8 @@
 # The GPU test tier (DESIGN §7), one command on the H100 machine:
 #   bash tools/gpu_tier.sh            # full kernel table
 #   FLASH_SIGMOID_HEAD_DIMS="64;128" bash tools/gpu_tier.sh   # a subset, faster
+#   FLASH_SIGMOID_TIER_PHASE=build bash tools/gpu_tier.sh; FLASH_SIGMOID_TIER_PHASE=test bash tools/gpu_tier.sh
+#                                     # the same in two calls (each under the device tool's 10 minutes)
 # Builds the kernel table with all cores, runs the C++ tests (CPU and GPU labels), the pytest GPU
 # grid, compute-sanitizer (memcheck, racecheck) on a small case per mask type, a determinism loop
 # and a benchmark smoke run, and prints a summary table last. Logs go to $OUT (or ./out).
@@ -23,7 +25,18 @@ if [ -x /usr/bin/g++ ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX
 gtest_root=()
 [ -d .deps/gtest ] && gtest_root=(-DGTEST_ROOT="$root/.deps/gtest")
 build="${FLASH_SIGMOID_BUILD_DIR:-$root/build-gpu}"
+# Phases: build (configure, build, ctest), test (everything after ctest, on the build that the
+# build phase left), or all. Step results are kept in the build tree, so the test phase's summary
+# covers both.
+phase="${FLASH_SIGMOID_TIER_PHASE:-all}"
+case "$phase" in all|build|test) ;; *) echo "FLASH_SIGMOID_TIER_PHASE must be all, build or test, not '$phase'" >&2; exit 2 ;; esac
+results="$build/tier_results.txt"
 declare -A result
+if [ "$phase" = test ]; then
+  [ -f "$build/libflash_sigmoid.so" ] || { echo "no build in $build: run the build phase first" >&2; exit 2; }
+  [ -f "$results" ] && while IFS='=' read -r name value; do result[$name]=$value; done < "$results"
+  [ -f "$build/tier_logs.tgz" ] && tar xzf "$build/tier_logs.tgz" -C "$logs"
+fi
 
 step() {  # step NAME command...: runs, logs to $logs/NAME.log, records pass/fail and seconds
   local name=$1; shift
@@ -33,6 +46,7 @@ step() {  # step NAME command...: runs, logs to $logs/NAME.log, records pass/fai
   tail -n 15 "$logs/$name.log"
 }
 
+if [ "$phase" != test ]; then
 step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${gtest_root[@]}" \
   -DFLASH_SIGMOID_ARCHS="${FLASH_SIGMOID_ARCHS:-80;90a}" \
   -DFLASH_SIGMOID_HEAD_DIMS="${FLASH_SIGMOID_HEAD_DIMS:-32;64;96;128;160;192;224;256}" \
@@ -41,8 +55,18 @@ step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${gte
   -DFLASH_SIGMOID_SM80_SASS="${FLASH_SIGMOID_SM80_SASS:-90}" -DFLASH_SIGMOID_BWD_HEAD_DIMS="${FLASH_SIGMOID_BWD_HEAD_DIMS:-}"
 step build cmake --build "$build" -j "$(nproc)"
 grep -iE "spill|warning" "$logs/build.log" | grep -v "^--" | head -n 20 > "$logs/build_warnings.txt"
-export FLASH_SIGMOID_LIBRARY="$build/libflash_sigmoid.so"
 step ctest ctest --test-dir "$build" --output-on-failure -j 8
+fi
+export FLASH_SIGMOID_LIBRARY="$build/libflash_sigmoid.so"
+if [ "$phase" = build ]; then
+  for name in "${!result[@]}"; do echo "$name=${result[$name]}"; done > "$results"
+  tar czf "$build/tier_logs.tgz" -C "$logs" .
+  cp "$build/tier_logs.tgz" "$out/logs_build.tgz"
+  grep -E "tests passed|tests failed" "$logs/ctest.log" | tail -1
+  for name in configure build ctest; do printf '%-12s %s\n' "$name" "${result[$name]:-not run}"; done
+  echo "build phase done; next: FLASH_SIGMOID_TIER_PHASE=test bash tools/gpu_tier.sh"
+  exit 0
+fi
 xdist=()
 python3 -c "import xdist" 2>/dev/null && xdist=(-n 8)
 step pytest python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" tests/gpu tests/python

@@ -90,8 +90,21 @@ struct Sm80BwdDqAtomicAdd {
     if (slice_col0 + kSliceDim <= pitch) {
       // Every column panel of the slice exists (the head dim fills its bucket, the usual case):
       // plain reductions, with no per-element branch around them.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      // sm_90 adds two adjacent floats in one reduction (red.global.add.v2.f32): values 2j and 2j+1
+      // of an accumulator atom are columns c and c+1 of one row, adjacent in the workspace, and c
+      // is even, so the pair is 8-byte aligned. Half the reductions of the scalar form, which
+      // otherwise fill the LSU's global-memory queue (Nsight Compute: lg_throttle stalls).
+      static_assert(decltype(size<0, 0>(tdQgdQ))::value == 2 && decltype(stride<0, 0>(tdQgdQ))::value == 1,
+                    "accumulator values 2j, 2j+1 are adjacent columns");
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_dq); i += 2) {
+        atomicAdd(reinterpret_cast<float2*>(&tdQgdQ(i)), make_float2(acc_dq(i), acc_dq(i + 1)));
+      }
+#else
       CUTE_UNROLL
       for (int i = 0; i < size(acc_dq); ++i) atomicAdd(&tdQgdQ(i), acc_dq(i));
+#endif
     } else {
       CUTE_UNROLL
       for (int i = 0; i < size(acc_dq); ++i) {
