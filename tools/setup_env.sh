@@ -31,11 +31,16 @@ if ! command -v nvcc >/dev/null; then
 fi
 
 # The H100 machine's image has a g++ wrapper (/opt/gcc/bin) that links a libflash_sigmoid.so which
-# crashes in its C++ runtime; the system compiler does not. Used unless CXX is set. (CMake keeps the
+# crashes in its C++ runtime; the system compiler does not. Whichever compiler CMake would take (CXX,
+# else c++ or g++ on PATH) is replaced by /usr/bin/g++ when it lives under /opt/gcc. (CMake keeps the
 # compiler of an existing build tree: remove a build/ configured with the wrapper.)
-if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ] && [ "$(command -v g++)" = /opt/gcc/bin/g++ ]; then
-  export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
-fi
+cxx_now="${CXX:-c++}"
+cxx_now="$(command -v "$cxx_now" || command -v g++ || true)"
+case "$(readlink -f "$cxx_now" 2>/dev/null || echo "$cxx_now")|$cxx_now" in
+  */opt/gcc/*)
+    if [ -x /usr/bin/g++ ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi ;;
+esac
+echo "== C++ compiler: ${CXX:-$cxx_now}"
 
 if [ "${FLASH_SIGMOID_USE_SYSTEM_PYTHON:-0}" = 1 ]; then
   if ! python3 -c "import torch, numpy, pytest, triton, matplotlib"; then

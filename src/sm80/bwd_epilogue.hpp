@@ -1,5 +1,5 @@
 // Layer: sm80. Where the backward's gradients leave the registers:
-//   - dQ tiles added into the fp32 workspace with red.global.add.f32 (non-deterministic mode), and
+//   - dQ tiles added into the fp32 workspace with red.global.add.f32, paired on sm_90 (non-deterministic mode), and
 //     the workspace converted to dQ afterwards (scale applied there, once);
 //   - dK and dV of one key tile (dK scaled once), and dQ of one query tile in deterministic mode,
 //     each rounded to Element and stored through shared memory as whole 16-byte vectors.
@@ -72,11 +72,11 @@ struct Sm80BwdDqAtomicAdd {
                                                   cute::Int<kSliceDim / DqAccumLayout::kPanelCols>>>,
       cute::Stride<cute::Int<DqAccumLayout::kPanelCols>, cute::Stride<cute::_1, cute::Int<DqAccumLayout::kPanelElems>>>>;
 
-  // tile(r, c) += acc_dq(r, c), one red.global.add.f32 per element, for the column panels that
-  // exist (slice_col0 + c < pitch; columns in [head_dim, pitch) add exact zeros, as K's were
-  // zero-filled). acc_dq (MMA, MMA_M, MMA_N) is a TiledMmaDq accumulator of one (BLK_M, DQ_SLICE)
-  // slice whose first column is slice_col0. Rows past seqlen_q add exact zeros too (their dO rows
-  // were zero-filled) inside the rounded rows, so they need no predicate.
+  // tile(r, c) += acc_dq(r, c), one red.global.add.f32 per element (per pair on sm_90), for the
+  // column panels that exist (slice_col0 + c < pitch; columns in [head_dim, pitch) add exact zeros,
+  // as K's were zero-filled). acc_dq (MMA, MMA_M, MMA_N) is a TiledMmaDq accumulator of one (BLK_M,
+  // DQ_SLICE) slice whose first column is slice_col0. Rows past seqlen_q add exact zeros too (their
+  // dO rows were zero-filled) inside the rounded rows, so they need no predicate.
   template <class AccDq>
   CUTE_DEVICE static void add(AccDq const& acc_dq, float* tile, int slice_col0, int pitch, int tidx) {
     using namespace cute;
