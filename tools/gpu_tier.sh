@@ -31,10 +31,20 @@ build="${FLASH_SIGMOID_BUILD_DIR:-$root/build-gpu}"
 phase="${FLASH_SIGMOID_TIER_PHASE:-all}"
 case "$phase" in all|build|test) ;; *) echo "FLASH_SIGMOID_TIER_PHASE must be all, build or test, not '$phase'" >&2; exit 2 ;; esac
 results="$build/tier_results.txt"
+label="${FLASH_SIGMOID_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 declare -A result
 if [ "$phase" = test ]; then
-  [ -f "$build/libflash_sigmoid.so" ] || { echo "no build in $build: run the build phase first" >&2; exit 2; }
-  [ -f "$results" ] && while IFS='=' read -r name value; do result[$name]=$value; done < "$results"
+  # The build phase's results, logs and commit label; the test phase refuses a build that failed
+  # or that it cannot tell apart from a leftover.
+  [ -f "$results" ] || { echo "no build phase results in $build: run FLASH_SIGMOID_TIER_PHASE=build first" >&2; exit 2; }
+  while IFS='=' read -r name value; do result[$name]=$value; done < "$results"
+  case "${result[configure]:-}${result[build]:-}" in
+    pass*pass*) ;;
+    *) echo "the build phase did not pass (configure: ${result[configure]:-not run}, build: ${result[build]:-not run})" >&2; exit 1 ;;
+  esac
+  if [ "${result[commit]:-}" != "$label" ]; then
+    echo "the build in $build is of commit '${result[commit]:-?}', not '$label': run the build phase again" >&2; exit 2
+  fi
   [ -f "$build/tier_logs.tgz" ] && tar xzf "$build/tier_logs.tgz" -C "$logs"
 fi
 
@@ -58,13 +68,20 @@ grep -iE "spill|warning" "$logs/build.log" | grep -v "^--" | head -n 20 > "$logs
 step ctest ctest --test-dir "$build" --output-on-failure -j 8
 fi
 export FLASH_SIGMOID_LIBRARY="$build/libflash_sigmoid.so"
+failed() {  # any step FAIL?
+  local name
+  for name in "${!result[@]}"; do [[ "${result[$name]}" == FAIL* ]] && return 0; done
+  return 1
+}
 if [ "$phase" = build ]; then
+  result[commit]="$label"
   for name in "${!result[@]}"; do echo "$name=${result[$name]}"; done > "$results"
   tar czf "$build/tier_logs.tgz" -C "$logs" .
   cp "$build/tier_logs.tgz" "$out/logs_build.tgz"
   grep -E "tests passed|tests failed" "$logs/ctest.log" | tail -1
   for name in configure build ctest; do printf '%-12s %s\n' "$name" "${result[$name]:-not run}"; done
-  echo "build phase done; next: FLASH_SIGMOID_TIER_PHASE=test bash tools/gpu_tier.sh"
+  if failed; then echo "build phase FAILED (commit $label)"; exit 1; fi
+  echo "build phase done (commit $label); next: FLASH_SIGMOID_TIER_PHASE=test bash tools/gpu_tier.sh"
   exit 0
 fi
 xdist=()
@@ -81,7 +98,7 @@ step determinism python3 tools/determinism.py
 step memcheck_bwd compute-sanitizer --tool memcheck --error-exitcode 1 python3 tools/sanitize_case.py
 
 echo
-echo "== summary: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), commit ${FLASH_SIGMOID_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
+echo "== summary: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), commit $label"
 grep -E "tests passed|tests failed" "$logs/ctest.log" | tail -1
 grep -E "passed|failed" "$logs/pytest.log" | tail -1
 echo "spill/warning lines in build: $(wc -l < "$logs/build_warnings.txt")"
@@ -92,3 +109,5 @@ done
 [ -f "$out/numerics.md" ] && cat "$out/numerics.md"
 [ -f "$out/bench.md" ] && cat "$out/bench.md"
 tar czf "$out/logs.tgz" -C "$logs" .
+if failed; then echo "GPU tier FAILED (commit $label)"; exit 1; fi
+echo "GPU tier passed (commit $label)"

@@ -53,6 +53,13 @@ def gencode(arch, sm80_sass):
     return "-gencode=arch=compute_90a,code=sm_90a"
 
 
+# The lowest compute capability (x10) that the sm80 family's code of this build runs on: 80 with the
+# compute_80 PTX, 90 for a build of sm_90 machine code alone (its PTX is compute_90). The registry
+# reports Unsupported below it instead of failing at launch.
+def sm80_min_device_arch(sm80_sass):
+    return 90 if all(s == "90" for s in sm80_sass) else 80
+
+
 ARCHS = ("80", "90a")
 ARCH_NUMBER = {"80": 80, "90a": 90}
 
@@ -74,7 +81,7 @@ def write_if_changed(path, text):
     with open(path, "w") as f:
         f.write(text)
 
-def generate(out_dir, selected):
+def generate(out_dir, selected, sm80_sass):
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for key in selected:
@@ -115,7 +122,8 @@ def generate(out_dir, selected):
         + "\n".join(entries)
         + ("\n" if entries else "")
         + '    {nullptr, 0, Direction::kFwd, DType::kFloat16, 0, MaskKind::kNone, nullptr, nullptr},  // end\n'
-        + "};\n"
+        + "};\n\n"
+        + f"inline constexpr int kSm80FamilyMinDeviceArch = {sm80_min_device_arch(sm80_sass)};\n"
     )
     write_if_changed(os.path.join(out_dir, "kernel_registry.inc"), registry)
     return paths
@@ -148,7 +156,8 @@ def main(argv):
     dtypes = check(split(a.dtypes), DTYPES, "dtype")
     directions = check(split(a.directions), DIRECTIONS, "direction")
     masks = check(split(a.masks), MASKS, "mask")
-    for path, arch, options in generate(a.out, list(keys(archs, head_dims, dtypes, directions, masks, bwd_head_dims))):
+    selected = list(keys(archs, head_dims, dtypes, directions, masks, bwd_head_dims))
+    for path, arch, options in generate(a.out, selected, sm80_sass):
         print("|".join([path, gencode(arch, sm80_sass), *options]))
 
 if __name__ == "__main__":

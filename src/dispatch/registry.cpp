@@ -67,8 +67,9 @@ const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
   for (const KernelEntry* e = kCompiledKernels; e->name != nullptr; ++e) {
     if (!same_family(*e, q.direction, q.dtype, q.mask) || e->head_dim < q.head_dim) continue;
     if (q.arch != 0 && e->arch != q.arch) continue;
-    // sm_80 code runs on any 8.x/9.x device; sm_90a code only on 9.0.
-    const bool runs = e->arch == 80 ? q.device_arch >= 80 : q.device_arch == 90;
+    // sm80-family code runs on any device from kSm80FamilyMinDeviceArch up (8.x through its
+    // compute_80 PTX, or 9.x only when the build holds sm_90 code alone); sm_90a code only on 9.0.
+    const bool runs = e->arch == 80 ? q.device_arch >= kSm80FamilyMinDeviceArch : q.device_arch == 90;
     if (!runs) continue;
     if (best == nullptr || e->head_dim < best->head_dim ||
         (e->head_dim == best->head_dim && e->arch > best->arch)) {
