@@ -8,8 +8,8 @@ Nothing else in the project lists kernels.
 
 Usage: kernel_table.py --out DIR --archs 80;90a --head-dims 64;128 --dtypes fp16;bf16
                        --directions fwd;bwd --masks none;right;band
-Prints "path|nvcc gencode flag[|more gencode flags][|extra nvcc option...]" for each generated .cu, one per line (CMake
-reads them).
+Prints "path|nvcc gencode flag[|more gencode flags][|extra nvcc option...]" for each generated .cu,
+one per line (CMake reads them).
 """
 import argparse
 import itertools

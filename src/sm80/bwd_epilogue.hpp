@@ -1,6 +1,7 @@
 // Layer: sm80. Where the backward's gradients leave the registers:
-//   - dQ tiles added into the fp32 workspace with red.global.add.f32, paired on sm_90 (non-deterministic mode), and
-//     the workspace converted to dQ afterwards (scale applied there, once);
+//   - dQ tiles added into the fp32 workspace with red.global.add.f32, paired on sm_90
+//     (non-deterministic mode), and the workspace converted to dQ afterwards (scale applied there,
+//     once);
 //   - dK and dV of one key tile (dK scaled once), and dQ of one query tile in deterministic mode,
 //     each rounded to Element and stored through shared memory as whole 16-byte vectors.
 //
