@@ -95,6 +95,7 @@ sanitize_filter='*d64*'
 step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/cpp/test_gpu_forward" --gtest_filter="$sanitize_filter"
 step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/cpp/test_gpu_forward" --gtest_filter="$sanitize_filter"
 step determinism python3 tools/determinism.py
+step mix_bound "$build/sm80_mix_bound"
 step memcheck_bwd compute-sanitizer --tool memcheck --error-exitcode 1 python3 tools/sanitize_case.py
 
 echo
@@ -103,11 +104,12 @@ grep -E "tests passed|tests failed" "$logs/ctest.log" | tail -1
 grep -E "passed|failed" "$logs/pytest.log" | tail -1
 echo "spill/warning lines in build: $(wc -l < "$logs/build_warnings.txt")"
 printf '%-12s %s\n' step result
-for name in configure build ctest pytest numerics bench memcheck racecheck determinism memcheck_bwd; do
+for name in configure build ctest pytest numerics bench memcheck racecheck determinism mix_bound memcheck_bwd; do
   printf '%-12s %s\n' "$name" "${result[$name]:-not run}"
 done
 [ -f "$out/numerics.md" ] && cat "$out/numerics.md"
 [ -f "$out/bench.md" ] && cat "$out/bench.md"
+[ -f "$logs/mix_bound.log" ] && { echo; echo "sm80 instruction-mix ceiling (benchmarks/sm80_mix_bound.cu):"; cat "$logs/mix_bound.log"; }
 tar czf "$out/logs.tgz" -C "$logs" .
 if failed; then echo "GPU tier FAILED (commit $label)"; exit 1; fi
 echo "GPU tier passed (commit $label)"
