@@ -16,6 +16,7 @@
 //        -o sm80_mix_bound benchmarks/sm80_mix_bound.cu && ./sm80_mix_bound
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 
 #include <cuda_runtime.h>
 
@@ -115,7 +116,7 @@ __global__ void mix_loop(float* sink_out, int iters, float scale) {
 
 // TFLOP/s of the MMAs (best of 5), 2 blocks of 4 warps per SM: the forward's occupancy.
 template <class ScoreFunction, int kScores, int kLdsm>
-void run(const char* name, int sms) {
+void run(const char* head_dim, const char* name, int sms) {
   float* sink = nullptr;
   cudaMalloc(&sink, sizeof(float));
   const int iters = 4096, warps = 4, blocks = 2 * sms;
@@ -133,11 +134,27 @@ void run(const char* name, int sms) {
     cudaEventElapsedTime(&ms, start, stop);
     best = ms < best ? ms : best;
   }
+  if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) {  // no number from a failed launch
+    std::printf("%s %s: %s\n", head_dim, name, cudaGetErrorString(err));
+    std::exit(1);
+  }
   const double flops = 2.0 * 16 * 8 * 16 * 16 * double(iters) * warps * blocks;
-  std::printf("%-44s %6.1f TFLOP/s\n", name, flops / best / 1e9);
+  std::printf("%-5s %-40s %6.1f TFLOP/s\n", head_dim, name, flops / best / 1e9);
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   cudaFree(sink);
+}
+
+// Every score function at one head dim's ratios (kScores values per lane and kLdsm ldmatrix per
+// 16 MMAs).
+template <int kScores, int kLdsm>
+void run_head_dim(const char* head_dim, int sms) {
+  run<NoScoreFunction, kScores, kLdsm>(head_dim, "no score function", sms);
+  run<Ex2Only, kScores, kLdsm>(head_dim, "ex2.approx alone (1 MUFU)", sms);
+  run<fs::SigmoidViaTanh, kScores, kLdsm>(head_dim, "tanh.approx (1 MUFU + 2)", sms);
+  run<fs::SigmoidViaExp2, kScores, kLdsm>(head_dim, "ex2 + FMA reciprocal (1 MUFU + 7)", sms);
+  run<SigmoidMixedReciprocal<4>, kScores, kLdsm>(head_dim, "half rcp.approx, half FMA reciprocal", sms);
+  run<fs::SigmoidViaExp2Rcp, kScores, kLdsm>(head_dim, "ex2 + rcp.approx (2 MUFU + 2)", sms);
 }
 
 }  // namespace
@@ -150,17 +167,7 @@ int main() {
   }
   std::printf("%s, %d SMs; bf16 mma.sync m16n8k16, 2 blocks x 4 warps per SM\n", prop.name, prop.multiProcessorCount);
   const int sms = prop.multiProcessorCount;
-  run<NoScoreFunction, 8, 5>("D=64  no score function", sms);
-  run<Ex2Only, 8, 5>("D=64  ex2.approx alone (1 MUFU)", sms);
-  run<fs::SigmoidViaTanh, 8, 5>("D=64  tanh.approx (1 MUFU + 2)", sms);
-  run<fs::SigmoidViaExp2, 8, 5>("D=64  ex2 + FMA reciprocal (1 MUFU + 7)", sms);
-  run<SigmoidMixedReciprocal<4>, 8, 5>("D=64  half rcp.approx, half FMA reciprocal", sms);
-  run<fs::SigmoidViaExp2Rcp, 8, 5>("D=64  ex2 + rcp.approx (2 MUFU + 2)", sms);
-  run<NoScoreFunction, 4, 3>("D=128 no score function", sms);
-  run<Ex2Only, 4, 3>("D=128 ex2.approx alone (1 MUFU)", sms);
-  run<fs::SigmoidViaTanh, 4, 3>("D=128 tanh.approx (1 MUFU + 2)", sms);
-  run<fs::SigmoidViaExp2, 4, 3>("D=128 ex2 + FMA reciprocal (1 MUFU + 7)", sms);
-  run<SigmoidMixedReciprocal<4>, 4, 3>("D=128 half rcp.approx, half FMA reciprocal", sms);
-  run<fs::SigmoidViaExp2Rcp, 4, 3>("D=128 ex2 + rcp.approx (2 MUFU + 2)", sms);
+  run_head_dim<8, 5>("D=64", sms);
+  run_head_dim<4, 3>("D=128", sms);
   return 0;
 }
