@@ -1,7 +1,7 @@
 // Layer: sm80. Where the backward's gradients leave the registers:
-//   - dQ tiles added into the fp32 workspace with red.global.add.f32, paired on sm_90
-//     (non-deterministic mode), and the workspace converted to dQ afterwards (scale applied there,
-//     once);
+//   - dQ tiles added into the fp32 workspace with red.global.add.f32, paired on sm_90, whole or in
+//     parts (non-deterministic mode), and the workspace converted to dQ afterwards (scale applied
+//     there, once);
 //   - dK and dV of one key tile (dK scaled once), and dQ of one query tile in deterministic mode,
 //     each rounded to Element and stored through shared memory as whole 16-byte vectors.
 //
@@ -26,28 +26,35 @@ namespace flash_sigmoid::sm80 {
 // The fp32 dQ workspace: rows = seqlen_q rounded up to 128, pitch = head_dim rounded up to 32 (not
 // the kernel's head-dim bucket, which depends on what was built), so the API sizes it as
 // batch * heads_q * rows * pitch floats without knowing the kernel (backward_workspace_bytes).
-// Inside, it is blocked: [batch, heads_q, rows / 128, pitch / 32, 128, 32], i.e. panels of 128 rows
-// by 32 columns, 16 KiB each. Within a query tile (which divides 128 rows) an element's offset is
-// then a compile-time constant, (col / 32) * 4096 + row * 32 + col % 32, so the atomics need one
-// base address per tile and immediates, instead of a 64-bit address per row kept in registers.
+// Inside, it is blocked: [batch, heads_q, rows / 128, pitch / 8, 128, 8], i.e. panels of 128 rows
+// by 8 columns, 4 KiB each. Two reasons:
+//   - Within a query tile (which divides 128 rows) an element's offset is a compile-time constant,
+//     (col / 8) * 1024 + row * 8 + col % 8, so the atomics need one base address per tile and
+//     immediates, instead of a 64-bit address per row kept in registers.
+//   - One warp-wide reduction of an m16n8 accumulator atom (8 rows x 8 columns: a column pair per
+//     thread, 4 threads per row) then covers 64 contiguous floats, two 128-byte lines. With rows
+//     of 32 (or more) columns it touched 8 lines, and the load/store unit's global queue, which
+//     works per line, filled (Nsight Compute: lg_throttle stalls at the reductions, and the next
+//     instruction waiting until they drained). Measured in docs/sm80_backward.md.
 // Offsets are int64: one (batch, head) slice alone may hold more than 2^31 floats.
 struct DqAccumLayout {
   static constexpr int kPanelRows = 128;
-  static constexpr int kPanelCols = 32;
+  static constexpr int kPanelCols = 8;
   static constexpr int kPanelElems = kPanelRows * kPanelCols;
+  static constexpr int kPitchAlign = 32;  // the pitch is head_dim rounded up to this
 
   int row_panels = 0;  // rows / 128
-  int col_panels = 0;  // pitch / 32
+  int col_panels = 0;  // pitch / 8
   int heads_q = 0;
 
   CUTE_HOST_DEVICE static DqAccumLayout make(const ProblemParams& p) {
     DqAccumLayout l;
     l.row_panels = (p.seqlen_q + kPanelRows - 1) / kPanelRows;
-    l.col_panels = (p.head_dim + kPanelCols - 1) / kPanelCols;
+    l.col_panels = (p.head_dim + kPitchAlign - 1) / kPitchAlign * (kPitchAlign / kPanelCols);
     l.heads_q = p.heads_q;
     return l;
   }
-  // Offset of (row, col) of a (batch, head) slice; col_panel = col / 32, col % 32 added by callers.
+  // Offset of (row, col) of a (batch, head) slice; col_panel = col / 8, col % 8 added by callers.
   CUTE_HOST_DEVICE int64_t offset(int batch_idx, int head_idx, int row, int col_panel) const {
     const int64_t panel = (static_cast<int64_t>(batch_idx) * heads_q + head_idx) * row_panels + row / kPanelRows;
     return (panel * col_panels + col_panel) * kPanelElems + static_cast<int64_t>(row % kPanelRows) * kPanelCols;
@@ -73,45 +80,68 @@ struct Sm80BwdDqAtomicAdd {
                                                   cute::Int<kSliceDim / DqAccumLayout::kPanelCols>>>,
       cute::Stride<cute::Int<DqAccumLayout::kPanelCols>, cute::Stride<cute::_1, cute::Int<DqAccumLayout::kPanelElems>>>>;
 
-  // tile(r, c) += acc_dq(r, c), one red.global.add.f32 per element (per pair on sm_90), for the
-  // column panels that exist (slice_col0 + c < pitch; columns in [head_dim, pitch) add exact zeros,
-  // as K's were zero-filled). acc_dq (MMA, MMA_M, MMA_N) is a TiledMmaDq accumulator of one (BLK_M,
-  // DQ_SLICE) slice whose first column is slice_col0. Rows past seqlen_q add exact zeros too (their
-  // dO rows were zero-filled) inside the rounded rows, so they need no predicate.
+  // Whether every column panel of a slice starting at column slice_col0 exists in a workspace of
+  // this pitch (the head dim fills its bucket: the usual case). Then the reductions need no
+  // per-element predicate and can be issued in parts (add_part).
+  CUTE_HOST_DEVICE static bool slice_in_pitch(int slice_col0, int pitch) { return slice_col0 + kSliceDim <= pitch; }
+
+  // tile(r, c) += acc_dq(r, c) for part `part` of `parts` equal parts of the accumulator, with no
+  // predicate: the caller checked slice_in_pitch. Issued in parts, the reductions can be spread
+  // over another product's k-steps instead of arriving as one burst (bwd_mainloop.hpp). One
+  // red.global.add per pair of values on sm_90 (red.global.add.v2.f32): values 2j and 2j+1 of an
+  // accumulator atom are columns c and c+1 of one row, adjacent in the workspace, and c is even, so
+  // the pair is 8-byte aligned; one per value before sm_90. acc_dq (MMA, MMA_M, MMA_N) is a
+  // TiledMmaDq accumulator of one (BLK_M, DQ_SLICE) slice. Columns in [head_dim, pitch) add exact
+  // zeros (K's were zero-filled), and so do rows past seqlen_q inside the rounded rows (their dO
+  // rows were zero-filled), so neither needs a predicate.
+  template <class AccDq>
+  CUTE_DEVICE static void add_part(AccDq const& acc_dq, float* tile, int part, int parts, int tidx) {
+    using namespace cute;
+    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
+    Tensor tdQgdQ = partition(tile, tidx);  // (MMA, MMA_M, MMA_N)
+    static_assert(decltype(size(acc_dq))::value == decltype(size(tdQgdQ))::value, "one address per accumulator");
+    static_assert(decltype(size<0, 0>(tdQgdQ))::value == 2 && decltype(stride<0, 0>(tdQgdQ))::value == 1,
+                  "accumulator values 2j, 2j+1 are adjacent columns");
+    constexpr int kPairs = decltype(size(acc_dq))::value / 2;
+    // After unrolling, part and parts are constants where the caller's loop is unrolled, and the
+    // range test folds away.
+    CUTE_UNROLL
+    for (int j = 0; j < kPairs; ++j) {
+      if (j >= part * kPairs / parts && j < (part + 1) * kPairs / parts) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        atomicAdd(reinterpret_cast<float2*>(&tdQgdQ(2 * j)), make_float2(acc_dq(2 * j), acc_dq(2 * j + 1)));
+#else
+        atomicAdd(&tdQgdQ(2 * j), acc_dq(2 * j));
+        atomicAdd(&tdQgdQ(2 * j + 1), acc_dq(2 * j + 1));
+#endif
+      }
+    }
+  }
+
+  // All of tile(r, c) += acc_dq(r, c) for a slice whose first column is slice_col0, predicated on
+  // the column panels that exist (slice_col0 + c < pitch) where the slice is not whole.
   template <class AccDq>
   CUTE_DEVICE static void add(AccDq const& acc_dq, float* tile, int slice_col0, int pitch, int tidx) {
     using namespace cute;
     using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
-    Tensor gdQ = make_tensor(make_gmem_ptr(tile), TileLayout{});  // (BLK_M, DQ_SLICE)
-    typename Traits::TiledMmaDq tiled_mma;
-    auto thr_mma = tiled_mma.get_thread_slice(tidx);
-    Tensor tdQgdQ = thr_mma.partition_C(gdQ);                                                        // (MMA, MMA_M, MMA_N)
-    Tensor tdQcdQ = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kSliceDim>>{}));  // (MMA, MMA_M, MMA_N)
-    static_assert(decltype(size(acc_dq))::value == decltype(size(tdQgdQ))::value, "one address per accumulator");
-    if (slice_col0 + kSliceDim <= pitch) {
-      // Every column panel of the slice exists (the head dim fills its bucket, the usual case):
-      // plain reductions, with no per-element branch around them.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      // sm_90 adds two adjacent floats in one reduction (red.global.add.v2.f32): values 2j and 2j+1
-      // of an accumulator atom are columns c and c+1 of one row, adjacent in the workspace, and c
-      // is even, so the pair is 8-byte aligned. Half the reductions of the scalar form, which
-      // otherwise fill the LSU's global-memory queue (Nsight Compute: lg_throttle stalls).
-      static_assert(decltype(size<0, 0>(tdQgdQ))::value == 2 && decltype(stride<0, 0>(tdQgdQ))::value == 1,
-                    "accumulator values 2j, 2j+1 are adjacent columns");
-      CUTE_UNROLL
-      for (int i = 0; i < size(acc_dq); i += 2) {
-        atomicAdd(reinterpret_cast<float2*>(&tdQgdQ(i)), make_float2(acc_dq(i), acc_dq(i + 1)));
-      }
-#else
-      CUTE_UNROLL
-      for (int i = 0; i < size(acc_dq); ++i) atomicAdd(&tdQgdQ(i), acc_dq(i));
-#endif
-    } else {
-      CUTE_UNROLL
-      for (int i = 0; i < size(acc_dq); ++i) {
-        if (get<1>(tdQcdQ(i)) < pitch - slice_col0) atomicAdd(&tdQgdQ(i), acc_dq(i));
-      }
+    if (slice_in_pitch(slice_col0, pitch)) {
+      add_part(acc_dq, tile, 0, 1, tidx);
+      return;
     }
+    Tensor tdQgdQ = partition(tile, tidx);                                                             // (MMA, MMA_M, MMA_N)
+    Tensor tdQcdQ = Mma{}.get_thread_slice(tidx).partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kSliceDim>>{}));
+    CUTE_UNROLL
+    for (int i = 0; i < size(acc_dq); ++i) {
+      if (get<1>(tdQcdQ(i)) < pitch - slice_col0) atomicAdd(&tdQgdQ(i), acc_dq(i));
+    }
+  }
+
+ private:
+  using Mma = typename Traits::TiledMmaDq;
+  // The thread's addresses of the (BLK_M, DQ_SLICE) workspace tile at `tile`, in the accumulator's
+  // partition.
+  CUTE_DEVICE static auto partition(float* tile, int tidx) {
+    return Mma{}.get_thread_slice(tidx).partition_C(cute::make_tensor(cute::make_gmem_ptr(tile), TileLayout{}));
   }
 };
 
@@ -202,6 +232,7 @@ struct Sm80BwdDqConvert {
   template <int kRows>
   CUTE_DEVICE static void run(const BackwardParams& params, int row_block, int head_idx, int batch_idx) {
     static_assert(DqAccumLayout::kPanelRows % kRows == 0, "row blocks lie inside one row panel");
+    static_assert(DqAccumLayout::kPanelCols % 8 == 0, "a thread's 8 columns lie in one panel row (two float4 loads)");
     const ProblemParams& problem = params.problem;
     const DqAccumLayout layout = DqAccumLayout::make(problem);
     const int row0 = row_block * kRows;

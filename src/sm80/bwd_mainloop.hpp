@@ -41,8 +41,8 @@ namespace flash_sigmoid::sm80 {
 //   dV += P^T dO                  (sPt, sdOt)
 //   barrier C                     every warp finished reading dO
 //   issue dO[i+1]                 lands while dQ and dK run
-//   dQ  = dS K  -> red.add        (sdS, sKt; skipped in deterministic mode)
-//   dK += dS^T Q                  (sdSt, sQt)
+//   dQ  = dS K                    (sdS, sKt; skipped in deterministic mode)
+//   dK += dS^T Q                  (sdSt, sQt), with dQ's red.add spread over its k-steps
 //   [1 stage: barrier D, issue Q[i+1]]
 //
 // Sigmoid attention keeps no row statistics, so there is no rowsum(dO * O) pre-pass and O is not
@@ -57,6 +57,7 @@ struct Sm80BwdDkDvMainloop {
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
   static constexpr int kQStages = Traits::kQStages;
+  using DqAtomicAdd = Sm80BwdDqAtomicAdd<Traits>;
 
   // Accumulates acc_dk, acc_dv (MMA, MMA_N, MMA_HEAD_DIM) of TiledMmaDkv for key tile n_block of
   // kv head kv_head_idx over its non-empty query range; with accumulate_dq, also adds dQ into
@@ -242,22 +243,32 @@ struct Sm80BwdDkDvMainloop {
       if (has_next) load_rows(params.dout, next_head_idx, next_m_block, tdOsdO);
       cute::cp_async_fence();
 
+      // dQ = dS K (default mode), per head-dim slice. Where dQ is one slice that fills the
+      // workspace's pitch, its reductions are not issued as one burst after the product but spread
+      // over the k-steps of dK += dS^T Q below: a burst fills the load/store unit's global queue,
+      // and the next instructions that reuse the reductions' registers wait for it to drain.
+      // Otherwise each slice is added when it is formed.
+      float* dq_tile = params.dq_accum + dq_layout.offset(batch_idx, head_idx, m_block * kBlockM, 0);
+      Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDqSliceDim>>{});  // (MMA, MMA_M, MMA_SLICE)
+      const bool spread_dq = Traits::kDqSplits == 1 && accumulate_dq && DqAtomicAdd::slice_in_pitch(0, dq_pitch);
       if (accumulate_dq) {
-        float* dq_tile = params.dq_accum + dq_layout.offset(batch_idx, head_idx, m_block * kBlockM, 0);
         CUTE_UNROLL
         for (int slice = 0; slice < Traits::kDqSplits; ++slice) {
-          Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDqSliceDim>>{});  // (MMA, MMA_M, MMA_SLICE)
           clear(acc_dq);
           gemm_ss_pipelined(mma_dq, acc_dq, tdQsdS, tdQrdS, thr_copy_a_dq.retile_D(tdQrdS), copy_a_dq,
                             tdQsKt(_, _, _, slice), tdQrKt, thr_copy_b_dq.retile_D(tdQrKt), copy_b_dq);
           constexpr int kSlicePanels = kDqSliceDim / DqAccumLayout::kPanelCols;
-          Sm80BwdDqAtomicAdd<Traits>::add(acc_dq, dq_tile + slice * kSlicePanels * DqAccumLayout::kPanelElems,
-                                          slice * kDqSliceDim, dq_pitch, tidx);
+          if (!spread_dq) {
+            DqAtomicAdd::add(acc_dq, dq_tile + slice * kSlicePanels * DqAccumLayout::kPanelElems, slice * kDqSliceDim,
+                             dq_pitch, tidx);
+          }
         }
       }
-
+      auto dq_part = [&](int s, int steps) {
+        if (spread_dq) DqAtomicAdd::add_part(acc_dq, dq_tile, s, steps, tidx);
+      };
       gemm_ss_pipelined(mma_dkv, acc_dk, tdKsdSt, tdKrdSt, thr_copy_a_dkv.retile_D(tdKrdSt), copy_a_dkv,
-                        tdKsQt(_, _, _, stage), tdKrQt, thr_copy_b_dkv.retile_D(tdKrQt), copy_b_dkv);
+                        tdKsQt(_, _, _, stage), tdKrQt, thr_copy_b_dkv.retile_D(tdKrQt), copy_b_dkv, dq_part);
 
       if constexpr (kQStages == 1) {
         // Barrier D: every warp finished reading Q (S and dK).

@@ -73,16 +73,23 @@ CUTE_DEVICE void store_tile_rows(TiledCopy const& tiled_copy, SmemTensor const& 
   }
 }
 
+// A gemm_ss_pipelined step hook that does nothing.
+struct NoStepWork {
+  CUTE_DEVICE void operator()(int /*step*/, int /*steps*/) const {}
+};
+
 // acc += A B^T with both operands read from shared memory by ldmatrix. The fragments of k-step s+1
 // are loaded while the MMAs of step s issue, so the tensor cores do not wait on shared memory.
 //   a_smem / b_smem: the copy's source partitions (CPY, CPY_M|N, CPY_K);
 //   a_frag / b_frag: the MMA fragments (MMA, MMA_M|N, MMA_K); a_view / b_view: the same registers
-//   seen by the copy (retile_D).
+//   seen by the copy (retile_D);
+//   step_work(s, steps): called after the MMAs of k-step s are issued (s and steps are constants
+//   after unrolling), to interleave other instructions with the product (e.g. global reductions).
 template <class TiledMma, class Acc, class SmemA, class FragA, class ViewA, class CopyA, class SmemB, class FragB,
-          class ViewB, class CopyB>
+          class ViewB, class CopyB, class StepWork = NoStepWork>
 CUTE_DEVICE void gemm_ss_pipelined(TiledMma const& tiled_mma, Acc& acc, SmemA const& a_smem, FragA& a_frag,
                                    ViewA&& a_view, CopyA const& copy_a, SmemB const& b_smem, FragB& b_frag,
-                                   ViewB&& b_view, CopyB const& copy_b) {
+                                   ViewB&& b_view, CopyB const& copy_b, StepWork const& step_work = StepWork{}) {
   using namespace cute;
   using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
   constexpr int kSteps = decltype(size<2>(a_frag))::value;
@@ -98,6 +105,7 @@ CUTE_DEVICE void gemm_ss_pipelined(TiledMma const& tiled_mma, Acc& acc, SmemA co
       copy(copy_b, b_smem(_, _, s + 1), b_view(_, _, s + 1));
     }
     gemm(tiled_mma, a_frag(_, _, s), b_frag(_, _, s), acc);
+    step_work(s, kSteps);
   }
 }
 
