@@ -92,10 +92,11 @@ def case_shape(head_dim, seqlen):
 # has a backward. FlashSigmoid and flash-attn are imported on first use, so the parts of this harness
 # that need no GPU need no build either.
 
-def flash_sigmoid_attention(score_function):
+def flash_sigmoid_attention(score_function, kernel_arch=0):
     def attention(q, k, v, bias, causal):
         import flash_sigmoid
-        return flash_sigmoid.forward(q, k, v, sigmoid_bias=bias, causal=causal, score_function=score_function)
+        return flash_sigmoid.forward(q, k, v, sigmoid_bias=bias, causal=causal, score_function=score_function,
+                                     kernel_arch=kernel_arch)
     return attention
 
 
@@ -136,6 +137,10 @@ PROVIDERS = (
     Provider("flash_sigmoid", "FlashSigmoid (exp2)", flash_sigmoid_attention("exp2"), color="tab:blue"),
     Provider("flash_sigmoid_tanh", "FlashSigmoid (tanh)", flash_sigmoid_attention("tanh"), ("fwd",),
              color="tab:cyan"),
+    # The sm80 (mma.sync) kernels by name: on an H100 the first column's backward is the sm90 (wgmma)
+    # kernel where one is built, and this one keeps the Ampere path's backward measured next to it.
+    Provider("flash_sigmoid_sm80", "FlashSigmoid sm80 (exp2)", flash_sigmoid_attention("exp2", 80), ("bwd",),
+             color="tab:green"),
     Provider("sdpa_flash", "SDPA flash (FA2, softmax)", sdpa_attention(SDPBackend.FLASH_ATTENTION), color="tab:red"),
     Provider("sdpa_cudnn", "SDPA cuDNN (softmax)", sdpa_attention(SDPBackend.CUDNN_ATTENTION), color="tab:purple"),
     Provider("flash_attn", "flash-attn (softmax)", flash_attn_attention, color="tab:orange", module="flash_attn"),

@@ -97,6 +97,7 @@ step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tes
 step determinism python3 tools/determinism.py
 step mix_bound "$build/sm80_mix_bound"
 step memcheck_bwd compute-sanitizer --tool memcheck --error-exitcode 1 python3 tools/sanitize_case.py
+step racecheck_bwd compute-sanitizer --tool racecheck --error-exitcode 1 python3 tools/sanitize_case.py
 
 echo
 echo "== summary: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), commit $label"
@@ -104,7 +105,7 @@ grep -E "tests passed|tests failed" "$logs/ctest.log" | tail -1
 grep -E "passed|failed" "$logs/pytest.log" | tail -1
 echo "spill/warning lines in build: $(wc -l < "$logs/build_warnings.txt")"
 printf '%-12s %s\n' step result
-for name in configure build ctest pytest numerics bench memcheck racecheck determinism mix_bound memcheck_bwd; do
+for name in configure build ctest pytest numerics bench memcheck racecheck determinism mix_bound memcheck_bwd racecheck_bwd; do
   printf '%-12s %s\n' "$name" "${result[$name]:-not run}"
 done
 [ -f "$out/numerics.md" ] && cat "$out/numerics.md"

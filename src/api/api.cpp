@@ -35,7 +35,7 @@ Status current_device_arch(const char* where, int* arch) {
 
 // Finds the kernel for a validated problem: first whether any arch has it built (no device
 // needed), then the best one that runs on the current device.
-Status select_kernel(Direction direction, const Problem& p, MaskKind mask, const char* where,
+Status select_kernel(Direction direction, const Problem& p, MaskKind mask, bool deterministic, const char* where,
                      const KernelEntry** kernel) {
   std::string why;
   const DType dtype = static_cast<DType>(p.dtype);
@@ -47,7 +47,7 @@ Status select_kernel(Direction direction, const Problem& p, MaskKind mask, const
   }
   int device_arch = 0;
   if (Status s = current_device_arch(where, &device_arch); s != Status::kSuccess) return s;
-  dispatch::KernelQuery query{direction, dtype, head_dim, mask, p.kernel_arch, device_arch};
+  dispatch::KernelQuery query{direction, dtype, head_dim, mask, p.kernel_arch, device_arch, deterministic};
   *kernel = dispatch::find_kernel(query, &why);
   if (*kernel == nullptr) return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
   return Status::kSuccess;
@@ -106,7 +106,7 @@ Status can_implement(const ForwardArgs& args) {
   if (Status s = api::validate(&args, api::Backend::kCuda, "can_implement"); s != Status::kSuccess) return s;
   const KernelEntry* kernel = nullptr;
   const ForwardParams params = api::make_params(args);
-  if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, "can_implement", &kernel);
+  if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, false, "can_implement", &kernel);
       s != Status::kSuccess) {
     return s;
   }
@@ -117,7 +117,7 @@ Status can_implement(const BackwardArgs& args) {
   if (Status s = api::validate(&args, api::Backend::kCuda, "can_implement"); s != Status::kSuccess) return s;
   const KernelEntry* kernel = nullptr;
   const BackwardParams params = api::make_params(args, nullptr);
-  if (Status s = select_kernel(Direction::kBwd, args.problem, params.problem.mask.kind, "can_implement", &kernel);
+  if (Status s = select_kernel(Direction::kBwd, args.problem, params.problem.mask.kind, params.deterministic, "can_implement", &kernel);
       s != Status::kSuccess) {
     return s;
   }
@@ -143,7 +143,7 @@ Status forward(const ForwardArgs& args, Workspace /*workspace: the forward needs
   if (api::nothing_to_do(args)) return api::succeed();
   const ForwardParams params = api::make_params(args);
   const KernelEntry* kernel = nullptr;
-  if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, "forward", &kernel);
+  if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, false, "forward", &kernel);
       s != Status::kSuccess) {
     return s;
   }
@@ -156,7 +156,7 @@ Status backward(const BackwardArgs& args, Workspace workspace, Stream stream) {
   if (api::nothing_to_do(args)) return api::succeed();
   const BackwardParams params = api::make_params(args, workspace.data);
   const KernelEntry* kernel = nullptr;
-  if (Status s = select_kernel(Direction::kBwd, args.problem, params.problem.mask.kind, "backward", &kernel);
+  if (Status s = select_kernel(Direction::kBwd, args.problem, params.problem.mask.kind, params.deterministic, "backward", &kernel);
       s != Status::kSuccess) {
     return s;
   }

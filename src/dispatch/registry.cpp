@@ -67,6 +67,7 @@ const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
   for (const KernelEntry* e = kCompiledKernels; e->name != nullptr; ++e) {
     if (!same_family(*e, q.direction, q.dtype, q.mask) || e->head_dim < q.head_dim) continue;
     if (q.arch != 0 && e->arch != q.arch) continue;
+    if (q.deterministic && !e->deterministic) continue;
     // sm80-family code runs on any device from kSm80FamilyMinDeviceArch up (8.x through its
     // compute_80 PTX, or 9.x only when the build holds sm_90 code alone); sm_90a code only on 9.0.
     const bool runs = e->arch == 80 ? q.device_arch >= kSm80FamilyMinDeviceArch : q.device_arch == 90;
@@ -80,6 +81,7 @@ const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
     std::ostringstream os;
     os << "no " << direction_name(q.direction) << " kernel";
     if (q.arch != 0) os << " of the sm" << q.arch << " family";
+    if (q.deterministic) os << " with a deterministic mode";
     os << " for dtype " << dtype_name(q.dtype) << ", head_dim " << q.head_dim << ", mask " << mask_name(q.mask)
        << " runs on this device (compute capability " << q.device_arch / 10 << "." << q.device_arch % 10
        << "); built " << direction_name(q.direction) << " kernels: " << built_summary(q.direction);

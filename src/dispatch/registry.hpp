@@ -25,6 +25,7 @@ struct KernelEntry {
   MaskKind mask;
   ForwardLauncher forward;
   BackwardLauncher backward;
+  bool deterministic;  // backward: also serves BackwardParams::deterministic
 };
 
 struct KernelQuery {
@@ -34,10 +35,12 @@ struct KernelQuery {
   MaskKind mask;
   int arch;  // 0: best for device_arch
   int device_arch;  // compute capability * 10 of the device, e.g. 90
+  bool deterministic = false;  // backward: bitwise-reproducible gradients asked for
 };
 
-// The entry with the smallest bucket >= head_dim among those that run on device_arch (preferring
-// arch 90 on a 9.x device when arch == 0); nullptr if none. `why` then says what was built.
+// The entry with the smallest bucket >= head_dim among those that run on device_arch and serve the
+// query's mode (a deterministic backward only from entries that have one), preferring arch 90 on a
+// 9.x device when arch == 0; nullptr if none. `why` then says what was built.
 const KernelEntry* find_kernel(const KernelQuery& query, std::string* why);
 
 // Whether a kernel for this key is built for `arch` (0: any arch); no device needed. `why` as above.

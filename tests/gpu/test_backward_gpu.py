@@ -114,14 +114,22 @@ def test_backward_grid(b, sq, sk, hq, hkv, d, dtype, mask, alibi, bias, determin
                    deterministic=deterministic)
 
 
-@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "det"])
+# (deterministic, kernel_arch): the default mode on the best kernel for this GPU (the sm90 family
+# on an H100 where it is built), the default mode on the sm80 family by name (so the sm80 kernel
+# stays covered where sm90 is preferred), and the deterministic mode (sm80 only).
+MODES = [pytest.param(False, 0, id="atomic"), pytest.param(False, 80, id="atomic-sm80"),
+         pytest.param(True, 0, id="det")]
+
+
+@pytest.mark.parametrize("deterministic,kernel_arch", MODES)
 @pytest.mark.parametrize("mask", MASKS, ids=[m[0] for m in MASKS])
 @pytest.mark.parametrize("alibi", ALIBI)
 @pytest.mark.parametrize("heads", HEADS, ids=[h[0] for h in HEADS])
 @pytest.mark.parametrize("bias", BIASES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_backward_feature_cross(mask, alibi, heads, bias, dtype, deterministic):
-    check_backward(2, 113, 203, heads[1], heads[2], 64, dtype, mask, alibi, bias, seed=7, deterministic=deterministic)
+def test_backward_feature_cross(mask, alibi, heads, bias, dtype, deterministic, kernel_arch):
+    check_backward(2, 113, 203, heads[1], heads[2], 64, dtype, mask, alibi, bias, seed=7, deterministic=deterministic,
+                   kernel_arch=kernel_arch)
 
 
 @pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "det"])
@@ -256,10 +264,44 @@ def test_backward_tanh_option_runs():
     assert rel["exp2"] < rel["tanh"] < 0.1, rel
 
 
-@pytest.mark.parametrize("kernel_arch", [80])
-def test_backward_named_arch(kernel_arch):
-    check_backward(2, 129, 257, 4, 4, 128, torch.bfloat16, MASKS[1], "none", "minus_log_n", seed=5,
-                   kernel_arch=kernel_arch)
+@pytest.mark.parametrize("kernel_arch", [80, 90])
+@pytest.mark.parametrize("d", [64, 128])
+def test_backward_named_arch(kernel_arch, d):
+    if kernel_arch == 90:
+        skip_unless_sm90_backward(d)
+    for mask in MASKS:
+        check_backward(2, 129, 257, 4, 4, d, torch.bfloat16, mask, "heads", "minus_log_n", seed=5,
+                       kernel_arch=kernel_arch)
+
+
+def skip_unless_sm90_backward(d):
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("sm_90a kernels run on compute capability 9.0 only")
+    if f"sm90a_bwd_bf16_hdim{d}_mask_none" not in flash_sigmoid.build_info():
+        pytest.skip(f"no sm90 backward kernel for bf16 head dim {d} in this build")
+
+
+def test_backward_sm90_refuses_deterministic_mode():
+    # The sm90 family has no deterministic mode: by name it is a clear error, not a silent fallback.
+    skip_unless_sm90_backward(64)
+    q, k, v, dout = make_inputs(1, 64, 64, 2, 2, 64, torch.bfloat16, seed=6, with_dout=True)
+    with pytest.raises(RuntimeError, match="deterministic"):
+        flash_sigmoid.backward(dout, q, k, v, deterministic=True, kernel_arch=90)
+    # With the arch left to the library, a deterministic call runs (on the sm80 family).
+    grads = flash_sigmoid.backward(dout, q, k, v, deterministic=True)
+    check_grads(grads, q, k, v, dout)
+
+
+@pytest.mark.parametrize("sq,sk", [(1, 1), (65, 1000), (1000, 65), (640, 640), (1023, 1537)])
+@pytest.mark.parametrize("d", [40, 64, 111, 128])
+def test_backward_sm90_sizes(sq, sk, d):
+    # The sm90 kernel at odd sizes and padded head dims, against the sm80 kernel's tolerance rule
+    # (both against the fp64 reference), every mask; GQA with ALiBi per (batch, head).
+    skip_unless_sm90_backward(64 if d <= 64 else 128)
+    for mask in MASKS:
+        dtype = torch.bfloat16 if d in (64, 111) else torch.float16
+        check_backward(2, sq, sk, 6, 2, d, dtype, mask, "batch_heads", "uniform", seed=sq * 7 + sk + d,
+                       kernel_arch=90)
 
 
 def test_backward_dq_workspace_beyond_2_to_the_31():

@@ -1,0 +1,259 @@
+// Layer: sm90. The Hopper backward's mainloop, with warpgroup MMAs (wgmma) and cp.async loads.
+//
+//   Sm90BwdDkDvMainloop  one key tile: over every query head of its GQA group and, for each, the
+//                        query tiles of the mask's BlockRange, recompute S^T and P^T, form dP^T
+//                        and dS^T, accumulate dV += P^T dO and dK += dS^T Q in registers, and add
+//                        dQ_tile = dS K into the fp32 workspace (red.global.add.v2.f32).
+//
+// dS is the gradient of the pre-activation z (DESIGN's dZ), dS = dP * P * (1 - P), unscaled: dQ and
+// dK are multiplied by `scale` once, in the convert kernel and the epilogue.
+//
+// Owns: the shared-memory pipeline, the barriers and proxy fences that make it safe, the products
+// and the elementwise step between them. Does not own: tile shapes (bwd_traits.hpp), the score
+// variant and its derivative (common/fragment_coords.hpp, policies/), which tiles exist and which
+// need the mask (common/block_range.hpp), or the workspace layout and the stores
+// (sm80/bwd_epilogue.hpp, bwd_epilogue.hpp).
+#pragma once
+
+#include <cute/arch/mma_sm90_gmma.hpp>
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "common/block_range.hpp"
+#include "common/fragment_coords.hpp"
+#include "common/params.hpp"
+#include "sm80/bwd_epilogue.hpp"
+#include "sm80/common_mma.hpp"
+#include "sm90/bwd_traits.hpp"
+
+namespace flash_sigmoid::sm90 {
+
+// Issues acc (+)= A B over the product's k-steps as one wgmma batch of the calling warpgroup and
+// commits it; the caller waits (warpgroup_wait<N>) before reading acc or touching A's registers.
+// kZeroInit: the first k-step overwrites acc (no clear needed).
+template <bool kZeroInit, class TiledMma, class FragA, class FragB, class Acc>
+CUTE_DEVICE void wgmma_product(TiledMma& tiled_mma, FragA const& a, FragB const& b, Acc& acc) {
+  using namespace cute;
+  constexpr int kSteps = decltype(size<2>(a))::value;
+  static_assert(kSteps == decltype(size<2>(b))::value, "A and B cover the same K extent");
+  warpgroup_fence_operand(acc);
+  warpgroup_arrive();
+  if constexpr (kZeroInit) tiled_mma.accumulate_ = GMMA::ScaleOut::Zero;
+  CUTE_UNROLL
+  for (int s = 0; s < kSteps; ++s) {
+    cute::gemm(tiled_mma, a(_, _, s), b(_, _, s), acc);
+    tiled_mma.accumulate_ = GMMA::ScaleOut::One;
+  }
+  warpgroup_commit_batch();
+  warpgroup_fence_operand(acc);
+}
+
+// A GMMA accumulator ((2, 2, N/8), MMA_M, MMA_N) of 64 x N seen as the register A operand of a
+// 64 x ? x 16 GMMA with K extent N: ((2, 2, 2), MMA_M, N/16 * MMA_N). Values (column pair, row
+// half, column group j) of C are values (k pair, row half, k half) of k-step j / 2, so no data moves.
+template <class Layout>
+CUTE_HOST_DEVICE constexpr auto wg_accumulator_as_operand_a(Layout const& acc) {
+  using namespace cute;
+  static_assert(decltype(rank(acc))::value == 3, "(MMA, MMA_M, MMA_N)");
+  static_assert(decltype(rank<0>(acc))::value == 3 && decltype(size<0, 0>(acc))::value == 2 &&
+                    decltype(size<0, 1>(acc))::value == 2 && decltype(size<0, 2>(acc))::value % 2 == 0,
+                "GMMA fp32 accumulator: (2, 2, N/8) values per thread");
+  auto split = logical_divide(get<0>(acc), Shape<Underscore, Underscore, _2>{});  // (2, 2, (2, N/16))
+  return make_layout(make_layout(get<0>(split), get<1>(split), get<2, 0>(split)), get<1>(acc),
+                     coalesce(make_layout(get<2, 1>(split), get<2>(acc))));
+}
+
+// Pipeline, per step i = (query head, query tile) of the flattened loop (K, V resident; Q and dO
+// double-buffered; dS^T single):
+//
+//   wait Q[i], dO[i]; proxy fence; barrier A   visible to the tensor cores; every warpgroup
+//                                              finished step i-1 (its products read the other
+//                                              Q/dO stage and dS^T)
+//   issue Q[i+1], dO[i+1]                      land while this step runs
+//   S^T = K_w Q^T, dP^T = V_w dO^T             two wgmma batches, in flight together
+//   wait S^T; P^T = sigma(variant(S^T))        the score function overlaps dP^T's product
+//   wait dP^T; dS^T = dP^T * P^T (1 - P^T)     fp32; then P^T, dS^T rounded into registers
+//   dS^T -> shared; proxy fence
+//   dV += P^T dO, dK += dS^T Q                 A from registers, in flight
+//   barrier B                                  both warpgroups' dS^T halves written
+//   dQ = dS K; wait all; red.add dQ            each warpgroup a 64 x 64 part of the tile
+//
+// Sigmoid attention keeps no row statistics: no rowsum(dO * O) pre-pass, O is not read.
+template <class Traits, class Variant>
+struct Sm90BwdDkDvMainloop {
+  using Element = typename Traits::Element;
+  using Mask = typename Variant::Mask;
+  using ScoreFunction = typename Variant::ScoreFunction;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kBlockN = Traits::kBlockN;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+  using DqAtomicAdd = sm80::Sm80BwdDqAtomicAdd<Traits>;
+
+  template <class AccDk, class AccDv>
+  CUTE_DEVICE static void run(const BackwardParams& params, const Mask& mask, const BlockRange& range, int n_block,
+                              int kv_head_idx, int batch_idx, typename Traits::SharedStorage& smem, AccDk& acc_dk,
+                              AccDv& acc_dv, int tidx) {
+    using namespace cute;
+    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
+    const ProblemParams& problem = params.problem;
+
+    // ---- Shared memory and the transposed views the products read.
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});      // (BLK_M, HEAD_DIM, STAGE)
+    Tensor sQt = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQt{});    // (HEAD_DIM, BLK_M, STAGE)
+    Tensor sdO = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM, STAGE)
+    Tensor sdOt = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutQt{});  // (HEAD_DIM, BLK_M, STAGE)
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});     // (BLK_N, HEAD_DIM)
+    Tensor sKt = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKt{});    // (HEAD_DIM, BLK_N)
+    Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});     // (BLK_N, HEAD_DIM)
+    Tensor sdSt = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdSt{});  // (BLK_N, BLK_M)
+    Tensor sdS = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdS{});    // (BLK_M, BLK_N)
+
+    // ---- Global -> shared (16-byte cp.async, zero fill past the sequences and the head dim).
+    typename Traits::GmemTiledCopyLoad gmem_tiled_copy;
+    auto gmem_thr_copy = gmem_tiled_copy.get_thread_slice(tidx);
+    Tensor tQsQ = gmem_thr_copy.partition_D(sQ);     // (CPY, CPY_M, CPY_K, STAGE)
+    Tensor tdOsdO = gmem_thr_copy.partition_D(sdO);  // (CPY, CPY_M, CPY_K, STAGE)
+    Tensor tQcQ = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+    auto load_rows = [&](const StridedPtr& src, int head_idx, int m_block, auto&& dst) {
+      Tensor g = sm80::gmem_rows_tile<kBlockM, kHeadDim, Element>(src, batch_idx, head_idx, m_block * kBlockM);
+      sm80::copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(g), dst, tQcQ,
+                                 problem.seqlen_q - m_block * kBlockM, problem.head_dim);
+    };
+
+    // ---- S^T = K Q^T and dP^T = V dO^T: shared-memory descriptors for both operands.
+    typename Traits::TiledMmaSdP mma_sdp;
+    auto thr_sdp = mma_sdp.get_thread_slice(tidx);
+    Tensor tSrK = thr_sdp.partition_fragment_A(sK);     // (MMA, MMA_M, MMA_K)
+    Tensor tSrQ = thr_sdp.partition_fragment_B(sQ);     // (MMA, MMA_N, MMA_K, STAGE)
+    Tensor tdPrV = thr_sdp.partition_fragment_A(sV);    // (MMA, MMA_M, MMA_K)
+    Tensor tdPrdO = thr_sdp.partition_fragment_B(sdO);  // (MMA, MMA_N, MMA_K, STAGE)
+    // (query, key) of each S^T accumulator element: an identity tensor of (BLK_N, BLK_M) whose
+    // coordinates are swapped, so the score variant sees (row = query, col = key) as everywhere.
+    Tensor tScS = thr_sdp.partition_C(make_coord_tensor(
+        make_layout(Shape<Int<kBlockN>, Int<kBlockM>>{}, make_stride(E<1>{}, E<0>{}))));  // (MMA, MMA_M, MMA_N)
+    auto store_ds = make_tiled_copy_C(typename Traits::SmemCopyAtomStore{}, mma_sdp);
+    auto thr_store_ds = store_ds.get_thread_slice(tidx);
+    Tensor tdSsdS = thr_store_ds.partition_D(sdSt);  // (CPY, CPY_M, CPY_N)
+
+    // ---- dV += P^T dO and dK += dS^T Q: A from registers, B (dO, Q) descriptors along the head dim.
+    typename Traits::TiledMmaDkv mma_dkv;
+    auto thr_dkv = mma_dkv.get_thread_slice(tidx);
+    Tensor tdVrdO = thr_dkv.partition_fragment_B(sdOt);  // (MMA, MMA_HEAD_DIM, MMA_K, STAGE)
+    Tensor tdKrQ = thr_dkv.partition_fragment_B(sQt);    // (MMA, MMA_HEAD_DIM, MMA_K, STAGE)
+
+    // ---- dQ = dS K: dS (written as dS^T) and K, both descriptors.
+    typename Traits::TiledMmaDq mma_dq;
+    auto thr_dq = mma_dq.get_thread_slice(tidx);
+    Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);  // (MMA, MMA_M, MMA_K)
+    Tensor tdQrK = thr_dq.partition_fragment_B(sKt);   // (MMA, MMA_HEAD_DIM, MMA_K)
+    const sm80::DqAccumLayout dq_layout = sm80::DqAccumLayout::make(problem);
+    const int dq_pitch = dq_layout.col_panels * sm80::DqAccumLayout::kPanelCols;
+    const bool dq_whole = DqAtomicAdd::slice_in_pitch(0, dq_pitch);
+
+    // ---- The flattened loop over (query head of the group, query tile), each head's query tiles
+    // in a rotated order (as the sm80 backward: blocks of one head start at different tiles, so
+    // their dQ additions do not meet at the same addresses at the same time).
+    const int group = problem.group_size;
+    const int num_m = range.end - range.begin;
+    const int num_steps = group * num_m;
+    const int first_m_block = range.begin + n_block % num_m;
+    int head_idx = kv_head_idx * group;
+    int m_block = first_m_block;
+    int m_count = 0;
+    int stage = 0;
+
+    {
+      const int key_limit = problem.seqlen_k - n_block * kBlockN;
+      Tensor gK = sm80::gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, n_block * kBlockN);
+      Tensor gV = sm80::gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, n_block * kBlockN);
+      sm80::copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gK), gmem_thr_copy.partition_D(sK), tKVcKV,
+                                 key_limit, problem.head_dim);
+      sm80::copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gV), gmem_thr_copy.partition_D(sV), tKVcKV,
+                                 key_limit, problem.head_dim);
+      load_rows(params.q, head_idx, m_block, tQsQ(_, _, _, 0));
+      load_rows(params.dout, head_idx, m_block, tdOsdO(_, _, _, 0));
+      cute::cp_async_fence();
+    }
+    Variant variant = Variant::make(problem, mask, batch_idx, head_idx);
+
+    for (int step = 0; step < num_steps; ++step) {
+      const bool has_next = step + 1 < num_steps;
+      int next_head_idx = head_idx;
+      int next_m_block = m_block + 1 == range.end ? range.begin : m_block + 1;
+      int next_m_count = m_count + 1;
+      if (next_m_count == num_m) {
+        next_m_count = 0;
+        next_m_block = first_m_block;
+        ++next_head_idx;
+      }
+
+      // Barrier A: this thread's cp.async writes have landed and are made visible to the async
+      // proxy (wgmma reads shared memory through it); after the barrier, everyone's are.
+      cute::cp_async_wait<0>();
+      cutlass::arch::fence_view_async_shared();
+      __syncthreads();
+      if (has_next) {
+        load_rows(params.q, next_head_idx, next_m_block, tQsQ(_, _, _, stage ^ 1));
+        load_rows(params.dout, next_head_idx, next_m_block, tdOsdO(_, _, _, stage ^ 1));
+      }
+      cute::cp_async_fence();
+
+      Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});   // (MMA, MMA_M, MMA_N)
+      Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});  // (MMA, MMA_M, MMA_N)
+      wgmma_product<true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);
+      wgmma_product<true>(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), acc_dp);
+
+      // P^T in place of S^T (masked only on tiles that hold a hidden pair) while dP^T's product runs.
+      warpgroup_wait<1>();
+      warpgroup_fence_operand(acc_s);
+      const bool masked = m_block < range.interior_begin || m_block >= range.interior_end;
+      if (masked) {
+        apply_score_variant<true, true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      } else {
+        apply_score_variant<false, true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      }
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc_dp);
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_dp); ++i) {
+        acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
+      }
+      Tensor rP = convert_fragment<Element>(acc_s);    // (MMA, MMA_M, MMA_N)
+      Tensor rdS = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
+      copy(store_ds, thr_store_ds.retile_S(rdS), tdSsdS);
+      cutlass::arch::fence_view_async_shared();
+
+      Tensor tdVrP = make_tensor(rP.data(), wg_accumulator_as_operand_a(rP.layout()));     // (MMA, MMA_M, MMA_K)
+      Tensor tdKrdS = make_tensor(rdS.data(), wg_accumulator_as_operand_a(rdS.layout()));  // (MMA, MMA_M, MMA_K)
+      warpgroup_fence_operand(tdVrP);
+      warpgroup_fence_operand(tdKrdS);
+      wgmma_product<false>(mma_dkv, tdVrP, tdVrdO(_, _, _, stage), acc_dv);
+      wgmma_product<false>(mma_dkv, tdKrdS, tdKrQ(_, _, _, stage), acc_dk);
+
+      // Barrier B: both warpgroups' dS^T are in shared memory (and visible to the async proxy).
+      __syncthreads();
+      Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
+      wgmma_product<true>(mma_dq, tdQrdS, tdQrK, acc_dq);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tdVrP);
+      warpgroup_fence_operand(tdKrdS);
+      warpgroup_fence_operand(acc_dq);
+      float* dq_tile = params.dq_accum + dq_layout.offset(batch_idx, head_idx, m_block * kBlockM, 0);
+      if (dq_whole) {
+        DqAtomicAdd::add_part(acc_dq, dq_tile, 0, 1, tidx);
+      } else {
+        DqAtomicAdd::add(acc_dq, dq_tile, 0, dq_pitch, tidx);
+      }
+
+      if (next_head_idx != head_idx && has_next) variant = Variant::make(problem, mask, batch_idx, next_head_idx);
+      head_idx = next_head_idx;
+      m_block = next_m_block;
+      m_count = next_m_count;
+      stage ^= 1;
+    }
+    // Nothing of this block's reads is in flight past here: every product was waited for.
+  }
+};
+
+}  // namespace flash_sigmoid::sm90
