@@ -42,7 +42,7 @@ Status select_kernel(Direction direction, const Problem& p, MaskKind mask, bool 
   const int head_dim = static_cast<int>(p.head_dim);
   // Known without a device: whether the key (of the requested family, if one is named) is built,
   // so a machine without a GPU answers Unsupported rather than a CUDA error.
-  if (!dispatch::any_kernel_for(direction, dtype, head_dim, mask, p.kernel_arch, &why)) {
+  if (!dispatch::any_kernel_for(direction, dtype, head_dim, mask, p.kernel_arch, deterministic, &why)) {
     return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
   }
   int device_arch = 0;

@@ -46,15 +46,18 @@ const char* dtype_name(DType dtype) {
 
 static const char* direction_name(Direction d) { return d == Direction::kFwd ? "fwd" : "bwd"; }
 
-bool any_kernel_for(Direction direction, DType dtype, int head_dim, MaskKind mask, int arch, std::string* why) {
+bool any_kernel_for(Direction direction, DType dtype, int head_dim, MaskKind mask, int arch, bool deterministic,
+                    std::string* why) {
   for (const KernelEntry* e = kCompiledKernels; e->name != nullptr; ++e) {
-    if (same_family(*e, direction, dtype, mask) && e->head_dim >= head_dim && (arch == 0 || e->arch == arch)) {
+    if (same_family(*e, direction, dtype, mask) && e->head_dim >= head_dim && (arch == 0 || e->arch == arch) &&
+        (!deterministic || e->deterministic)) {
       return true;
     }
   }
   std::ostringstream os;
   os << "no " << direction_name(direction) << " kernel";
   if (arch != 0) os << " of the sm" << arch << " family";
+  if (deterministic) os << " with a deterministic mode";
   os << " is built for dtype " << dtype_name(dtype) << ", head_dim "
      << head_dim << ", mask " << mask_name(mask) << "; built " << direction_name(direction)
      << " kernels: " << built_summary(direction);

@@ -43,8 +43,10 @@ struct KernelQuery {
 // 9.x device when arch == 0; nullptr if none. `why` then says what was built.
 const KernelEntry* find_kernel(const KernelQuery& query, std::string* why);
 
-// Whether a kernel for this key is built for `arch` (0: any arch); no device needed. `why` as above.
-bool any_kernel_for(Direction direction, DType dtype, int head_dim, MaskKind mask, int arch, std::string* why);
+// Whether a kernel for this key is built for `arch` (0: any arch) that serves the mode (deterministic:
+// a backward with a deterministic mode); no device needed. `why` as above.
+bool any_kernel_for(Direction direction, DType dtype, int head_dim, MaskKind mask, int arch, bool deterministic,
+                    std::string* why);
 
 // Every compiled key, one per line.
 std::string compiled_keys();

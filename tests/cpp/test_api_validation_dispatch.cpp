@@ -169,6 +169,17 @@ TEST_F(ApiValidation, KernelArch90WithoutSm90KernelsIsUnsupported) {
   EXPECT_TRUE(message_has("can_implement: ", {"built"}));
 }
 
+TEST_F(ApiValidation, DeterministicBackwardOnTheSm90FamilyIsUnsupported) {
+  // The sm90 backward has no deterministic mode: named, that is a clear Unsupported (known without a
+  // device); left to the library, a deterministic call goes to the sm80 family.
+  if (!is_built("bwd", "bf16", kHeadDim, "none", 90)) GTEST_SKIP() << "no sm90 bf16 backward kernel for head dim 64";
+  bwd_.problem.dtype = FLASH_SIGMOID_BFLOAT16;
+  bwd_.problem.kernel_arch = 90;
+  bwd_.deterministic = 1;
+  EXPECT_EQ(can_implement(bwd_), Status::kUnsupported) << last_error();
+  EXPECT_TRUE(message_has("can_implement: ", {"sm90 family", "deterministic mode", "built"}));
+}
+
 TEST_F(ApiValidation, BuiltKeyWithoutCudaDeviceIsCudaError) {
   if (cuda_device_present()) GTEST_SKIP() << "a CUDA device is present";
   if (!is_built("fwd", "fp16", kHeadDim, "none")) GTEST_SKIP() << "no fp16 forward kernel for head dim 64 is built";
