@@ -73,10 +73,10 @@ CUTE_HOST_DEVICE constexpr auto wg_accumulator_as_operand_a(Layout const& acc) {
 //   S^T = K_w Q^T, dP^T = V_w dO^T             two wgmma batches, in flight together
 //   wait S^T; P^T = sigma(variant(S^T))        the score function overlaps dP^T's product
 //   wait dP^T; dS^T = dP^T * P^T (1 - P^T)     fp32; then P^T, dS^T rounded into registers
-//   dS^T -> shared; proxy fence
-//   dV += P^T dO, dK += dS^T Q                 A from registers, in flight
-//   barrier B                                  both warpgroups' dS^T halves written
-//   dQ = dS K; wait all; red.add dQ            each warpgroup a 64 x 64 part of the tile
+//   dS^T -> shared; proxy fence; barrier B     both warpgroups' dS^T halves written
+//   dQ = dS K, dV += P^T dO, dK += dS^T Q      three batches in flight (dV, dK: A from registers)
+//   wait dQ; red.add dQ                        each warpgroup a 64 x 64 part of the tile, while
+//                                              dV and dK run; then wait for them
 //
 // Sigmoid attention keeps no row statistics: no rowsum(dO * O) pre-pass, O is not read.
 template <class Traits, class Variant>
@@ -224,20 +224,18 @@ struct Sm90BwdDkDvMainloop {
       copy(store_ds, thr_store_ds.retile_S(rdS), tdSsdS);
       cutlass::arch::fence_view_async_shared();
 
+      // Barrier B: both warpgroups' dS^T are in shared memory (and visible to the async proxy).
+      __syncthreads();
+      // dQ first, then dV and dK: the dQ reductions below overlap the dV and dK products.
+      Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
+      wgmma_product<true>(mma_dq, tdQrdS, tdQrK, acc_dq);
       Tensor tdVrP = make_tensor(rP.data(), wg_accumulator_as_operand_a(rP.layout()));     // (MMA, MMA_M, MMA_K)
       Tensor tdKrdS = make_tensor(rdS.data(), wg_accumulator_as_operand_a(rdS.layout()));  // (MMA, MMA_M, MMA_K)
       warpgroup_fence_operand(tdVrP);
       warpgroup_fence_operand(tdKrdS);
       wgmma_product<false>(mma_dkv, tdVrP, tdVrdO(_, _, _, stage), acc_dv);
       wgmma_product<false>(mma_dkv, tdKrdS, tdKrQ(_, _, _, stage), acc_dk);
-
-      // Barrier B: both warpgroups' dS^T are in shared memory (and visible to the async proxy).
-      __syncthreads();
-      Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
-      wgmma_product<true>(mma_dq, tdQrdS, tdQrK, acc_dq);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tdVrP);
-      warpgroup_fence_operand(tdKrdS);
+      warpgroup_wait<2>();  // dQ's batch (the oldest of the three) is complete
       warpgroup_fence_operand(acc_dq);
       float* dq_tile = params.dq_accum + dq_layout.offset(batch_idx, head_idx, m_block * kBlockM, 0);
       if (dq_whole) {
@@ -245,6 +243,9 @@ struct Sm90BwdDkDvMainloop {
       } else {
         DqAtomicAdd::add(acc_dq, dq_tile, 0, dq_pitch, tidx);
       }
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tdVrP);
+      warpgroup_fence_operand(tdKrdS);
 
       if (next_head_idx != head_idx && has_next) variant = Variant::make(problem, mask, batch_idx, next_head_idx);
       head_idx = next_head_idx;
