@@ -137,9 +137,9 @@ PROVIDERS = (
     Provider("flash_sigmoid", "FlashSigmoid (exp2)", flash_sigmoid_attention("exp2"), color="tab:blue"),
     Provider("flash_sigmoid_tanh", "FlashSigmoid (tanh)", flash_sigmoid_attention("tanh"), ("fwd",),
              color="tab:cyan"),
-    # The sm80 (mma.sync) kernels by name: on an H100 the first column's backward is the sm90 (wgmma)
-    # kernel where one is built, and this one keeps the Ampere path's backward measured next to it.
-    Provider("flash_sigmoid_sm80", "FlashSigmoid sm80 (exp2)", flash_sigmoid_attention("exp2", 80), ("bwd",),
+    # The sm80 (mma.sync) kernels by name: on an H100 the first column is the sm90 (wgmma) family
+    # where one is built, and this one keeps the Ampere path measured next to it.
+    Provider("flash_sigmoid_sm80", "FlashSigmoid sm80 (exp2)", flash_sigmoid_attention("exp2", 80), ("fwd", "bwd"),
              color="tab:green"),
     Provider("sdpa_flash", "SDPA flash (FA2, softmax)", sdpa_attention(SDPBackend.FLASH_ATTENTION), color="tab:red"),
     Provider("sdpa_cudnn", "SDPA cuDNN (softmax)", sdpa_attention(SDPBackend.CUDNN_ATTENTION), color="tab:purple"),

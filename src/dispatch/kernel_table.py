@@ -32,8 +32,8 @@ DIRECTIONS = ("fwd", "bwd")
 # The sm80 backward is compiled with ptxas -O2: at -O3 ptxas pre-loads ldmatrix fragments of
 # several k-steps ahead and then spills the dK/dV accumulators (255 registers, 270-390 bytes of
 # spills at head dim 128 on sm_80 and sm_90), while -O2 fits in 227-239 registers with none
-# (docs/sm80_backward.md). The sm90 backward (wgmma) exists for head dims 64 and 128 and the
-# default mode only (docs/sm90_backward.md).
+# (docs/sm80_backward.md). The sm90 family (wgmma) exists for head dims 64 and 128, its backward for
+# the default mode only (docs/sm90.md).
 class Family:
     def __init__(self, header, namespace, options=(), head_dims=None, deterministic=True):
         self.header, self.namespace, self.options = header, namespace, options
@@ -43,6 +43,7 @@ class Family:
 FAMILIES = {
     ("80", "fwd"): Family("sm80/fwd_launch.hpp", "sm80"),
     ("80", "bwd"): Family("sm80/bwd_launch.hpp", "sm80", ("-Xptxas=-O2",)),
+    ("90a", "fwd"): Family("sm90/fwd_launch.hpp", "sm90", head_dims=(64, 128)),
     ("90a", "bwd"): Family("sm90/bwd_launch.hpp", "sm90", head_dims=(64, 128), deterministic=False),
 }
 

@@ -77,8 +77,9 @@ def test_forward_grid(b, sq, sk, hq, hkv, d, dtype, mask, alibi, bias):
 @pytest.mark.parametrize("heads", HEADS, ids=[h[0] for h in HEADS])
 @pytest.mark.parametrize("bias", BIASES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_forward_feature_cross(mask, alibi, heads, bias, dtype):
-    check_forward(2, 113, 203, heads[1], heads[2], 64, dtype, mask, alibi, bias, seed=7)
+@pytest.mark.parametrize("kernel_arch", [0, 80], ids=["best", "sm80"])  # sm80 by name where sm90 is preferred
+def test_forward_feature_cross(mask, alibi, heads, bias, dtype, kernel_arch):
+    check_forward(2, 113, 203, heads[1], heads[2], 64, dtype, mask, alibi, bias, seed=7, kernel_arch=kernel_arch)
 
 
 @pytest.mark.parametrize("sq,sk", [(203, 113), (1, 300), (300, 1), (5, 0)])
@@ -145,7 +146,30 @@ def test_forward_fp16_overflow_is_inf():
     assert torch.isinf(out).all() and (out > 0).all()
 
 
-@pytest.mark.parametrize("kernel_arch", [80])
-def test_forward_named_arch(kernel_arch):
-    check_forward(2, 129, 257, 4, 4, 128, torch.bfloat16, MASKS[1], "none", "minus_log_n", seed=5,
-                  kernel_arch=kernel_arch)
+@pytest.mark.parametrize("kernel_arch", [80, 90])
+@pytest.mark.parametrize("d", [64, 128])
+def test_forward_named_arch(kernel_arch, d):
+    if kernel_arch == 90:
+        skip_unless_sm90_forward(d)
+    for mask in MASKS:
+        check_forward(2, 129, 257, 4, 4, d, torch.bfloat16, mask, "heads", "minus_log_n", seed=5,
+                      kernel_arch=kernel_arch)
+
+
+def skip_unless_sm90_forward(d):
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("sm_90a kernels run on compute capability 9.0 only")
+    if f"sm90a_fwd_bf16_hdim{d}_mask_none" not in flash_sigmoid.build_info():
+        pytest.skip(f"no sm90 forward kernel for bf16 head dim {d} in this build")
+
+
+@pytest.mark.parametrize("sq,sk", [(1, 1), (65, 1000), (1000, 65), (640, 640), (1023, 1537), (300, 129)])
+@pytest.mark.parametrize("d", [40, 64, 111, 128])
+def test_forward_sm90_sizes(sq, sk, d):
+    # The sm90 kernel at odd sizes (one key tile, two, many; partial tiles) and padded head dims,
+    # every mask; GQA with ALiBi per (batch, head).
+    skip_unless_sm90_forward(64 if d <= 64 else 128)
+    for mask in MASKS:
+        dtype = torch.bfloat16 if d in (64, 111) else torch.float16
+        check_forward(2, sq, sk, 6, 2, d, dtype, mask, "batch_heads", "uniform", seed=sq * 7 + sk + d,
+                      kernel_arch=90)

@@ -1,0 +1,44 @@
+// Layer: sm90. The Hopper forward's epilogue: the fp32 O accumulator of one query tile, rounded to
+// Element (round to nearest; fp16 overflow gives inf, DESIGN §1), staged in Q's swizzled
+// shared-memory buffer in the accumulator's partition, then stored as 16-byte vectors predicated
+// on rows < seqlen_q and columns < head_dim.
+//
+// Owns: the order of the stores and the barrier between them. Does not own: how O was accumulated
+// (fwd_mainloop.hpp) or the copies' instruction sequences (sm80/common_mma.hpp).
+#pragma once
+
+#include <cute/tensor.hpp>
+
+#include "common/params.hpp"
+#include "sm80/common_mma.hpp"
+#include "sm90/fwd_traits.hpp"
+
+namespace flash_sigmoid::sm90 {
+
+template <class Traits>
+struct Sm90FwdEpilogue {
+  using Element = typename Traits::Element;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+
+  // The caller guarantees that no thread still reads Q's buffer and no cp.async still writes it
+  // (the mainloop's end, or no mainloop at all for an empty key range).
+  template <class AccO>
+  CUTE_DEVICE static void store(AccO const& acc_o, typename Traits::SharedStorage& smem, const ForwardParams& params,
+                                int m_block, int head_idx, int batch_idx, int tidx) {
+    using namespace cute;
+    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
+    const ProblemParams& problem = params.problem;
+    Tensor sO = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
+    Tensor gO = sm80::gmem_rows_tile<kBlockM, kHeadDim, Element>(params.out, batch_idx, head_idx, m_block * kBlockM);
+    sm80::store_accumulator<Element, typename Traits::SmemCopyAtomStore>(typename Traits::TiledMmaO{}, acc_o, sO, tidx);
+    __syncthreads();  // the tile is re-partitioned across threads for the global stores
+    typename Traits::GmemTiledCopyStore gmem_tiled_copy;
+    auto gmem_thr_copy = gmem_tiled_copy.get_thread_slice(tidx);
+    Tensor coords = gmem_thr_copy.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    sm80::store_tile_rows(gmem_tiled_copy, gmem_thr_copy.partition_S(sO), gmem_thr_copy.partition_D(gO), coords,
+                          problem.seqlen_q - m_block * kBlockM, problem.head_dim);
+  }
+};
+
+}  // namespace flash_sigmoid::sm90

@@ -1,0 +1,54 @@
+// Layer: sm90. Host-side launch of the Hopper forward for one compiled key (Element, head-dim
+// bucket, mask kind): picks the kernel for the run-time choices (ALiBi on/off, score function),
+// raises the dynamic shared-memory limit, and launches the grid on the caller's stream.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "common/block_range.hpp"
+#include "common/fragment_coords.hpp"
+#include "common/params.hpp"
+#include "policies/mask_band.hpp"
+#include "policies/sigmoid.hpp"
+#include "sm90/fwd_kernel.hpp"
+#include "sm90/fwd_traits.hpp"
+
+namespace flash_sigmoid::sm90 {
+
+template <class Traits, class Variant>
+cudaError_t launch_fwd_kernel(const ForwardParams& params, cudaStream_t stream) {
+  const ProblemParams& problem = params.problem;
+  // Nothing to write: a grid with a zero extent is an invalid launch, so launch none.
+  if (problem.seqlen_q == 0 || problem.heads_q == 0 || problem.batch == 0) return cudaSuccess;
+  auto kernel = &sm90_fwd_kernel<Traits, Variant>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>(ceil_div_int(problem.seqlen_q, Traits::kBlockM)),
+                  static_cast<unsigned>(problem.heads_q), static_cast<unsigned>(problem.batch));
+  kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(params);
+  return cudaGetLastError();
+}
+
+template <class Traits, class ScoreFunction, class Mask>
+cudaError_t launch_fwd_score(const ForwardParams& params, cudaStream_t stream) {
+  if (params.problem.alibi_slopes != nullptr) {
+    return launch_fwd_kernel<Traits, ScoreVariant<ScoreFunction, true, Mask>>(params, stream);
+  }
+  return launch_fwd_kernel<Traits, ScoreVariant<ScoreFunction, false, Mask>>(params, stream);
+}
+
+// The entry point of every generated sm90 forward translation unit.
+template <class Element, int kHeadDim, MaskKind kMask>
+cudaError_t launch_fwd(const ForwardParams& params, cudaStream_t stream) {
+  using Traits = Sm90FwdTraits<Element, kHeadDim>;
+  using Mask = typename MaskForKind<kMask>::type;
+  switch (params.problem.score_function) {
+    case ScoreFunctionKind::kSigmoidViaTanh:
+      return launch_fwd_score<Traits, SigmoidViaTanh, Mask>(params, stream);
+    case ScoreFunctionKind::kSigmoidViaExp2:
+      return launch_fwd_score<Traits, SigmoidViaExp2, Mask>(params, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace flash_sigmoid::sm90
