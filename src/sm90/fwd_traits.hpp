@@ -57,9 +57,10 @@ struct Sm90FwdTraits {
   static constexpr int kNProducerThreads = 32;              // its first warp issues the loads
   static constexpr int kStages = 2;
   // setmaxnreg: each scheduler holds one producer and two consumer warps of the 12, and 16384
-  // registers: 32 + 2 * 240 = 512 per thread slot.
-  static constexpr int kProducerRegisters = 32;
-  static constexpr int kConsumerRegisters = 240;
+  // registers; the launch gives each thread 168 (65536 / 384, rounded down to 8), and setmaxnreg.inc
+  // waits until the pool covers it: 40 + 2 * 232 = 504 = 3 * 168 per thread slot.
+  static constexpr int kProducerRegisters = 40;
+  static constexpr int kConsumerRegisters = 232;
   static_assert(kNWarpGroups == 2, "two consumer warpgroups take turns at the tensor cores");
   static_assert(kBlockM % 64 == 0 && kHeadDim % 64 == 0 && kBlockN % 64 == 0, "whole 64-row GMMA tiles and 128-byte rows");
 
