@@ -1,5 +1,5 @@
 // Layer: sm90. The Hopper forward __global__ kernel: one thread block per (query tile, query head,
-// batch): a producer warpgroup (one warp of it issues the loads) and two consumer warpgroups (64 of
+// batch): a producer warpgroup (the loads) and two consumer warpgroups (64 of
 // the tile's 128 query rows each), fwd_mainloop.hpp.
 //
 // Owns: mapping the block to its problem slice (batch, query head, kv head under GQA, tile), the
@@ -52,10 +52,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) sm90_fwd_kernel(const __
   __syncthreads();
 
   if (tidx < 128) {
-    // The producer warpgroup: its first warp loads, the other three have nothing to do. It hands
-    // registers to the consumers (setmaxnreg).
+    // The producer warpgroup loads; it hands registers to the consumers (setmaxnreg).
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
-    if (tidx < Traits::kNProducerThreads && !range.empty()) {
+    if (!range.empty()) {
       Mainloop::produce(params, range, m_block, head_idx, kv_head_idx, batch_idx, smem, tidx);
     }
   } else {

@@ -18,7 +18,7 @@
 
 namespace flash_sigmoid::sm90 {
 
-// Per thread block: a producer warpgroup (one warp of it issues the cp.async loads) and two consumer
+// Per thread block: a producer warpgroup (it issues the cp.async loads) and two consumer
 // warpgroups, each owning 64 rows of the kBlockM = 128 query rows; kBlockN keys per step, K and V
 // double-buffered, with full/empty mbarriers per buffer instead of block-wide barriers.
 struct Sm90FwdTileShape {
@@ -54,7 +54,7 @@ struct Sm90FwdTraits {
   static constexpr int kNWarpGroups = kBlockM / 64;  // consumers
   static constexpr int kNConsumerThreads = kNWarpGroups * 128;
   static constexpr int kNThreads = kNConsumerThreads + 128;  // + the producer warpgroup
-  static constexpr int kNProducerThreads = 32;              // its first warp issues the loads
+  static constexpr int kNProducerThreads = 128;             // all of it issues the loads
   static constexpr int kStages = 2;
   // setmaxnreg: each scheduler holds one producer and two consumer warps of the 12, and 16384
   // registers; the launch gives each thread 168 (65536 / 384, rounded down to 8), and setmaxnreg.inc
