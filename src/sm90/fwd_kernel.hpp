@@ -1,17 +1,14 @@
-// Layer: sm90. The Hopper forward __global__ kernel: one thread block per (query tile, query head,
-// batch): a producer warpgroup (the loads) and two consumer warpgroups (64 of
-// the tile's 128 query rows each), fwd_mainloop.hpp.
+// Layer: sm90. The Hopper forward __global__ kernel: one thread block (two warpgroups, each 64 of
+// the tile's 128 query rows) per (query tile, query head, batch).
 //
 // Owns: mapping the block to its problem slice (batch, query head, kv head under GQA, tile), the
-// key-tile range from the mask, the roles and their register budgets (setmaxnreg), and the order
-// mainloop -> epilogue.
+// key-tile range from the mask, and the order mainloop -> epilogue. Warp roles: none; both
+// warpgroups do the same work on their own rows, with block-wide barriers for the shared loads.
 #pragma once
 
 #include <cstdint>
 
 #include <cute/tensor.hpp>
-#include <cutlass/arch/barrier.h>
-#include <cutlass/arch/reg_reconfig.h>
 
 #include "common/block_range.hpp"
 #include "common/fragment_coords.hpp"
@@ -28,7 +25,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) sm90_fwd_kernel(const __
   using namespace cute;
   using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
   using Mask = typename Variant::Mask;
-  using Mainloop = Sm90FwdMainloop<Traits, Variant>;
 
   // The swizzled layouts need 1 KiB alignment; the launch adds the slack.
   extern __shared__ char smem_raw[];
@@ -47,29 +43,17 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) sm90_fwd_kernel(const __
   const Mask mask = mask_from_problem<Mask>(problem);
   const BlockRange range = key_block_range<Traits::kBlockM, Traits::kBlockN>(mask, m_block);
 
-  if (tidx == 0) Mainloop::init_barriers(smem);
-  cutlass::arch::fence_barrier_init();
-  __syncthreads();
-
-  if (tidx < 128) {
-    // The producer warpgroup loads; it hands registers to the consumers (setmaxnreg).
-    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
-    if (!range.empty()) {
-      Mainloop::produce(params, range, m_block, head_idx, kv_head_idx, batch_idx, smem, tidx);
-    }
-  } else {
-    cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
-    const int ctid = tidx - 128;
-    typename Traits::TiledMmaO tiled_mma_o;
-    Tensor acc_o = partition_fragment_C(tiled_mma_o, Shape<Int<Traits::kBlockM>, Int<Traits::kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
-    clear(acc_o);
-    // An empty key range (seqlen_k == 0, or a window that hides every key of these rows) stores O = 0.
-    if (!range.empty()) {
-      const Variant variant = Variant::make(problem, mask, batch_idx, head_idx);
-      Mainloop::consume(variant, range, m_block, smem, acc_o, ctid);
-    }
-    Sm90FwdEpilogue<Traits>::store(acc_o, params, m_block, head_idx, batch_idx, ctid);
+  typename Traits::TiledMmaO tiled_mma_o;
+  Tensor acc_o = partition_fragment_C(tiled_mma_o, Shape<Int<Traits::kBlockM>, Int<Traits::kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
+  clear(acc_o);
+  // An empty key range (seqlen_k == 0, or a window that hides every key of these rows) skips the
+  // mainloop and stores O = 0.
+  if (!range.empty()) {
+    const Variant variant = Variant::make(problem, mask, batch_idx, head_idx);
+    Sm90FwdMainloop<Traits, Variant>::run(params, variant, range, m_block, head_idx, kv_head_idx, batch_idx, smem,
+                                          acc_o, tidx);
   }
+  Sm90FwdEpilogue<Traits>::store(acc_o, smem, params, m_block, head_idx, batch_idx, tidx);
 #endif
 }
 

@@ -18,9 +18,8 @@
 
 namespace flash_sigmoid::sm90 {
 
-// Per thread block: a producer warpgroup (it issues the cp.async loads) and two consumer
-// warpgroups, each owning 64 rows of the kBlockM = 128 query rows; kBlockN keys per step, K and V
-// double-buffered, with full/empty mbarriers per buffer instead of block-wide barriers.
+// Per thread block: two warpgroups (256 threads), each owning 64 rows of the kBlockM = 128 query
+// rows, and kBlockN keys per step; K and V double-buffered.
 struct Sm90FwdTileShape {
   int head_dim;
   int block_m;
@@ -51,17 +50,9 @@ struct Sm90FwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = kShape.block_m;
   static constexpr int kBlockN = kShape.block_n;
-  static constexpr int kNWarpGroups = kBlockM / 64;  // consumers
-  static constexpr int kNConsumerThreads = kNWarpGroups * 128;
-  static constexpr int kNThreads = kNConsumerThreads + 128;  // + the producer warpgroup
-  static constexpr int kNProducerThreads = 128;             // all of it issues the loads
+  static constexpr int kNWarpGroups = kBlockM / 64;
+  static constexpr int kNThreads = kNWarpGroups * 128;
   static constexpr int kStages = 2;
-  // setmaxnreg: each scheduler holds one producer and two consumer warps of the 12, and 16384
-  // registers; the launch gives each thread 168 (65536 / 384, rounded down to 8), and setmaxnreg.inc
-  // waits until the pool covers it: 40 + 2 * 232 = 504 = 3 * 168 per thread slot.
-  static constexpr int kProducerRegisters = 40;
-  static constexpr int kConsumerRegisters = 232;
-  static_assert(kNWarpGroups == 2, "two consumer warpgroups take turns at the tensor cores");
   static_assert(kBlockM % 64 == 0 && kHeadDim % 64 == 0 && kBlockN % 64 == 0, "whole 64-row GMMA tiles and 128-byte rows");
 
   // S = Q K^T: (BLK_M, BLK_N), K extent HEAD_DIM, both operands K-major; warpgroup w owns query rows
@@ -84,19 +75,18 @@ struct Sm90FwdTraits {
   using SmemLayoutVt = decltype(cute::composition(
       SmemLayoutKV{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{},
                                         cute::Stride<cute::Int<kBlockN>, cute::_1, cute::Int<kBlockN * kHeadDim>>{})));
+  using SmemCopyAtomStore = cute::Copy_Atom<cute::UniversalCopy<uint32_t>, Element>;
 
+  using GmemCopies = sm80::Sm80BwdCommon<Element, kHeadDim, kNThreads>;
+  using GmemTiledCopyLoad = typename GmemCopies::GmemTiledCopyLoad;
+  using GmemTiledCopyStore = typename GmemCopies::GmemTiledCopyStore;
+  static_assert(kBlockM % GmemCopies::kGmemRowsPerPass == 0 && kBlockN % GmemCopies::kGmemRowsPerPass == 0,
+                "tiles are whole copy passes");
 
   struct SharedStorage {
-    cute::array_aligned<Element, kBlockM * kHeadDim, 1024> q;
+    cute::array_aligned<Element, kBlockM * kHeadDim, 1024> q;  // Q, then O in the epilogue
     cute::array_aligned<Element, kBlockN * kHeadDim * kStages, 1024> k;
     cute::array_aligned<Element, kBlockN * kHeadDim * kStages, 1024> v;
-    // mbarriers: full = the producer's copies of a buffer landed; empty = both consumer warpgroups
-    // finished reading it.
-    uint64_t full_q;
-    uint64_t full_k[kStages];
-    uint64_t full_v[kStages];
-    uint64_t empty_k[kStages];
-    uint64_t empty_v[kStages];
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;  // + alignment slack of the dynamic base
 };
