@@ -87,7 +87,9 @@ typedef struct FlashSigmoidProblem {
   int64_t alibi_stride_batch;
   FlashSigmoidScoreFunction score_function;
   /* Which GPU kernel family to use: 0 = the best built one for the device, 80 = the Ampere path
-   * (mma.sync, cp.async; also runs on Hopper), 90 = the Hopper path (wgmma, TMA). */
+   * (mma.sync, cp.async; also runs on Hopper), 90 = the Hopper path (wgmma; compute capability 9.0
+   * only; head dims <= 128; its backward has no deterministic mode, so 90 with deterministic = 1
+   * is Unsupported, and 0 then picks the Ampere path). */
   int32_t kernel_arch;
 } FlashSigmoidProblem;
 
