@@ -20,6 +20,7 @@
 #include "common/block_range.hpp"
 #include "common/fragment_coords.hpp"
 #include "common/params.hpp"
+#include "common/variant_dispatch.hpp"
 #include "policies/mask_band.hpp"
 #include "policies/sigmoid.hpp"
 #include "sm80/bwd_epilogue.hpp"
@@ -103,27 +104,14 @@ cudaError_t launch_bwd_variant(const BackwardParams& params, cudaStream_t stream
   return launch_bwd_convert_dq<typename Traits::Element>(params, stream);
 }
 
-template <class Traits, class DqTraits, class ScoreFunction, class Mask>
-cudaError_t launch_bwd_score(const BackwardParams& params, cudaStream_t stream) {
-  if (params.problem.alibi_slopes != nullptr) {
-    return launch_bwd_variant<Traits, DqTraits, ScoreVariant<ScoreFunction, true, Mask>>(params, stream);
-  }
-  return launch_bwd_variant<Traits, DqTraits, ScoreVariant<ScoreFunction, false, Mask>>(params, stream);
-}
-
 // The entry point of every generated sm80 backward translation unit.
 template <class Element, int kHeadDim, MaskKind kMask>
 cudaError_t launch_bwd(const BackwardParams& params, cudaStream_t stream) {
   using Traits = Sm80BwdTraits<Element, kHeadDim>;
   using DqTraits = Sm80BwdDqTraits<Element, kHeadDim>;
-  using Mask = typename MaskForKind<kMask>::type;
-  switch (params.problem.score_function) {
-    case ScoreFunctionKind::kSigmoidViaTanh:
-      return launch_bwd_score<Traits, DqTraits, SigmoidViaTanh, Mask>(params, stream);
-    case ScoreFunctionKind::kSigmoidViaExp2:
-      return launch_bwd_score<Traits, DqTraits, SigmoidViaExp2, Mask>(params, stream);
-  }
-  return cudaErrorInvalidValue;
+  return launch_score_variant<kMask>(params.problem, [&](auto variant) {
+    return launch_bwd_variant<Traits, DqTraits, decltype(variant)>(params, stream);
+  });
 }
 
 }  // namespace flash_sigmoid::sm80

@@ -2,9 +2,10 @@
 // (Element, head-dim bucket, mask kind): picks the kernel for the run-time choices (ALiBi on/off,
 // score function), raises the dynamic shared-memory limit, and launches the grid.
 //
-// Owns: grid and block shape, the shared-memory attribute, and the switch from run-time flags to
-// kernel template arguments (four kernels per key). Does not own: validation (the API layer hands
-// over validated ForwardParams) or which keys exist (dispatch/kernel_table.py).
+// Owns: grid and block shape and the shared-memory attribute. Does not own: the switch from
+// run-time flags to kernel template arguments (common/variant_dispatch.hpp: four kernels per key),
+// validation (the API layer hands over validated ForwardParams) or which keys exist
+// (dispatch/kernel_table.py).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -12,6 +13,7 @@
 #include "common/block_range.hpp"
 #include "common/fragment_coords.hpp"
 #include "common/params.hpp"
+#include "common/variant_dispatch.hpp"
 #include "policies/mask_band.hpp"
 #include "policies/sigmoid.hpp"
 #include "sm80/fwd_kernel.hpp"
@@ -39,26 +41,13 @@ cudaError_t launch_fwd_kernel(const ForwardParams& params, cudaStream_t stream) 
   return cudaGetLastError();
 }
 
-template <class Traits, class ScoreFunction, class Mask>
-cudaError_t launch_fwd_score(const ForwardParams& params, cudaStream_t stream) {
-  if (params.problem.alibi_slopes != nullptr) {
-    return launch_fwd_kernel<Traits, ScoreVariant<ScoreFunction, true, Mask>>(params, stream);
-  }
-  return launch_fwd_kernel<Traits, ScoreVariant<ScoreFunction, false, Mask>>(params, stream);
-}
-
 // The entry point of every generated sm80 forward translation unit.
 template <class Element, int kHeadDim, MaskKind kMask>
 cudaError_t launch_fwd(const ForwardParams& params, cudaStream_t stream) {
   using Traits = Sm80FwdTraits<Element, kHeadDim>;
-  using Mask = typename MaskForKind<kMask>::type;
-  switch (params.problem.score_function) {
-    case ScoreFunctionKind::kSigmoidViaTanh:
-      return launch_fwd_score<Traits, SigmoidViaTanh, Mask>(params, stream);
-    case ScoreFunctionKind::kSigmoidViaExp2:
-      return launch_fwd_score<Traits, SigmoidViaExp2, Mask>(params, stream);
-  }
-  return cudaErrorInvalidValue;
+  return launch_score_variant<kMask>(params.problem, [&](auto variant) {
+    return launch_fwd_kernel<Traits, decltype(variant)>(params, stream);
+  });
 }
 
 }  // namespace flash_sigmoid::sm80

@@ -14,6 +14,7 @@
 #include "common/block_range.hpp"
 #include "common/fragment_coords.hpp"
 #include "common/params.hpp"
+#include "common/variant_dispatch.hpp"
 #include "policies/mask_band.hpp"
 #include "policies/sigmoid.hpp"
 #include "sm80/bwd_launch.hpp"
@@ -48,26 +49,13 @@ cudaError_t launch_bwd_variant(const BackwardParams& params, cudaStream_t stream
   return sm80::launch_bwd_convert_dq<typename Traits::Element>(params, stream);
 }
 
-template <class Traits, class ScoreFunction, class Mask>
-cudaError_t launch_bwd_score(const BackwardParams& params, cudaStream_t stream) {
-  if (params.problem.alibi_slopes != nullptr) {
-    return launch_bwd_variant<Traits, ScoreVariant<ScoreFunction, true, Mask>>(params, stream);
-  }
-  return launch_bwd_variant<Traits, ScoreVariant<ScoreFunction, false, Mask>>(params, stream);
-}
-
 // The entry point of every generated sm90 backward translation unit.
 template <class Element, int kHeadDim, MaskKind kMask>
 cudaError_t launch_bwd(const BackwardParams& params, cudaStream_t stream) {
   using Traits = Sm90BwdTraits<Element, kHeadDim>;
-  using Mask = typename MaskForKind<kMask>::type;
-  switch (params.problem.score_function) {
-    case ScoreFunctionKind::kSigmoidViaTanh:
-      return launch_bwd_score<Traits, SigmoidViaTanh, Mask>(params, stream);
-    case ScoreFunctionKind::kSigmoidViaExp2:
-      return launch_bwd_score<Traits, SigmoidViaExp2, Mask>(params, stream);
-  }
-  return cudaErrorInvalidValue;
+  return launch_score_variant<kMask>(params.problem, [&](auto variant) {
+    return launch_bwd_variant<Traits, decltype(variant)>(params, stream);
+  });
 }
 
 }  // namespace flash_sigmoid::sm90

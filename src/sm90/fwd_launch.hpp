@@ -8,6 +8,7 @@
 #include "common/block_range.hpp"
 #include "common/fragment_coords.hpp"
 #include "common/params.hpp"
+#include "common/variant_dispatch.hpp"
 #include "policies/mask_band.hpp"
 #include "policies/sigmoid.hpp"
 #include "sm90/fwd_kernel.hpp"
@@ -29,26 +30,13 @@ cudaError_t launch_fwd_kernel(const ForwardParams& params, cudaStream_t stream) 
   return cudaGetLastError();
 }
 
-template <class Traits, class ScoreFunction, class Mask>
-cudaError_t launch_fwd_score(const ForwardParams& params, cudaStream_t stream) {
-  if (params.problem.alibi_slopes != nullptr) {
-    return launch_fwd_kernel<Traits, ScoreVariant<ScoreFunction, true, Mask>>(params, stream);
-  }
-  return launch_fwd_kernel<Traits, ScoreVariant<ScoreFunction, false, Mask>>(params, stream);
-}
-
 // The entry point of every generated sm90 forward translation unit.
 template <class Element, int kHeadDim, MaskKind kMask>
 cudaError_t launch_fwd(const ForwardParams& params, cudaStream_t stream) {
   using Traits = Sm90FwdTraits<Element, kHeadDim>;
-  using Mask = typename MaskForKind<kMask>::type;
-  switch (params.problem.score_function) {
-    case ScoreFunctionKind::kSigmoidViaTanh:
-      return launch_fwd_score<Traits, SigmoidViaTanh, Mask>(params, stream);
-    case ScoreFunctionKind::kSigmoidViaExp2:
-      return launch_fwd_score<Traits, SigmoidViaExp2, Mask>(params, stream);
-  }
-  return cudaErrorInvalidValue;
+  return launch_score_variant<kMask>(params.problem, [&](auto variant) {
+    return launch_fwd_kernel<Traits, decltype(variant)>(params, stream);
+  });
 }
 
 }  // namespace flash_sigmoid::sm90

@@ -21,3 +21,13 @@ def skip_unless_built(direction, dtype, head_dim):
     if not any(b >= padded for b in built_buckets(direction, dtype)):
         pytest.skip(f"no {direction} kernel built for {_DTYPE[dtype]} head dim {head_dim} in this build "
                     f"(built buckets: {built_buckets(direction, dtype)})")
+
+
+def skip_unless_sm90(direction, head_dim):
+    """Skips unless this GPU runs sm_90a code and the sm90 family's bf16 `direction` kernel for the
+    bucket of head_dim (64 or 128) is built."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("sm_90a kernels run on compute capability 9.0 only")
+    bucket = 64 if head_dim <= 64 else 128
+    if f"sm90a_{direction}_bf16_hdim{bucket}_mask_none" not in flash_sigmoid.build_info():
+        pytest.skip(f"no sm90 {direction} kernel for bf16 head dim {bucket} in this build")

@@ -21,7 +21,7 @@ import torch
 import flash_sigmoid
 from cases import ALIBI, BIASES, HEADS, MASKS, bias_value, make_inputs, slopes_for
 from reference import attention_reference
-from kernels import skip_unless_built
+from kernels import skip_unless_built, skip_unless_sm90
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -268,22 +268,15 @@ def test_backward_tanh_option_runs():
 @pytest.mark.parametrize("d", [64, 128])
 def test_backward_named_arch(kernel_arch, d):
     if kernel_arch == 90:
-        skip_unless_sm90_backward(d)
+        skip_unless_sm90("bwd", d)
     for mask in MASKS:
         check_backward(2, 129, 257, 4, 4, d, torch.bfloat16, mask, "heads", "minus_log_n", seed=5,
                        kernel_arch=kernel_arch)
 
 
-def skip_unless_sm90_backward(d):
-    if torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("sm_90a kernels run on compute capability 9.0 only")
-    if f"sm90a_bwd_bf16_hdim{d}_mask_none" not in flash_sigmoid.build_info():
-        pytest.skip(f"no sm90 backward kernel for bf16 head dim {d} in this build")
-
-
 def test_backward_sm90_refuses_deterministic_mode():
     # The sm90 family has no deterministic mode: by name it is a clear error, not a silent fallback.
-    skip_unless_sm90_backward(64)
+    skip_unless_sm90("bwd", 64)
     q, k, v, dout = make_inputs(1, 64, 64, 2, 2, 64, torch.bfloat16, seed=6, with_dout=True)
     with pytest.raises(RuntimeError, match="deterministic"):
         flash_sigmoid.backward(dout, q, k, v, deterministic=True, kernel_arch=90)
@@ -293,13 +286,14 @@ def test_backward_sm90_refuses_deterministic_mode():
 
 
 @pytest.mark.parametrize("sq,sk", [(1, 1), (65, 1000), (1000, 65), (640, 640), (1023, 1537)])
-@pytest.mark.parametrize("d", [40, 64, 111, 128])
+@pytest.mark.parametrize("d", [40, 64, 80, 111, 128])
 def test_backward_sm90_sizes(sq, sk, d):
-    # The sm90 kernel at odd sizes and padded head dims, against the sm80 kernel's tolerance rule
-    # (both against the fp64 reference), every mask; GQA with ALiBi per (batch, head).
-    skip_unless_sm90_backward(64 if d <= 64 else 128)
+    # The sm90 kernel at odd sizes and head dims below its bucket (40, 80, 111: columns past the head
+    # dim zero-filled; at 80 the dQ workspace's pitch, 96, is narrower than the 128 bucket, so its
+    # reductions take the predicated path), every mask; GQA with ALiBi per (batch, head).
+    skip_unless_sm90("bwd", d)
     for mask in MASKS:
-        dtype = torch.bfloat16 if d in (64, 111) else torch.float16
+        dtype = torch.bfloat16 if d in (64, 80, 111) else torch.float16
         check_backward(2, sq, sk, 6, 2, d, dtype, mask, "batch_heads", "uniform", seed=sq * 7 + sk + d,
                        kernel_arch=90)
 

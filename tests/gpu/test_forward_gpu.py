@@ -11,7 +11,7 @@ import torch
 
 import flash_sigmoid
 from cases import ALIBI, BIASES, HEADS, MASKS, bias_value, make_inputs, slopes_for
-from kernels import skip_unless_built
+from kernels import skip_unless_built, skip_unless_sm90
 from reference import attention_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -150,26 +150,19 @@ def test_forward_fp16_overflow_is_inf():
 @pytest.mark.parametrize("d", [64, 128])
 def test_forward_named_arch(kernel_arch, d):
     if kernel_arch == 90:
-        skip_unless_sm90_forward(d)
+        skip_unless_sm90("fwd", d)
     for mask in MASKS:
         check_forward(2, 129, 257, 4, 4, d, torch.bfloat16, mask, "heads", "minus_log_n", seed=5,
                       kernel_arch=kernel_arch)
 
 
-def skip_unless_sm90_forward(d):
-    if torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("sm_90a kernels run on compute capability 9.0 only")
-    if f"sm90a_fwd_bf16_hdim{d}_mask_none" not in flash_sigmoid.build_info():
-        pytest.skip(f"no sm90 forward kernel for bf16 head dim {d} in this build")
-
-
 @pytest.mark.parametrize("sq,sk", [(1, 1), (65, 1000), (1000, 65), (640, 640), (1023, 1537), (300, 129)])
-@pytest.mark.parametrize("d", [40, 64, 111, 128])
+@pytest.mark.parametrize("d", [40, 64, 80, 111, 128])
 def test_forward_sm90_sizes(sq, sk, d):
-    # The sm90 kernel at odd sizes (one key tile, two, many; partial tiles) and padded head dims,
-    # every mask; GQA with ALiBi per (batch, head).
-    skip_unless_sm90_forward(64 if d <= 64 else 128)
+    # The sm90 kernel at odd sizes (one key tile, two, many; partial tiles) and head dims below its
+    # bucket (columns past the head dim zero-filled), every mask; GQA with ALiBi per (batch, head).
+    skip_unless_sm90("fwd", d)
     for mask in MASKS:
-        dtype = torch.bfloat16 if d in (64, 111) else torch.float16
+        dtype = torch.bfloat16 if d in (64, 80, 111) else torch.float16
         check_forward(2, sq, sk, 6, 2, d, dtype, mask, "batch_heads", "uniform", seed=sq * 7 + sk + d,
                       kernel_arch=90)
