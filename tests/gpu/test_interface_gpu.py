@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from flash_sigmoid import build_info, flash_attn_func, flash_attn_kvpacked_func, flash_attn_qkvpacked_func
+from kernels import skip_unless_built
 from reference import attention_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -84,6 +85,7 @@ def grid():
 
 @pytest.mark.parametrize("b,sq,sk,hq,hkv,d,dtype,causal,window,alibi,bias", grid())
 def test_interface_forward_grid(b, sq, sk, hq, hkv, d, dtype, causal, window, alibi, bias):
+    skip_unless_built("fwd", dtype, d)
     q, k, v = make(b, sq, sk, hq, hkv, d, dtype, seed=sq + d)
     s = slopes_for(alibi, b, hq)
     out = flash_attn_func(q, k, v, 0.0, None, causal, window, s, False, False, bias)
@@ -138,6 +140,7 @@ def test_packed_gradients():
 
 @pytest.mark.parametrize("d", [1, 3, 20, 59, 111, 250])
 def test_padded_head_dims(d):
+    skip_unless_built("fwd", torch.bfloat16, d)
     q, k, v = make(2, 33, 47, 4, 2, d, torch.bfloat16, seed=d)
     out = flash_attn_func(q, k, v, causal=True, sigmoid_bias=-math.log(47))
     assert out.shape == q.shape
