@@ -15,6 +15,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "sm80/bwd_traits.hpp"
+#include "sm90/common_layouts.hpp"
 
 namespace flash_sigmoid::sm90 {
 
@@ -85,31 +86,16 @@ struct Sm90BwdTraits {
                                  cute::GMMA::Major::MN, cute::GMMA::Major::MN>(),
       cute::Layout<cute::Shape<cute::Int<kDqWgM>, cute::Int<kDqWgN>, cute::_1>>{}));
 
-  // ---- Shared memory: 128-byte swizzled rows (the GMMA canonical K-major layout), 1 KiB aligned.
-  // Each tile is written once, row-major as it comes from global memory (or as dS^T from the
-  // accumulators), and read by the products either way round through a transposed view: a K-major
-  // SW128 tile of (rows, cols) is also an MN-major SW128 tile of (cols, rows).
-  using SmemAtom = cute::GMMA::Layout_K_SW128_Atom<Element>;  // 8 rows x 64 elements
+  // ---- Shared memory: 128-byte-swizzled rows (common_layouts.hpp), 1 KiB aligned. Each tile is
+  // written once, row-major as it comes from global memory (or as dS^T from the accumulators), and
+  // read by the products either way round through its transposed view.
   static_assert(kHeadDim % 64 == 0 && kBlockM % 64 == 0, "whole 128-byte swizzle rows");
-
-  template <int kRows, int kCols, int kDepth>
-  using RowsLayout = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kRows>, cute::Int<kCols>, cute::Int<kDepth>>{}));
-  // (cols, rows, depth) view of a (rows, cols, depth) tile.
-  template <class Layout, int kRows, int kCols, int kDepth>
-  using TransposedLayout = decltype(cute::composition(
-      Layout{}, cute::make_layout(cute::Shape<cute::Int<kCols>, cute::Int<kRows>, cute::Int<kDepth>>{},
-                                  cute::Stride<cute::Int<kRows>, cute::_1, cute::Int<kRows * kCols>>{})));
-
-  using SmemLayoutQ = RowsLayout<kBlockM, kHeadDim, kStages>;                                  // (BLK_M, HEAD_DIM, STAGE), also dO
-  using SmemLayoutQt = TransposedLayout<SmemLayoutQ, kBlockM, kHeadDim, kStages>;              // (HEAD_DIM, BLK_M, STAGE)
-  using SmemLayoutKV = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{}));  // (BLK_N, HEAD_DIM)
-  using SmemLayoutKt = decltype(cute::composition(
-      SmemLayoutKV{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>>{},
-                                        cute::Stride<cute::Int<kBlockN>, cute::_1>{})));        // (HEAD_DIM, BLK_N)
-  using SmemLayoutdSt = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kBlockM>>{}));  // (BLK_N, BLK_M)
-  using SmemLayoutdS = decltype(cute::composition(
-      SmemLayoutdSt{}, cute::make_layout(cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>>{},
-                                         cute::Stride<cute::Int<kBlockN>, cute::_1>{})));       // (BLK_M, BLK_N)
+  using SmemLayoutQ = RowsLayout<Element, kBlockM, kHeadDim, kStages>;  // (BLK_M, HEAD_DIM, STAGE), also dO
+  using SmemLayoutQt = TransposedLayout<SmemLayoutQ>;                   // (HEAD_DIM, BLK_M, STAGE)
+  using SmemLayoutKV = RowsLayout<Element, kBlockN, kHeadDim>;          // (BLK_N, HEAD_DIM)
+  using SmemLayoutKt = TransposedLayout<SmemLayoutKV>;                  // (HEAD_DIM, BLK_N)
+  using SmemLayoutdSt = RowsLayout<Element, kBlockN, kBlockM>;          // (BLK_N, BLK_M)
+  using SmemLayoutdS = TransposedLayout<SmemLayoutdSt>;                 // (BLK_M, BLK_N)
 
   // dS^T accumulator pairs (two adjacent query columns, converted) as 32-bit shared stores; dK and
   // dV staged the same way.

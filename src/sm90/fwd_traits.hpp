@@ -15,6 +15,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "sm80/bwd_traits.hpp"
+#include "sm90/common_layouts.hpp"
 
 namespace flash_sigmoid::sm90 {
 
@@ -68,13 +69,10 @@ struct Sm90FwdTraits {
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
       cute::Layout<cute::Shape<cute::Int<kNWarpGroups>, cute::_1, cute::_1>>{}));
 
-  using SmemAtom = cute::GMMA::Layout_K_SW128_Atom<Element>;  // 8 rows x 64 elements, 1 KiB
-  using SmemLayoutQ = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
-  using SmemLayoutKV = decltype(cute::tile_to_shape(
-      SmemAtom{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));  // (BLK_N, HEAD_DIM, STAGE)
-  using SmemLayoutVt = decltype(cute::composition(
-      SmemLayoutKV{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{},
-                                        cute::Stride<cute::Int<kBlockN>, cute::_1, cute::Int<kBlockN * kHeadDim>>{})));
+  // 128-byte-swizzled rows (common_layouts.hpp); P V reads V through its transposed view.
+  using SmemLayoutQ = RowsLayout<Element, kBlockM, kHeadDim>;             // (BLK_M, HEAD_DIM)
+  using SmemLayoutKV = RowsLayout<Element, kBlockN, kHeadDim, kStages>;  // (BLK_N, HEAD_DIM, STAGE)
+  using SmemLayoutVt = TransposedLayout<SmemLayoutKV>;                   // (HEAD_DIM, BLK_N, STAGE)
   using SmemCopyAtomStore = cute::Copy_Atom<cute::UniversalCopy<uint32_t>, Element>;
 
   using GmemCopies = sm80::Sm80BwdCommon<Element, kHeadDim, kNThreads>;
