@@ -248,7 +248,10 @@ struct Sm80BwdDkDvMainloop {
       // over the k-steps of dK += dS^T Q below: a burst fills the load/store unit's global queue,
       // and the next instructions that reuse the reductions' registers wait for it to drain.
       // Otherwise each slice is added when it is formed.
-      float* dq_tile = params.dq_accum + dq_layout.offset(batch_idx, head_idx, m_block * kBlockM, 0);
+      // In deterministic mode there is no workspace (dq_accum may be null, and only a zero offset from
+      // a null pointer is defined); dq_tile is then never dereferenced.
+      float* dq_tile =
+          params.dq_accum + (accumulate_dq ? dq_layout.offset(batch_idx, head_idx, m_block * kBlockM, 0) : 0);
       Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDqSliceDim>>{});  // (MMA, MMA_M, MMA_SLICE)
       const bool spread_dq = Traits::kDqSplits == 1 && accumulate_dq && DqAtomicAdd::slice_in_pitch(0, dq_pitch);
       if (accumulate_dq) {
