@@ -19,9 +19,7 @@ export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fs_site .whl/*.whl && export PYTHONPATH="/tmp/fs_site:${PYTHONPATH:-}"
 fi
-# The H100 image's default g++ (/opt/gcc/bin, a wrapper) links a libflash_sigmoid.so that crashes
-# in its C++ runtime; the system compiler does not.
-if [ -x /usr/bin/g++ ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi
+source tools/host_compiler.sh  # not the H100 image's /opt/gcc wrapper (its libraries crash)
 gtest_root=()
 [ -d .deps/gtest ] && gtest_root=(-DGTEST_ROOT="$root/.deps/gtest")
 build="${FLASH_SIGMOID_BUILD_DIR:-$root/build-gpu}"

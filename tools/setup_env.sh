@@ -30,22 +30,7 @@ if ! command -v nvcc >/dev/null; then
     echo "nvcc (CUDA 13.0) is required to build FlashSigmoid" >&2; exit 1; fi
 fi
 
-# The H100 machine's image has a g++ wrapper (/opt/gcc/bin) that links a libflash_sigmoid.so which
-# crashes in its C++ runtime; the system compiler does not. If any compiler the build would use
-# lives under /opt/gcc (CXX and CUDAHOSTCXX, first word, where set; else c++ and g++ for CMake and
-# gcc and g++ for nvcc's host code), /usr/bin/g++ is used for all of them. (CMake keeps the
-# compiler of an existing build tree: remove a build/ configured with the wrapper.)
-compilers=()
-if [ -n "${CXX:-}" ]; then compilers+=("${CXX%% *}"); else compilers+=(c++ g++); fi
-if [ -n "${CUDAHOSTCXX:-}" ]; then compilers+=("${CUDAHOSTCXX%% *}"); else compilers+=(gcc g++); fi
-for c in "${compilers[@]}"; do
-  cpath="$(command -v "$c" 2>/dev/null || true)"
-  case "$cpath|$(readlink -f "$cpath" 2>/dev/null || true)" in
-    */opt/gcc/*)
-      if [ -x /usr/bin/g++ ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi
-      break ;;
-  esac
-done
+source "$root/tools/host_compiler.sh"
 echo "== C++ compiler: ${CXX:-$(command -v c++ || command -v g++ || echo none)}"
 
 if [ "${FLASH_SIGMOID_USE_SYSTEM_PYTHON:-0}" = 1 ]; then
