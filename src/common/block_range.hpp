@@ -8,6 +8,7 @@
 // Backward: the same for key tile n_block over query tiles. Pairs past either length (the tails of
 // partial tiles) count as hidden, so a partial tile on either side is never interior: kernels need
 // not rely on zero-filled tails for correctness.
+// Backward, too: the order in which a key tile visits (query head of its GQA group, query tile).
 // Does not own: threads, fragments, or how a kernel walks the segments.
 #pragma once
 
@@ -73,5 +74,47 @@ FLASH_SIGMOID_HOST_DEVICE BlockRange query_block_range(const Mask& mask, int n_b
   if (first_key + kBlockN > mask.seqlen_k) common_hi = common_lo;
   return make_block_range(lo, hi, common_lo, common_hi, kBlockM);
 }
+
+// The dK/dV mainloops' flattened loop for key tile n_block: the group's query heads one after the
+// other, each over every query tile of the (non-empty) range, rotated to start at
+// range.begin + n_block % num_m and wrapping at range.end. Without the rotation every block of a
+// head would start at the same query tile and add its dQ into the same workspace addresses at the
+// same time, and same-address atomics serialize in L2. The order is fixed per key tile, so the
+// dK/dV sums stay deterministic.
+struct QueryTileOrder {
+  struct Tile {  // one step of the loop
+    int head_idx;
+    int m_block;
+    int m_count;  // query tiles of this head visited before this one
+  };
+
+  int begin;  // the range's query tiles [begin, end)
+  int end;
+  int num_m;
+  int num_steps;  // group size * num_m
+  int first_m_block;
+  int first_head_idx;
+
+  FLASH_SIGMOID_HOST_DEVICE QueryTileOrder(const BlockRange& range, int n_block, int group, int kv_head_idx)
+      : begin(range.begin),
+        end(range.end),
+        num_m(range.end - range.begin),
+        num_steps(group * num_m),
+        first_m_block(range.begin + n_block % num_m),
+        first_head_idx(kv_head_idx * group) {}
+
+  FLASH_SIGMOID_HOST_DEVICE Tile first() const { return Tile{first_head_idx, first_m_block, 0}; }
+
+  // The step after `tile` (after the last step: the first tile of a head past the group).
+  FLASH_SIGMOID_HOST_DEVICE Tile next(const Tile& tile) const {
+    Tile next{tile.head_idx, tile.m_block + 1 == end ? begin : tile.m_block + 1, tile.m_count + 1};
+    if (next.m_count == num_m) {
+      next.m_count = 0;
+      next.m_block = first_m_block;
+      ++next.head_idx;
+    }
+    return next;
+  }
+};
 
 }  // namespace flash_sigmoid

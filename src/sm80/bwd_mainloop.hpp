@@ -155,18 +155,11 @@ struct Sm80BwdDkDvMainloop {
     const DqAccumLayout dq_layout = DqAccumLayout::make(problem);
     const int dq_pitch = dq_layout.col_panels * DqAccumLayout::kPanelCols;
 
-    // ---- The flattened loop over (query head of the group, query tile). Each head's query tiles
-    // are visited in a rotated order that starts at a different tile for each key tile: without a
-    // mask every block of a head would otherwise start at the same query tile and add its dQ into
-    // the same workspace addresses at the same time, and same-address atomics serialize in L2.
-    // The order of the dK/dV sums is fixed per key tile, so they stay deterministic.
-    const int group = problem.group_size;
-    const int num_m = range.end - range.begin;
-    const int num_steps = group * num_m;
-    const int first_m_block = range.begin + n_block % num_m;
-    int head_idx = kv_head_idx * group;
-    int m_block = first_m_block;
-    int m_count = 0;  // query tiles of this head done
+    // ---- The flattened loop over (query head of the group, query tile), each head's query tiles
+    // rotated per key tile so that blocks do not add dQ at the same addresses at the same time
+    // (QueryTileOrder, common/block_range.hpp).
+    const QueryTileOrder order(range, n_block, problem.group_size, kv_head_idx);
+    QueryTileOrder::Tile tile = order.first();
     int stage = 0;
 
     // Prologue: K, V and the first Q, dO in one commit group.
@@ -178,35 +171,28 @@ struct Sm80BwdDkDvMainloop {
                            key_limit, problem.head_dim);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gV), gmem_thr_copy.partition_D(sV), tKVcKV,
                            key_limit, problem.head_dim);
-      load_rows(params.q, head_idx, m_block, tQsQ(_, _, _, 0));
-      load_rows(params.dout, head_idx, m_block, tdOsdO);
+      load_rows(params.q, tile.head_idx, tile.m_block, tQsQ(_, _, _, 0));
+      load_rows(params.dout, tile.head_idx, tile.m_block, tdOsdO);
       cute::cp_async_fence();
     }
-    Variant variant = Variant::make(problem, mask, batch_idx, head_idx);
+    Variant variant = Variant::make(problem, mask, batch_idx, tile.head_idx);
 
-    for (int step = 0; step < num_steps; ++step) {
-      const bool has_next = step + 1 < num_steps;
-      int next_head_idx = head_idx;
-      int next_m_block = m_block + 1 == range.end ? range.begin : m_block + 1;
-      int next_m_count = m_count + 1;
-      if (next_m_count == num_m) {
-        next_m_count = 0;
-        next_m_block = first_m_block;
-        ++next_head_idx;
-      }
+    for (int step = 0; step < order.num_steps; ++step) {
+      const bool has_next = step + 1 < order.num_steps;
+      const QueryTileOrder::Tile next = order.next(tile);
 
       // Barrier A: Q[i], dO[i] (and K, V) visible to all; every warp finished step i-1.
       cute::cp_async_wait<0>();
       __syncthreads();
       if constexpr (kQStages == 2) {
-        if (has_next) load_rows(params.q, next_head_idx, next_m_block, tQsQ(_, _, _, stage ^ 1));
+        if (has_next) load_rows(params.q, next.head_idx, next.m_block, tQsQ(_, _, _, stage ^ 1));
         cute::cp_async_fence();
       }
 
       // Per key-column slice: S = Q K^T, then P in place (masked only on tiles that hold a hidden
       // pair); dP = dO V^T, then dS = dP * P * (1 - P) in place from the fp32 P (masked P = 0 gives
       // dS = 0); P and dS rounded into sP and sdS.
-      const bool masked = m_block < range.interior_begin || m_block >= range.interior_end;
+      const bool masked = tile.m_block < range.interior_begin || tile.m_block >= range.interior_end;
       CUTE_UNROLL
       for (int slice = 0; slice < Traits::kSdpSplits; ++slice) {
         Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kSliceN>>{});  // (MMA, MMA_M, MMA_N)
@@ -215,9 +201,9 @@ struct Sm80BwdDkDvMainloop {
                           tSsK(_, _, _, slice), tSrK, thr_copy_b_sdp.retile_D(tSrK), copy_b_sdp);
         const int k_base = n_block * kBlockN + slice * kSliceN;
         if (masked) {
-          apply_score_variant<true, true>(acc_s, tScS, m_block * kBlockM, k_base, variant);
+          apply_score_variant<true, true>(acc_s, tScS, tile.m_block * kBlockM, k_base, variant);
         } else {
-          apply_score_variant<false, true>(acc_s, tScS, m_block * kBlockM, k_base, variant);
+          apply_score_variant<false, true>(acc_s, tScS, tile.m_block * kBlockM, k_base, variant);
         }
         Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kSliceN>>{});  // (MMA, MMA_M, MMA_N)
         clear(acc_dp);
@@ -240,7 +226,7 @@ struct Sm80BwdDkDvMainloop {
 
       // Barrier C: every warp finished reading dO (dP and dV), so the next dO may land.
       __syncthreads();
-      if (has_next) load_rows(params.dout, next_head_idx, next_m_block, tdOsdO);
+      if (has_next) load_rows(params.dout, next.head_idx, next.m_block, tdOsdO);
       cute::cp_async_fence();
 
       // dQ = dS K (default mode), per head-dim slice. Where dQ is one slice that fills the
@@ -251,7 +237,7 @@ struct Sm80BwdDkDvMainloop {
       // In deterministic mode there is no workspace (dq_accum may be null, and only a zero offset from
       // a null pointer is defined); dq_tile is then never dereferenced.
       float* dq_tile =
-          params.dq_accum + (accumulate_dq ? dq_layout.offset(batch_idx, head_idx, m_block * kBlockM, 0) : 0);
+          params.dq_accum + (accumulate_dq ? dq_layout.offset(batch_idx, tile.head_idx, tile.m_block * kBlockM, 0) : 0);
       Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDqSliceDim>>{});  // (MMA, MMA_M, MMA_SLICE)
       const bool spread_dq = Traits::kDqSplits == 1 && accumulate_dq && DqAtomicAdd::slice_in_pitch(0, dq_pitch);
       if (accumulate_dq) {
@@ -276,15 +262,13 @@ struct Sm80BwdDkDvMainloop {
       if constexpr (kQStages == 1) {
         // Barrier D: every warp finished reading Q (S and dK).
         __syncthreads();
-        if (has_next) load_rows(params.q, next_head_idx, next_m_block, tQsQ(_, _, _, 0));
+        if (has_next) load_rows(params.q, next.head_idx, next.m_block, tQsQ(_, _, _, 0));
         cute::cp_async_fence();
       } else {
         stage ^= 1;
       }
-      if (next_head_idx != head_idx && has_next) variant = Variant::make(problem, mask, batch_idx, next_head_idx);
-      head_idx = next_head_idx;
-      m_block = next_m_block;
-      m_count = next_m_count;
+      if (next.head_idx != tile.head_idx && has_next) variant = Variant::make(problem, mask, batch_idx, next.head_idx);
+      tile = next;
     }
   }
 };

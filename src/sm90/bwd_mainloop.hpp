@@ -117,15 +117,10 @@ struct Sm90BwdDkDvMainloop {
     const bool dq_whole = DqAtomicAdd::slice_in_pitch(0, dq_pitch);
 
     // ---- The flattened loop over (query head of the group, query tile), each head's query tiles
-    // in a rotated order (as the sm80 backward: blocks of one head start at different tiles, so
-    // their dQ additions do not meet at the same addresses at the same time).
-    const int group = problem.group_size;
-    const int num_m = range.end - range.begin;
-    const int num_steps = group * num_m;
-    const int first_m_block = range.begin + n_block % num_m;
-    int head_idx = kv_head_idx * group;
-    int m_block = first_m_block;
-    int m_count = 0;
+    // rotated per key tile so that blocks do not add dQ at the same addresses at the same time
+    // (QueryTileOrder, common/block_range.hpp).
+    const QueryTileOrder order(range, n_block, problem.group_size, kv_head_idx);
+    QueryTileOrder::Tile tile = order.first();
     int stage = 0;
 
     {
@@ -136,22 +131,15 @@ struct Sm90BwdDkDvMainloop {
                                  key_limit, problem.head_dim);
       sm80::copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gV), gmem_thr_copy.partition_D(sV), tKVcKV,
                                  key_limit, problem.head_dim);
-      load_rows(params.q, head_idx, m_block, tQsQ(_, _, _, 0));
-      load_rows(params.dout, head_idx, m_block, tdOsdO(_, _, _, 0));
+      load_rows(params.q, tile.head_idx, tile.m_block, tQsQ(_, _, _, 0));
+      load_rows(params.dout, tile.head_idx, tile.m_block, tdOsdO(_, _, _, 0));
       cute::cp_async_fence();
     }
-    Variant variant = Variant::make(problem, mask, batch_idx, head_idx);
+    Variant variant = Variant::make(problem, mask, batch_idx, tile.head_idx);
 
-    for (int step = 0; step < num_steps; ++step) {
-      const bool has_next = step + 1 < num_steps;
-      int next_head_idx = head_idx;
-      int next_m_block = m_block + 1 == range.end ? range.begin : m_block + 1;
-      int next_m_count = m_count + 1;
-      if (next_m_count == num_m) {
-        next_m_count = 0;
-        next_m_block = first_m_block;
-        ++next_head_idx;
-      }
+    for (int step = 0; step < order.num_steps; ++step) {
+      const bool has_next = step + 1 < order.num_steps;
+      const QueryTileOrder::Tile next = order.next(tile);
 
       // Barrier A: this thread's cp.async writes have landed and are made visible to the async
       // proxy (wgmma reads shared memory through it); after the barrier, everyone's are.
@@ -159,8 +147,8 @@ struct Sm90BwdDkDvMainloop {
       cutlass::arch::fence_view_async_shared();
       __syncthreads();
       if (has_next) {
-        load_rows(params.q, next_head_idx, next_m_block, tQsQ(_, _, _, stage ^ 1));
-        load_rows(params.dout, next_head_idx, next_m_block, tdOsdO(_, _, _, stage ^ 1));
+        load_rows(params.q, next.head_idx, next.m_block, tQsQ(_, _, _, stage ^ 1));
+        load_rows(params.dout, next.head_idx, next.m_block, tdOsdO(_, _, _, stage ^ 1));
       }
       cute::cp_async_fence();
 
@@ -172,11 +160,11 @@ struct Sm90BwdDkDvMainloop {
       // P^T in place of S^T (masked only on tiles that hold a hidden pair) while dP^T's product runs.
       warpgroup_wait<1>();
       warpgroup_fence_operand(acc_s);
-      const bool masked = m_block < range.interior_begin || m_block >= range.interior_end;
+      const bool masked = tile.m_block < range.interior_begin || tile.m_block >= range.interior_end;
       if (masked) {
-        apply_score_variant<true, true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+        apply_score_variant<true, true>(acc_s, tScS, tile.m_block * kBlockM, n_block * kBlockN, variant);
       } else {
-        apply_score_variant<false, true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+        apply_score_variant<false, true>(acc_s, tScS, tile.m_block * kBlockM, n_block * kBlockN, variant);
       }
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_dp);
@@ -202,7 +190,7 @@ struct Sm90BwdDkDvMainloop {
       wgmma_product<false>(mma_dkv, tdKrdS, tdKrQ(_, _, _, stage), acc_dk);
       warpgroup_wait<2>();  // dQ's batch (the oldest of the three) is complete
       warpgroup_fence_operand(acc_dq);
-      float* dq_tile = params.dq_accum + dq_layout.offset(batch_idx, head_idx, m_block * kBlockM, 0);
+      float* dq_tile = params.dq_accum + dq_layout.offset(batch_idx, tile.head_idx, tile.m_block * kBlockM, 0);
       if (dq_whole) {
         DqAtomicAdd::add_part(acc_dq, dq_tile, 0, 1, tidx);
       } else {
@@ -212,10 +200,8 @@ struct Sm90BwdDkDvMainloop {
       warpgroup_fence_operand(tdVrP);
       warpgroup_fence_operand(tdKrdS);
 
-      if (next_head_idx != head_idx && has_next) variant = Variant::make(problem, mask, batch_idx, next_head_idx);
-      head_idx = next_head_idx;
-      m_block = next_m_block;
-      m_count = next_m_count;
+      if (next.head_idx != tile.head_idx && has_next) variant = Variant::make(problem, mask, batch_idx, next.head_idx);
+      tile = next;
       stage ^= 1;
     }
     // Nothing of this block's reads is in flight past here: every product was waited for.

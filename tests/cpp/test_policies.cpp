@@ -2,6 +2,7 @@
 // exhaustively at small sizes against a dense mask built straight from DESIGN §1.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -179,6 +180,44 @@ TEST(BlockRange, EmptyWhenNothingIsVisible) {
   MaskRight causal_tall{8, 2, 0, 0};  // Sq > Sk causal: the first 6 rows see nothing
   EXPECT_TRUE((key_block_range<2, 2>(causal_tall, 0).empty()));
   EXPECT_FALSE((key_block_range<2, 2>(causal_tall, 3).empty()));
+}
+
+// The backward's (query head, query tile) order for one key tile: every head of the kv head's
+// group once, in order; within a head every tile of the range exactly once, starting at
+// begin + n_block % num_m and wrapping; key tiles of one head start at different tiles.
+TEST(QueryTileOrder, VisitsEveryTileOfEveryGroupHeadOnceRotatedPerKeyTile) {
+  for (int begin : {0, 3}) {
+    for (int num_m : {1, 2, 5}) {
+      for (int group : {1, 3}) {
+        const BlockRange range{begin, begin, begin + num_m, begin + num_m};  // all interior
+        for (int kv_head : {0, 2}) {
+          for (int n_block = 0; n_block < 7; ++n_block) {
+            const QueryTileOrder order(range, n_block, group, kv_head);
+            ASSERT_EQ(order.num_steps, group * num_m);
+            std::vector<std::vector<int>> seen(group);
+            QueryTileOrder::Tile tile = order.first();
+            for (int step = 0; step < order.num_steps; ++step) {
+              const int h = tile.head_idx - kv_head * group;
+              ASSERT_EQ(h, step / num_m) << "heads in order, num_m tiles each";
+              ASSERT_GE(tile.m_block, range.begin);
+              ASSERT_LT(tile.m_block, range.end);
+              seen[h].push_back(tile.m_block);
+              tile = order.next(tile);
+            }
+            for (int h = 0; h < group; ++h) {
+              ASSERT_EQ(seen[h].front(), begin + n_block % num_m);
+              std::vector<int> sorted = seen[h];
+              std::sort(sorted.begin(), sorted.end());
+              for (int i = 0; i < num_m; ++i) ASSERT_EQ(sorted[i], begin + i) << "each tile once";
+              for (int i = 1; i < num_m; ++i) {
+                ASSERT_EQ(seen[h][i], seen[h][i - 1] + 1 == range.end ? begin : seen[h][i - 1] + 1);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(Alibi, TermIsMinusSlopeTimesBottomRightDistance) {
