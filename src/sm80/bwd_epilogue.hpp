@@ -170,7 +170,10 @@ struct Sm80BwdTileStore {
 };
 
 // dK and dV of one key tile: dK = scale * acc_dk (scale applied here, once per element rather
-// than per product), dV = acc_dv, through K's and V's shared-memory buffers.
+// than per product), dV = acc_dv, rounded to Element, staged in K's and V's shared-memory buffers in
+// the accumulator's partition, then stored as 16-byte vectors predicated on rows < seqlen_k and
+// columns < head_dim. Generic over the traits' layouts: the sm90 backward uses it too, with its
+// swizzled buffers and warpgroup MMA partition (sm90/bwd_epilogue.hpp).
 template <class Traits>
 struct Sm80BwdDkDvEpilogue {
   using Element = typename Traits::Element;
@@ -191,12 +194,23 @@ struct Sm80BwdDkDvEpilogue {
     Tensor gdK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.dk, batch_idx, kv_head_idx, n_block * kBlockN);
     Tensor gdV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.dv, batch_idx, kv_head_idx, n_block * kBlockN);
     const int row_limit = problem.seqlen_k - n_block * kBlockN;
-    // Every warp has finished its last read of K and V (dQ = dS K, dP = dO V^T) before either is
-    // overwritten.
+    // No cp.async still writes K or V (the mainloop's last groups are empty; a block whose query
+    // range is empty issued none), and every thread is past its last product that reads them,
+    // before either buffer is overwritten.
+    cute::cp_async_wait<0>();
     __syncthreads();
-    using Store = Sm80BwdTileStore<Traits, typename Traits::TiledMmaDkv, kBlockN>;
-    Store::store(acc_dk, sdK, gdK, row_limit, problem.head_dim, tidx);
-    Store::store(acc_dv, sdV, gdV, row_limit, problem.head_dim, tidx);
+    using StoreAtom = typename Traits::SmemCopyAtomStore;
+    store_accumulator<Element, StoreAtom>(typename Traits::TiledMmaDkv{}, acc_dk, sdK, tidx);
+    store_accumulator<Element, StoreAtom>(typename Traits::TiledMmaDkv{}, acc_dv, sdV, tidx);
+    // Both tiles are re-partitioned across threads for the global stores.
+    __syncthreads();
+    typename Traits::GmemTiledCopyStore gmem_tiled_copy;
+    auto gmem_thr_copy = gmem_tiled_copy.get_thread_slice(tidx);
+    Tensor coords = gmem_thr_copy.partition_D(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+    store_tile_rows(gmem_tiled_copy, gmem_thr_copy.partition_S(sdK), gmem_thr_copy.partition_D(gdK), coords, row_limit,
+                    problem.head_dim);
+    store_tile_rows(gmem_tiled_copy, gmem_thr_copy.partition_S(sdV), gmem_thr_copy.partition_D(gdV), coords, row_limit,
+                    problem.head_dim);
   }
 };
 
