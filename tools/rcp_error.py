@@ -1,4 +1,4 @@
-"""Exhaustive relative error of the FMA-pipe reciprocal (src/common/math.hpp, rcp_fma_f32): the
+"""Exhaustive relative error of the FMA-pipe reciprocal (src/base/math.hpp, rcp_fma_f32): the
 bit-trick estimate r = 0x7EF311C3 - bits(d) and its cubic (one third-order step, error e^3) and
 quartic (two Newton steps, e^4) refinements, over every float mantissa of one binade (the error of
 the estimate is the same in every binade). Exact arithmetic after the estimate, so this is the

@@ -91,6 +91,10 @@ typedef struct FlashSigmoidProblem {
    * only; head dims <= 128; its backward has no deterministic mode, so 90 with deterministic = 1
    * is Unsupported, and 0 then picks the Ampere path). */
   int32_t kernel_arch;
+  /* Which mainloop of the family: NULL or "" = the default one; another name (a variant built
+   * beside the default, listed in flash_sigmoid_build_info()) = that one only, for A/B
+   * measurement. A variant that is not built is Unsupported. */
+  const char* kernel_variant;
 } FlashSigmoidProblem;
 
 typedef struct FlashSigmoidForwardArgs {

@@ -46,19 +46,19 @@ ops = torch.ops.flash_sigmoid
 # (contiguous, dtype and device of q).
 @torch.library.register_fake("flash_sigmoid::fwd")
 def _fwd_fake(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-              kernel_arch, deterministic):
+              kernel_arch, kernel_variant, deterministic):
     return q.new_empty(q.shape)
 
 
 @torch.library.register_fake("flash_sigmoid::fwd_out")
 def _fwd_out_fake(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-                  kernel_arch, out):
+                  kernel_arch, kernel_variant, out):
     return None
 
 
 @torch.library.register_fake("flash_sigmoid::bwd")
 def _bwd_fake(dout, q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-              kernel_arch, deterministic):
+              kernel_arch, kernel_variant, deterministic):
     return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
 
 
@@ -67,17 +67,19 @@ def _bwd_fake(dout, q, k, v, scale, sigmoid_bias, causal, window_left, window_ri
 # parameters get no gradient; a second derivative is not provided.
 def _fwd_setup_context(ctx, inputs, output):
     q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function, \
-        kernel_arch, deterministic = inputs
+        kernel_arch, kernel_variant, deterministic = inputs
     ctx.save_for_backward(q, k, v, alibi_slopes)
-    ctx.params = (scale, sigmoid_bias, causal, window_left, window_right, score_function, kernel_arch, deterministic)
+    ctx.params = (scale, sigmoid_bias, causal, window_left, window_right, score_function, kernel_arch, kernel_variant,
+                  deterministic)
 
 
 def _fwd_backward(ctx, dout):
     q, k, v, alibi_slopes = ctx.saved_tensors
-    scale, sigmoid_bias, causal, window_left, window_right, score_function, kernel_arch, deterministic = ctx.params
+    scale, sigmoid_bias, causal, window_left, window_right, score_function, kernel_arch, kernel_variant, \
+        deterministic = ctx.params
     dq, dk, dv = ops.bwd(dout, q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes,
-                         score_function, kernel_arch, deterministic)
-    return dq, dk, dv, None, None, None, None, None, None, None, None, None
+                         score_function, kernel_arch, kernel_variant, deterministic)
+    return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("flash_sigmoid::fwd", _fwd_backward, setup_context=_fwd_setup_context)

@@ -71,7 +71,7 @@ def _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slo
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
     bias = _ops.as_float("sigmoid_bias", sigmoid_bias)
     out = _ops.attention(q, k, v, scale, bias, bool(causal), left, right, alibi_slopes,
-                         _ops.SCORE_FUNCTIONS["exp2"], 0, bool(deterministic))
+                         _ops.SCORE_FUNCTIONS["exp2"], 0, "", bool(deterministic))
     return out
 
 

@@ -100,16 +100,17 @@ def padded_head_dim(q):
 
 
 def attention(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-              kernel_arch, deterministic):
+              kernel_arch, kernel_variant, deterministic):
     """The differentiable fwd op on checked arguments, with GPU head-dim padding."""
     d, d_pad = q.shape[-1], padded_head_dim(q)
     q, k, v = (_pad_head_dim(t, d_pad) for t in (q, k, v))
     out = ops.fwd(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-                  kernel_arch, deterministic)
+                  kernel_arch, kernel_variant, deterministic)
     return out if d_pad == d else out[..., :d]
 
 
-def _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch):
+def _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch,
+             kernel_variant):
     check_qkv(q, k, v)
     check_alibi(alibi_slopes, q)
     left, right = check_window(window_size)
@@ -119,18 +120,23 @@ def _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, sc
         raise ValueError(f"score_function: expected one of {sorted(SCORE_FUNCTIONS)}, got {score_function!r}")
     if kernel_arch not in (0, 80, 90):
         raise ValueError(f"kernel_arch: expected 0 (best available), 80 or 90, got {kernel_arch!r}")
+    if not isinstance(kernel_variant, str):
+        raise ValueError(f"kernel_variant: expected a str ('' for the default mainloop), got {kernel_variant!r}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else as_float("scale", scale)
     return (scale, as_float("sigmoid_bias", sigmoid_bias), bool(causal), left, right, alibi_slopes,
-            SCORE_FUNCTIONS[score_function], int(kernel_arch))
+            SCORE_FUNCTIONS[score_function], int(kernel_arch), kernel_variant)
 
 
 def forward(q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1, -1), alibi_slopes=None,
-            score_function="exp2", kernel_arch=0, out=None):
+            score_function="exp2", kernel_arch=0, kernel_variant="", out=None):
     """out[b, i, h] = sum_j sigmoid(scale q_i.k_j + bias - alibi) v_j, masks bottom-right aligned.
 
     Differentiable (the backward is `backward`). `out`, if given, receives the result in place (shape
-    and dtype of q; not with autograd, nor with a GPU head dim that is not a multiple of 8)."""
-    params = _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch)
+    and dtype of q; not with autograd, nor with a GPU head dim that is not a multiple of 8).
+    `kernel_arch` and `kernel_variant` pick a GPU kernel family and mainloop by name (for A/B
+    measurement; docs/python.md); the CPU implementation ignores them."""
+    params = _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch,
+                      kernel_variant)
     if out is None:
         return attention(q, k, v, *params, False)
     if not isinstance(out, torch.Tensor) or out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
@@ -145,9 +151,10 @@ def forward(q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1
 
 
 def backward(dout, q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1, -1), alibi_slopes=None,
-             score_function="exp2", kernel_arch=0, deterministic=False):
+             score_function="exp2", kernel_arch=0, kernel_variant="", deterministic=False):
     """(dq, dk, dv) of forward() for the output gradient dout; dk, dv summed over each GQA group."""
-    params = _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch)
+    params = _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch,
+                      kernel_variant)
     if not isinstance(dout, torch.Tensor) or dout.shape != q.shape or dout.dtype != q.dtype or dout.device != q.device:
         raise ValueError(f"dout: expected shape {tuple(q.shape)}, dtype {q.dtype} and device {q.device} like q")
     d, d_pad = q.shape[-1], padded_head_dim(q)

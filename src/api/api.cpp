@@ -33,21 +33,26 @@ Status current_device_arch(const char* where, int* arch) {
   return Status::kSuccess;
 }
 
+// The registry's question for a validated problem; device_arch is filled in where a device is asked.
+dispatch::KernelQuery kernel_query(Direction direction, const Problem& p, MaskKind mask, bool deterministic) {
+  dispatch::KernelQuery query{direction, static_cast<DType>(p.dtype), static_cast<int>(p.head_dim), mask,
+                              p.kernel_arch,  /*device_arch=*/0, deterministic};
+  query.variant = p.kernel_variant;
+  return query;
+}
+
 // Finds the kernel for a validated problem: first whether any arch has it built (no device
 // needed), then the best one that runs on the current device.
 Status select_kernel(Direction direction, const Problem& p, MaskKind mask, bool deterministic, const char* where,
                      const KernelEntry** kernel) {
   std::string why;
-  const DType dtype = static_cast<DType>(p.dtype);
-  const int head_dim = static_cast<int>(p.head_dim);
-  // Known without a device: whether the key (of the requested family, if one is named) is built,
-  // so a machine without a GPU answers Unsupported rather than a CUDA error.
-  if (!dispatch::any_kernel_for(direction, dtype, head_dim, mask, p.kernel_arch, deterministic, &why)) {
+  dispatch::KernelQuery query = kernel_query(direction, p, mask, deterministic);
+  // Known without a device: whether the key (of the requested family and variant, if named) is
+  // built, so a machine without a GPU answers Unsupported rather than a CUDA error.
+  if (!dispatch::any_kernel_for(query, &why)) {
     return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
   }
-  int device_arch = 0;
-  if (Status s = current_device_arch(where, &device_arch); s != Status::kSuccess) return s;
-  dispatch::KernelQuery query{direction, dtype, head_dim, mask, p.kernel_arch, device_arch, deterministic};
+  if (Status s = current_device_arch(where, &query.device_arch); s != Status::kSuccess) return s;
   *kernel = dispatch::find_kernel(query, &why);
   if (*kernel == nullptr) return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
   return Status::kSuccess;
@@ -61,8 +66,17 @@ Status launched(cudaError_t err, const KernelEntry& kernel, const char* where) {
   return api::succeed();
 }
 
+// The backward's workspace, as the kernels that could serve the problem report it (each kernel
+// owns its size: dispatch::backward_workspace_bytes). Needs no device.
+size_t backward_workspace_bytes(const BackwardArgs& args) {
+  if (api::nothing_to_do(args)) return 0;
+  const BackwardParams params = api::make_params(args, nullptr);
+  return dispatch::backward_workspace_bytes(
+      kernel_query(Direction::kBwd, args.problem, params.problem.mask.kind, params.deterministic), params);
+}
+
 Status check_workspace(const BackwardArgs& args, Workspace workspace, const char* where) {
-  const size_t need = api::backward_workspace_bytes(args);
+  const size_t need = backward_workspace_bytes(args);
   if (need == 0) return Status::kSuccess;
   if (workspace.bytes < need) {
     return api::fail(Status::kWorkspaceTooSmall,
@@ -95,6 +109,7 @@ Problem problem_init(int64_t head_dim) {
   p.alibi_stride_batch = 0;
   p.score_function = FLASH_SIGMOID_SIGMOID_VIA_EXP2;
   p.kernel_arch = 0;
+  p.kernel_variant = nullptr;
   return p;
 }
 
@@ -134,7 +149,7 @@ Status workspace_size(const BackwardArgs& args, size_t* bytes) {
   if (bytes == nullptr) return api::fail(Status::kInvalidArgument, "workspace_size: bytes: expected a non-null pointer, got NULL");
   *bytes = 0;
   if (Status s = api::validate(&args, api::Backend::kCuda, "workspace_size"); s != Status::kSuccess) return s;
-  *bytes = api::backward_workspace_bytes(args);
+  *bytes = backward_workspace_bytes(args);
   return Status::kSuccess;
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "api/error.hpp"
+#include "common/dq_accum_layout.hpp"
 
 namespace flash_sigmoid::api {
 namespace {
@@ -180,14 +181,9 @@ Status validate(const BackwardArgs* args, Backend backend, const char* where) {
   c.check_tensor(args->dk, "dk", p, p.seqlen_k, p.heads_kv, eb);
   c.check_tensor(args->dv, "dv", p, p.seqlen_k, p.heads_kv, eb);
   if (backend == Backend::kCuda && c.ok() && !nothing_to_do(*args)) {
-    // backward_workspace_bytes must not wrap: zero strides let tensors of any size pass the checks.
-    uint64_t bytes = static_cast<uint64_t>(p.batch);
-    const uint64_t factors[4] = {static_cast<uint64_t>(p.heads_q),
-                                 static_cast<uint64_t>((p.seqlen_q + 127) / 128 * 128),
-                                 static_cast<uint64_t>((p.head_dim + 31) / 32 * 32), sizeof(float)};
-    bool overflow = false;
-    for (uint64_t f : factors) overflow = overflow || __builtin_mul_overflow(bytes, f, &bytes);
-    overflow = overflow || bytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    // The workspace size must not wrap: zero strides let tensors of any size pass the checks.
+    uint64_t bytes = 0;
+    const bool overflow = !DqAccumLayout::checked_bytes(p.batch, p.heads_q, p.seqlen_q, p.head_dim, &bytes);
     std::ostringstream got;
     got << "batch " << p.batch << ", heads_q " << p.heads_q << ", seqlen_q " << p.seqlen_q << ", head_dim " << p.head_dim;
     c.require(!overflow, "problem",
@@ -203,18 +199,6 @@ bool nothing_to_do(const ForwardArgs& args) { return args.problem.batch == 0 || 
 bool nothing_to_do(const BackwardArgs& args) {
   // With seqlen_q == 0 but keys present, dk and dv must still be written (as zeros).
   return args.problem.batch == 0 || (args.problem.seqlen_q == 0 && args.problem.seqlen_k == 0);
-}
-
-// The fp32 dQ accumulator of the atomic (default) mode: batch * heads_q * round_up(seqlen_q, 128) *
-// round_up(head_dim, 32) floats; the kernels block it into 128 x 32 panels (sm80/bwd_epilogue.hpp,
-// DqAccumLayout), which changes no size. Deterministic mode accumulates dQ in registers and needs
-// none; neither does a problem without queries.
-size_t backward_workspace_bytes(const BackwardArgs& args) {
-  if (nothing_to_do(args) || args.deterministic != 0 || args.problem.seqlen_q == 0) return 0;
-  const Problem& p = args.problem;
-  const int64_t rows = (p.seqlen_q + 127) / 128 * 128;
-  const int64_t cols = (p.head_dim + 31) / 32 * 32;
-  return static_cast<size_t>(p.batch * p.heads_q * rows * cols) * sizeof(float);
 }
 
 namespace {

@@ -21,11 +21,6 @@ Status validate(const BackwardArgs* args, Backend backend, const char* where);
 bool nothing_to_do(const ForwardArgs& args);
 bool nothing_to_do(const BackwardArgs& args);
 
-// The backward's workspace: the fp32 dq accumulator of the atomic (default) mode, [batch, heads_q,
-// seqlen_q rounded up to 128, head_dim rounded up to 32] floats; 0 in deterministic mode (dQ is
-// accumulated in registers by its own kernel) and when there are no queries.
-size_t backward_workspace_bytes(const BackwardArgs& args);
-
 // The kernels' view of a validated problem.
 ForwardParams make_params(const ForwardArgs& args);
 BackwardParams make_params(const BackwardArgs& args, void* workspace);

@@ -12,7 +12,7 @@
 // Does not own: threads, fragments, or how a kernel walks the segments.
 #pragma once
 
-#include "policies/host_device.hpp"
+#include "base/host_device.hpp"
 #include "policies/mask_band.hpp"
 
 namespace flash_sigmoid {

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "policies/host_device.hpp"
+#include "base/host_device.hpp"
 #include "policies/mask_band.hpp"
 
 namespace flash_sigmoid {
@@ -36,18 +36,6 @@ struct ProblemParams {
   ScoreFunctionKind score_function = ScoreFunctionKind::kSigmoidViaExp2;
 };
 
-// The compiled mask kind (MaskBand<kHasLeft, kHasRight>) filled in from the problem: what every
-// kernel's block ranges and fragment masks start from.
-template <class Mask>
-FLASH_SIGMOID_HOST_DEVICE Mask mask_from_problem(const ProblemParams& problem) {
-  Mask mask;
-  mask.seqlen_q = problem.seqlen_q;
-  mask.seqlen_k = problem.seqlen_k;
-  mask.left = problem.mask.left;
-  mask.right = problem.mask.right;
-  return mask;
-}
-
 struct ForwardParams {
   ProblemParams problem;
   StridedPtr q, k, v, out;
@@ -56,8 +44,17 @@ struct ForwardParams {
 struct BackwardParams {
   ProblemParams problem;
   StridedPtr q, k, v, dout, dq, dk, dv;
-  float* dq_accum = nullptr;  // workspace: fp32 [batch, heads_q, seqlen_q rounded, head_dim bucket]
+  float* dq_accum = nullptr;  // workspace of the default mode: the fp32 dQ accumulator (common/dq_accum_layout.hpp)
   bool deterministic = false;
+};
+
+// A kernel's own parameters: the validated problem (Base: ForwardParams or BackwardParams) and
+// whatever the kernel's family builds from it on the host. `Family` tells the families' types apart;
+// a family that needs fields of its own (TMA descriptors, say) defines its own struct deriving from
+// Base instead, with the same make().
+template <class Base, class Family>
+struct KernelParams : Base {
+  static KernelParams make(const Base& params) { return KernelParams{params}; }
 };
 
 }  // namespace flash_sigmoid

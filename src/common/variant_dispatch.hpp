@@ -8,7 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "common/fragment_coords.hpp"
+#include "common/score_variant.hpp"
 #include "common/params.hpp"
 #include "policies/mask_band.hpp"
 #include "policies/sigmoid.hpp"

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """The one table of compiled kernels, and the generator of their translation units.
 
-Layer: dispatch. A key is (arch, direction, dtype, head-dim bucket, mask kind). Build options filter
+Layer: dispatch. A key is (arch, direction, variant, dtype, head-dim bucket, mask kind). The variant
+names one of several mainloops of the same (arch, direction) family, built side by side so that they
+can be measured against each other: "" is the family's default (the one the registry picks), any
+other variant is served only when a caller names it (Problem::kernel_variant). Build options filter
 the table (CMake passes them here); the generator writes one .cu per surviving key into the build
 tree, plus kernel_registry.inc that lists them for the runtime registry (src/dispatch/registry.cpp).
 Nothing else in the project lists kernels.
 
 Usage: kernel_table.py --out DIR --archs 80;90a --head-dims 64;128 --dtypes fp16;bf16
-                       --directions fwd;bwd --masks none;right;band
+                       --directions fwd;bwd --masks none;right;band [--variants all]
 Prints "path|nvcc gencode flag[|more gencode flags][|extra nvcc option...]" for each generated .cu,
 one per line (CMake reads them).
 """
@@ -21,9 +24,10 @@ DTYPES = {"fp16": ("cutlass::half_t", "DType::kFloat16"), "bf16": ("cutlass::bfl
 MASKS = {"none": "MaskKind::kNone", "right": "MaskKind::kRight", "band": "MaskKind::kBand"}
 DIRECTIONS = ("fwd", "bwd")
 
-# The kernel families that exist: (arch, direction) -> Family. An (arch, direction) pair absent
-# here has no kernel yet; the runtime reports Unsupported for it.
-#   header, namespace  the launcher (namespace::launch_<direction><Element, head_dim, mask>)
+# The kernel families that exist: (arch, direction, variant) -> Family. An (arch, direction) pair
+# absent here has no kernel yet; the runtime reports Unsupported for it.
+#   header, kernel     the host side of the kernel: kernel<Element, head_dim, mask>::run(params,
+#                      stream) and ::workspace_bytes(params), the bytes of workspace run() uses
 #   options            extra nvcc options of its translation units
 #   head_dims          the buckets the family has (None: all of HEAD_DIMS); the registry serves a
 #                      head dim from the smallest bucket >= it over every family that runs
@@ -35,17 +39,20 @@ DIRECTIONS = ("fwd", "bwd")
 # (docs/sm80_backward.md). The sm90 family (wgmma) exists for head dims 64 and 128, its backward for
 # the default mode only (docs/sm90.md).
 class Family:
-    def __init__(self, header, namespace, options=(), head_dims=None, deterministic=True):
-        self.header, self.namespace, self.options = header, namespace, options
+    def __init__(self, header, kernel, options=(), head_dims=None, deterministic=True):
+        self.header, self.kernel, self.options = header, kernel, options
         self.head_dims, self.deterministic = head_dims, deterministic
 
 
+DEFAULT_VARIANT = ""
 FAMILIES = {
-    ("80", "fwd"): Family("sm80/fwd_launch.hpp", "sm80"),
-    ("80", "bwd"): Family("sm80/bwd_launch.hpp", "sm80", ("-Xptxas=-O2",)),
-    ("90a", "fwd"): Family("sm90/fwd_launch.hpp", "sm90", head_dims=(64, 128)),
-    ("90a", "bwd"): Family("sm90/bwd_launch.hpp", "sm90", head_dims=(64, 128), deterministic=False),
+    ("80", "fwd", DEFAULT_VARIANT): Family("sm80/fwd_launch.hpp", "sm80::Sm80Fwd"),
+    ("80", "bwd", DEFAULT_VARIANT): Family("sm80/bwd_launch.hpp", "sm80::Sm80Bwd", ("-Xptxas=-O2",)),
+    ("90a", "fwd", DEFAULT_VARIANT): Family("sm90/fwd_launch.hpp", "sm90::Sm90Fwd", head_dims=(64, 128)),
+    ("90a", "bwd", DEFAULT_VARIANT): Family("sm90/bwd_launch.hpp", "sm90::Sm90Bwd", head_dims=(64, 128),
+                                            deterministic=False),
 }
+VARIANTS = sorted({variant for (_, _, variant) in FAMILIES if variant != DEFAULT_VARIANT})
 
 # nvcc targets per arch ("|"-separated flags). The sm80 family is machine code for every GPU it is
 # meant to run on (sm_80 SASS does not run on sm_90, so the H100 needs its own) plus PTX for later
@@ -77,16 +84,23 @@ def sm80_min_device_arch(sm80_sass):
 ARCHS = ("80", "90a")
 ARCH_NUMBER = {"80": 80, "90a": 90}
 
-def keys(archs, head_dims, dtypes, directions, masks, bwd_head_dims=None):
-    for arch, direction, dtype, head_dim, mask in itertools.product(archs, directions, dtypes, head_dims, masks):
-        if direction == "bwd" and bwd_head_dims is not None and head_dim not in bwd_head_dims:
+def keys(archs, head_dims, dtypes, directions, masks, bwd_head_dims=None, variants=None):
+    """Every (arch, direction, variant, dtype, head_dim, mask) that survives the filters; variants
+    None keeps every variant, else the default and those listed."""
+    for (arch, direction, variant), family in FAMILIES.items():
+        if arch not in archs or direction not in directions:
             continue
-        family = FAMILIES.get((arch, direction))
-        if family is not None and (family.head_dims is None or head_dim in family.head_dims):
-            yield arch, direction, dtype, head_dim, mask
+        if variant != DEFAULT_VARIANT and variants is not None and variant not in variants:
+            continue
+        for dtype, head_dim, mask in itertools.product(dtypes, head_dims, masks):
+            if direction == "bwd" and bwd_head_dims is not None and head_dim not in bwd_head_dims:
+                continue
+            if family.head_dims is None or head_dim in family.head_dims:
+                yield arch, direction, variant, dtype, head_dim, mask
 
-def key_name(arch, direction, dtype, head_dim, mask):
-    return f"sm{arch}_{direction}_{dtype}_hdim{head_dim}_mask_{mask}"
+def key_name(arch, direction, variant, dtype, head_dim, mask):
+    family = f"{direction}_{variant}" if variant else direction
+    return f"sm{arch}_{family}_{dtype}_hdim{head_dim}_mask_{mask}"
 
 def write_if_changed(path, text):
     if os.path.exists(path):
@@ -99,38 +113,39 @@ def write_if_changed(path, text):
 def generate(out_dir, selected, sm80_sass):
     os.makedirs(out_dir, exist_ok=True)
     paths = []
+    decls, entries = [], []
     for key in selected:
-        arch, direction, dtype, head_dim, mask = key
-        family = FAMILIES[(arch, direction)]
-        header, namespace = family.header, family.namespace
+        arch, direction, variant, dtype, head_dim, mask = key
+        family = FAMILIES[(arch, direction, variant)]
         params = "ForwardParams" if direction == "fwd" else "BackwardParams"
         name = key_name(*key)
+        kernel = f"{family.kernel}<{DTYPES[dtype][0]}, {head_dim}, {MASKS[mask]}>"
+        # The unit sees the kernel's headers and nothing of the public API (whose names, such as
+        # flash_sigmoid::Tensor, would otherwise reach the kernels' namespaces).
         text = (
             f"// Generated by src/dispatch/kernel_table.py: kernel {name}. Do not edit.\n"
-            f'#include "{header}"\n'
-            f'#include "dispatch/registry.hpp"\n\n'
+            f'#include "{family.header}"\n\n'
             f"namespace flash_sigmoid::dispatch {{\n"
             f"cudaError_t launch_{name}(const {params}& params, cudaStream_t stream) {{\n"
-            f"  return {namespace}::launch_{direction}<{DTYPES[dtype][0]}, {head_dim}, {MASKS[mask]}>(params, stream);\n"
+            f"  return {kernel}::run(params, stream);\n"
             f"}}\n"
+            f"size_t workspace_{name}(const {params}& params) {{ return {kernel}::workspace_bytes(params); }}\n"
             f"}}  // namespace flash_sigmoid::dispatch\n"
         )
         path = os.path.join(out_dir, f"{name}.cu")
         write_if_changed(path, text)
         paths.append((path, arch, family.options))
 
-    decls, entries = [], []
-    for key in selected:
-        arch, direction, dtype, head_dim, mask = key
-        name = key_name(*key)
-        params = "ForwardParams" if direction == "fwd" else "BackwardParams"
         decls.append(f"cudaError_t launch_{name}(const {params}&, cudaStream_t);")
+        decls.append(f"size_t workspace_{name}(const {params}&);")
         fwd = f"&launch_{name}" if direction == "fwd" else "nullptr"
         bwd = f"&launch_{name}" if direction == "bwd" else "nullptr"
-        deterministic = "true" if FAMILIES[(arch, direction)].deterministic else "false"
+        fwd_ws = f"&workspace_{name}" if direction == "fwd" else "nullptr"
+        bwd_ws = f"&workspace_{name}" if direction == "bwd" else "nullptr"
+        deterministic = "true" if family.deterministic else "false"
         entries.append(
-            f'    {{"{name}", {ARCH_NUMBER[arch]}, Direction::k{direction.capitalize()}, {DTYPES[dtype][1]}, '
-            f"{head_dim}, {MASKS[mask]}, {fwd}, {bwd}, {deterministic}}},"
+            f'    {{"{name}", {ARCH_NUMBER[arch]}, Direction::k{direction.capitalize()}, "{variant}", '
+            f"{DTYPES[dtype][1]}, {head_dim}, {MASKS[mask]}, {fwd}, {bwd}, {fwd_ws}, {bwd_ws}, {deterministic}}},"
         )
     registry = (
         "// Generated by src/dispatch/kernel_table.py: the compiled kernels. Do not edit.\n"
@@ -138,7 +153,8 @@ def generate(out_dir, selected, sm80_sass):
         + "\n\ninline constexpr KernelEntry kCompiledKernels[] = {\n"
         + "\n".join(entries)
         + ("\n" if entries else "")
-        + '    {nullptr, 0, Direction::kFwd, DType::kFloat16, 0, MaskKind::kNone, nullptr, nullptr, false},  // end\n'
+        + '    {nullptr, 0, Direction::kFwd, "", DType::kFloat16, 0, MaskKind::kNone, nullptr, nullptr, nullptr, nullptr, '
+          'false},  // end\n'
         + "};\n\n"
         + f"inline constexpr int kSm80FamilyMinDeviceArch = {sm80_min_device_arch(sm80_sass)};\n"
     )
@@ -158,6 +174,8 @@ def main(argv):
     p.add_argument("--masks", default=";".join(MASKS))
     p.add_argument("--bwd-head-dims", default="", help="narrow the backward's buckets (default: --head-dims)")
     p.add_argument("--sm80-sass", default="80;90", help="SASS targets of the sm80 family (80, 86, 89, 90)")
+    p.add_argument("--variants", default="all",
+                   help="non-default mainloop variants to build beside the defaults ('all', or a list; '' for none)")
     a = p.parse_args(argv)
 
     def check(values, allowed, what):
@@ -173,7 +191,8 @@ def main(argv):
     dtypes = check(split(a.dtypes), DTYPES, "dtype")
     directions = check(split(a.directions), DIRECTIONS, "direction")
     masks = check(split(a.masks), MASKS, "mask")
-    selected = list(keys(archs, head_dims, dtypes, directions, masks, bwd_head_dims))
+    variants = None if a.variants == "all" else check(split(a.variants), VARIANTS, "variant")
+    selected = list(keys(archs, head_dims, dtypes, directions, masks, bwd_head_dims, variants))
     for path, arch, options in generate(a.out, selected, sm80_sass):
         print("|".join([path, gencode(arch, sm80_sass), *options]))
 

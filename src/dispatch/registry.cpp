@@ -1,7 +1,11 @@
 // Layer: dispatch. The runtime registry over the generated list of compiled kernels.
 #include "dispatch/registry.hpp"
 
+#include <algorithm>
+#include <cstring>
 #include <sstream>
+
+#include "common/dq_accum_layout.hpp"
 
 namespace flash_sigmoid::dispatch {
 
@@ -12,6 +16,29 @@ namespace {
 
 bool same_family(const KernelEntry& e, Direction direction, DType dtype, MaskKind mask) {
   return e.direction == direction && e.dtype == dtype && e.mask == mask;
+}
+
+bool named_variant(const char* variant) { return variant != nullptr && variant[0] != '\0'; }
+
+// Default entries serve a query without a variant; a named variant is served by its entries only.
+bool serves_variant(const KernelEntry& e, const char* variant) {
+  return named_variant(variant) ? std::strcmp(e.variant, variant) == 0 : e.variant[0] == '\0';
+}
+
+// Every condition of the query but the device: key, bucket, arch, mode, variant.
+bool matches_build(const KernelEntry& e, const KernelQuery& q) {
+  return same_family(e, q.direction, q.dtype, q.mask) && e.head_dim >= q.head_dim && (q.arch == 0 || e.arch == q.arch) &&
+         (!q.deterministic || e.deterministic) && serves_variant(e, q.variant);
+}
+
+// "no fwd kernel of the sm80 family with a deterministic mode (variant ws)" and so on.
+std::string describe(const KernelQuery& q) {
+  std::ostringstream os;
+  os << "no " << (q.direction == Direction::kFwd ? "fwd" : "bwd") << " kernel";
+  if (q.arch != 0) os << " of the sm" << q.arch << " family";
+  if (named_variant(q.variant)) os << " of variant '" << q.variant << "'";
+  if (q.deterministic) os << " with a deterministic mode";
+  return os.str();
 }
 
 std::string built_summary(Direction direction) {
@@ -46,21 +73,13 @@ const char* dtype_name(DType dtype) {
 
 static const char* direction_name(Direction d) { return d == Direction::kFwd ? "fwd" : "bwd"; }
 
-bool any_kernel_for(Direction direction, DType dtype, int head_dim, MaskKind mask, int arch, bool deterministic,
-                    std::string* why) {
+bool any_kernel_for(const KernelQuery& q, std::string* why) {
   for (const KernelEntry* e = kCompiledKernels; e->name != nullptr; ++e) {
-    if (same_family(*e, direction, dtype, mask) && e->head_dim >= head_dim && (arch == 0 || e->arch == arch) &&
-        (!deterministic || e->deterministic)) {
-      return true;
-    }
+    if (matches_build(*e, q)) return true;
   }
   std::ostringstream os;
-  os << "no " << direction_name(direction) << " kernel";
-  if (arch != 0) os << " of the sm" << arch << " family";
-  if (deterministic) os << " with a deterministic mode";
-  os << " is built for dtype " << dtype_name(dtype) << ", head_dim "
-     << head_dim << ", mask " << mask_name(mask) << "; built " << direction_name(direction)
-     << " kernels: " << built_summary(direction);
+  os << describe(q) << " is built for dtype " << dtype_name(q.dtype) << ", head_dim " << q.head_dim << ", mask "
+     << mask_name(q.mask) << "; built " << direction_name(q.direction) << " kernels: " << built_summary(q.direction);
   *why = os.str();
   return false;
 }
@@ -68,9 +87,7 @@ bool any_kernel_for(Direction direction, DType dtype, int head_dim, MaskKind mas
 const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
   const KernelEntry* best = nullptr;
   for (const KernelEntry* e = kCompiledKernels; e->name != nullptr; ++e) {
-    if (!same_family(*e, q.direction, q.dtype, q.mask) || e->head_dim < q.head_dim) continue;
-    if (q.arch != 0 && e->arch != q.arch) continue;
-    if (q.deterministic && !e->deterministic) continue;
+    if (!matches_build(*e, q)) continue;
     // sm80-family code runs on any device from kSm80FamilyMinDeviceArch up (8.x through its
     // compute_80 PTX, or 9.x only when the build holds sm_90 code alone); sm_90a code only on 9.0.
     const bool runs = e->arch == 80 ? q.device_arch >= kSm80FamilyMinDeviceArch : q.device_arch == 90;
@@ -82,15 +99,23 @@ const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
   }
   if (best == nullptr) {
     std::ostringstream os;
-    os << "no " << direction_name(q.direction) << " kernel";
-    if (q.arch != 0) os << " of the sm" << q.arch << " family";
-    if (q.deterministic) os << " with a deterministic mode";
-    os << " for dtype " << dtype_name(q.dtype) << ", head_dim " << q.head_dim << ", mask " << mask_name(q.mask)
-       << " runs on this device (compute capability " << q.device_arch / 10 << "." << q.device_arch % 10
-       << "); built " << direction_name(q.direction) << " kernels: " << built_summary(q.direction);
+    os << describe(q) << " for dtype " << dtype_name(q.dtype) << ", head_dim " << q.head_dim << ", mask "
+       << mask_name(q.mask) << " runs on this device (compute capability " << q.device_arch / 10 << "."
+       << q.device_arch % 10 << "); built " << direction_name(q.direction) << " kernels: " << built_summary(q.direction);
     *why = os.str();
   }
   return best;
+}
+
+size_t backward_workspace_bytes(const KernelQuery& q, const BackwardParams& params) {
+  bool any = false;
+  size_t bytes = 0;
+  for (const KernelEntry* e = kCompiledKernels; e->name != nullptr; ++e) {
+    if (!matches_build(*e, q) || e->backward_workspace == nullptr) continue;
+    any = true;
+    bytes = std::max(bytes, e->backward_workspace(params));
+  }
+  return any ? bytes : dq_accum_workspace_bytes(params);
 }
 
 std::string compiled_keys() {

@@ -2,6 +2,7 @@
 // keys were built. Its entries come only from the generated kernel_registry.inc (kernel_table.py).
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include <cuda_runtime_api.h>
@@ -15,19 +16,26 @@ enum class Direction : int { kFwd = 0, kBwd = 1 };
 
 using ForwardLauncher = cudaError_t (*)(const ForwardParams&, cudaStream_t);
 using BackwardLauncher = cudaError_t (*)(const BackwardParams&, cudaStream_t);
+// The workspace bytes a kernel's launcher uses for these params (each kernel owns its size).
+using ForwardWorkspace = size_t (*)(const ForwardParams&);
+using BackwardWorkspace = size_t (*)(const BackwardParams&);
 
 struct KernelEntry {
   const char* name;  // nullptr ends the table
   int arch;          // 80 or 90
   Direction direction;
+  const char* variant;  // "": the family's default mainloop; others only when asked for by name
   DType dtype;
   int head_dim;  // bucket: serves head dims in (previous bucket, head_dim]
   MaskKind mask;
   ForwardLauncher forward;
   BackwardLauncher backward;
+  ForwardWorkspace forward_workspace;
+  BackwardWorkspace backward_workspace;
   bool deterministic;  // backward: also serves BackwardParams::deterministic
 };
 
+// What a caller asks for. Without a device (device_arch 0) only the build is consulted.
 struct KernelQuery {
   Direction direction;
   DType dtype;
@@ -36,17 +44,23 @@ struct KernelQuery {
   int arch;  // 0: best for device_arch
   int device_arch;  // compute capability * 10 of the device, e.g. 90
   bool deterministic = false;  // backward: bitwise-reproducible gradients asked for
+  const char* variant = nullptr;  // nullptr or "": default mainloops only; else only this variant
 };
 
 // The entry with the smallest bucket >= head_dim among those that run on device_arch and serve the
-// query's mode (a deterministic backward only from entries that have one), preferring arch 90 on a
-// 9.x device when arch == 0; nullptr if none. `why` then says what was built.
+// query's mode (a deterministic backward only from entries that have one) and variant, preferring
+// arch 90 on a 9.x device when arch == 0; nullptr if none. `why` then says what was built.
 const KernelEntry* find_kernel(const KernelQuery& query, std::string* why);
 
-// Whether a kernel for this key is built for `arch` (0: any arch) that serves the mode (deterministic:
-// a backward with a deterministic mode); no device needed. `why` as above.
-bool any_kernel_for(Direction direction, DType dtype, int head_dim, MaskKind mask, int arch, bool deterministic,
-                    std::string* why);
+// Whether a kernel for the query's key, arch (0: any), mode and variant is built; no device needed
+// (device_arch is not read). `why` as above.
+bool any_kernel_for(const KernelQuery& query, std::string* why);
+
+// The backward workspace the API reports: the most that any built kernel which could serve the
+// query (any device; arch, mode and variant as asked) uses for these params, so that whichever is
+// picked at launch has enough. Where none is built, the default mode's dQ accumulator
+// (dq_accum_workspace_bytes), so that a caller's sizing does not depend on the build.
+size_t backward_workspace_bytes(const KernelQuery& query, const BackwardParams& params);
 
 // Every compiled key, one per line.
 std::string compiled_keys();

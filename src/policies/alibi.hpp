@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "policies/host_device.hpp"
+#include "base/host_device.hpp"
 
 namespace flash_sigmoid {
 

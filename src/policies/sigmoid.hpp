@@ -10,8 +10,8 @@
 
 #include <cmath>
 
-#include "common/math.hpp"
-#include "policies/host_device.hpp"
+#include "base/math.hpp"
+#include "base/host_device.hpp"
 
 namespace flash_sigmoid {
 

@@ -1,28 +1,28 @@
 // Layer: sm80. The backward mainloops, with mma.sync tensor cores, cp.async loads and ldmatrix.
 //
 //   Sm80BwdDkDvMainloop  one key tile: over every query head of its GQA group and, for each, the
-//                        query tiles of the mask's BlockRange, recompute S and P, form dP and dS,
-//                        accumulate dV += P^T dO and dK += dS^T Q in registers, and (unless the
+//                        query tiles of the mask's BlockRange, recompute S and P, form dP and dZ,
+//                        accumulate dV += P^T dO and dK += dZ^T Q in registers, and (unless the
 //                        mode is deterministic: a run-time switch, uniform over the grid) add
-//                        dQ_tile = dS K into the fp32 workspace.
+//                        dQ_tile = dZ K into the fp32 workspace.
 //   Sm80BwdDqMainloop    one query tile (deterministic mode): over the key tiles of its BlockRange,
-//                        recompute S, P, dP, dS and accumulate dQ += dS K in registers.
+//                        recompute S, P, dP, dZ and accumulate dQ += dZ K in registers.
 //
-// Here dS is the gradient of the pre-activation z (dZ of DESIGN §1), dS = dP * P * (1 - P),
+// Here dZ is the gradient of the pre-activation z (dZ of DESIGN §1), dZ = dP * P * (1 - P),
 // unscaled: dQ and dK are multiplied by `scale` once in the epilogues.
 //
 // Owns: the shared-memory pipelines and the barriers that make them safe, the products, and the
 // elementwise step between them. Does not own: tile shapes (bwd_traits.hpp), the score variant and
-// the score function's derivative (common/fragment_coords.hpp, policies/), which tiles exist and
+// the score function's derivative (common/score_variant.hpp, policies/), which tiles exist and
 // which need the mask (common/block_range.hpp), or the stores (bwd_epilogue.hpp).
 #pragma once
 
 #include <cute/tensor.hpp>
 
 #include "common/block_range.hpp"
-#include "common/fragment_coords.hpp"
+#include "common/score_variant.hpp"
 #include "common/params.hpp"
-#include "sm80/bwd_epilogue.hpp"
+#include "common/dq_accum.hpp"
 #include "sm80/bwd_traits.hpp"
 #include "sm80/common_mma.hpp"
 
@@ -32,21 +32,21 @@ namespace flash_sigmoid::sm80 {
 // (K and V stay in shared memory throughout; Q has kQStages buffers, dO one):
 //
 //   wait Q[i], dO[i]; barrier A   Q[i], dO[i] visible; every warp finished step i-1 (its dK read
-//                                 of the other Q buffer, its reads of P and dS)
+//                                 of the other Q buffer, its reads of P and dZ)
 //   issue Q[i+1] (2 stages)       lands while this step's five products run
 //   per key-column slice of the tile (kSdpSplits of them):
 //     S  = Q K^T;  P = sigma(variant(S)), masked on masked tiles
-//     dP = dO V^T; dS = dP * P * (1 - P) (from the fp32 P);   P -> sP, dS -> sdS
-//   barrier B                     sP, sdS visible
+//     dP = dO V^T; dZ = dP * P * (1 - P) (from the fp32 P);   P -> sP, dZ -> sdZ
+//   barrier B                     sP, sdZ visible
 //   dV += P^T dO                  (sPt, sdOt)
 //   barrier C                     every warp finished reading dO
 //   issue dO[i+1]                 lands while dQ and dK run
-//   dQ  = dS K                    (sdS, sKt; skipped in deterministic mode)
-//   dK += dS^T Q                  (sdSt, sQt), with dQ's red.add spread over its k-steps
+//   dQ  = dZ K                    (sdZ, sKt; skipped in deterministic mode)
+//   dK += dZ^T Q                  (sdZt, sQt), with dQ's red.add spread over its k-steps
 //   [1 stage: barrier D, issue Q[i+1]]
 //
 // Sigmoid attention keeps no row statistics, so there is no rowsum(dO * O) pre-pass and O is not
-// read: dS needs only P (recomputed) and dP. Query heads of the group share K, V and the key tile,
+// read: dZ needs only P (recomputed) and dP. Query heads of the group share K, V and the key tile,
 // so dK and dV sum over the group in registers: deterministic, and no per-head copies.
 template <class Traits, class Variant>
 struct Sm80BwdDkDvMainloop {
@@ -57,7 +57,7 @@ struct Sm80BwdDkDvMainloop {
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
   static constexpr int kQStages = Traits::kQStages;
-  using DqAtomicAdd = Sm80BwdDqAtomicAdd<Traits>;
+  using DqAtomicAdd = DqAccumAtomicAdd<Traits>;
 
   // Accumulates acc_dk, acc_dv (MMA, MMA_N, MMA_HEAD_DIM) of TiledMmaDkv for key tile n_block of
   // kv head kv_head_idx over its non-empty query range; with accumulate_dq, also adds dQ into
@@ -68,7 +68,6 @@ struct Sm80BwdDkDvMainloop {
                               int kv_head_idx, int batch_idx, bool accumulate_dq, typename Traits::SharedStorage& smem,
                               AccDk& acc_dk, AccDv& acc_dv, int tidx) {
     using namespace cute;
-    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
     const ProblemParams& problem = params.problem;
 
     // ---- Shared memory, with the transposed views that dV, dK and dQ read.
@@ -79,10 +78,10 @@ struct Sm80BwdDkDvMainloop {
     Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});     // (BLK_N, HEAD_DIM)
     Tensor sKt = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKVt{});   // (HEAD_DIM, BLK_N)
     Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});     // (BLK_N, HEAD_DIM)
-    Tensor sP = make_tensor(make_smem_ptr(smem.p.data()), typename Traits::SmemLayoutPds{});    // (BLK_M, BLK_N)
-    Tensor sPt = make_tensor(make_smem_ptr(smem.p.data()), typename Traits::SmemLayoutPdst{});  // (BLK_N, BLK_M)
-    Tensor sdS = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutPds{});   // (BLK_M, BLK_N)
-    Tensor sdSt = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutPdst{});  // (BLK_N, BLK_M)
+    Tensor sP = make_tensor(make_smem_ptr(smem.p.data()), typename Traits::SmemLayoutPdz{});    // (BLK_M, BLK_N)
+    Tensor sPt = make_tensor(make_smem_ptr(smem.p.data()), typename Traits::SmemLayoutPdzt{});  // (BLK_N, BLK_M)
+    Tensor sdZ = make_tensor(make_smem_ptr(smem.dz.data()), typename Traits::SmemLayoutPdz{});   // (BLK_M, BLK_N)
+    Tensor sdZt = make_tensor(make_smem_ptr(smem.dz.data()), typename Traits::SmemLayoutPdzt{});  // (BLK_N, BLK_M)
 
     // ---- Global -> shared (16-byte cp.async, zero fill past the sequences and the head dim).
     typename Traits::GmemTiledCopyLoad gmem_tiled_copy;
@@ -118,37 +117,37 @@ struct Sm80BwdDkDvMainloop {
     Tensor tdPsV = thr_copy_b_sdp.partition_S(flat_divide(sV, Shape<Int<kSliceN>, Int<kHeadDim>>{})(_, _, _, 0));
     // (row, col) of each S / dP accumulator element inside a (BLK_M, SLICE_N) slice.
     Tensor tScS = thr_mma_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kSliceN>>{}));  // (MMA, MMA_M, MMA_N)
-    // P and dS of a slice to shared memory in the accumulator's partition (column-pair stores).
+    // P and dZ of a slice to shared memory in the accumulator's partition (column-pair stores).
     auto store_copy = make_tiled_copy_C(typename Traits::SmemCopyAtomStore{}, mma_sdp);
     auto thr_store = store_copy.get_thread_slice(tidx);
     Tensor tPsP = thr_store.partition_D(flat_divide(sP, Shape<Int<kBlockM>, Int<kSliceN>>{})(_, _, 0, _));    // (CPY, CPY_M, CPY_N, SLICE)
-    Tensor tdSsdS = thr_store.partition_D(flat_divide(sdS, Shape<Int<kBlockM>, Int<kSliceN>>{})(_, _, 0, _));  // (CPY, CPY_M, CPY_N, SLICE)
+    Tensor tdZsdZ = thr_store.partition_D(flat_divide(sdZ, Shape<Int<kBlockM>, Int<kSliceN>>{})(_, _, 0, _));  // (CPY, CPY_M, CPY_N, SLICE)
 
-    // ---- dV += P^T dO and dK += dS^T Q: every operand read transposed.
+    // ---- dV += P^T dO and dK += dZ^T Q: every operand read transposed.
     typename Traits::TiledMmaDkv mma_dkv;
     Tensor tdVrPt = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<kBlockN>, Int<kBlockM>>{}));    // (MMA, MMA_N, MMA_K)
     Tensor tdVrdOt = make_tensor<Element>(partition_shape_B(mma_dkv, Shape<Int<kHeadDim>, Int<kBlockM>>{}));  // (MMA, MMA_HEAD_DIM, MMA_K)
-    Tensor tdKrdSt = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<kBlockN>, Int<kBlockM>>{}));   // (MMA, MMA_N, MMA_K)
+    Tensor tdKrdZt = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<kBlockN>, Int<kBlockM>>{}));   // (MMA, MMA_N, MMA_K)
     Tensor tdKrQt = make_tensor<Element>(partition_shape_B(mma_dkv, Shape<Int<kHeadDim>, Int<kBlockM>>{}));   // (MMA, MMA_HEAD_DIM, MMA_K)
     auto copy_a_dkv = make_tiled_copy_A(typename Traits::SmemCopyAtomTransposed{}, mma_dkv);
     auto thr_copy_a_dkv = copy_a_dkv.get_thread_slice(tidx);
     auto copy_b_dkv = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma_dkv);
     auto thr_copy_b_dkv = copy_b_dkv.get_thread_slice(tidx);
     Tensor tdVsPt = thr_copy_a_dkv.partition_S(sPt);    // (CPY, CPY_N, CPY_K)
-    Tensor tdKsdSt = thr_copy_a_dkv.partition_S(sdSt);  // (CPY, CPY_N, CPY_K)
+    Tensor tdKsdZt = thr_copy_a_dkv.partition_S(sdZt);  // (CPY, CPY_N, CPY_K)
     Tensor tdVsdOt = thr_copy_b_dkv.partition_S(sdOt);  // (CPY, CPY_HEAD_DIM, CPY_K)
     Tensor tdKsQt = thr_copy_b_dkv.partition_S(sQt);    // (CPY, CPY_HEAD_DIM, CPY_K, STAGE)
 
-    // ---- dQ = dS K, in kDqSplits head-dim slices: dS plain, K transposed.
+    // ---- dQ = dZ K, in kDqSplits head-dim slices: dZ plain, K transposed.
     constexpr int kDqSliceDim = Traits::kDqSliceDim;
     typename Traits::TiledMmaDq mma_dq;
-    Tensor tdQrdS = make_tensor<Element>(partition_shape_A(mma_dq, Shape<Int<kBlockM>, Int<kBlockN>>{}));      // (MMA, MMA_M, MMA_K)
+    Tensor tdQrdZ = make_tensor<Element>(partition_shape_A(mma_dq, Shape<Int<kBlockM>, Int<kBlockN>>{}));      // (MMA, MMA_M, MMA_K)
     Tensor tdQrKt = make_tensor<Element>(partition_shape_B(mma_dq, Shape<Int<kDqSliceDim>, Int<kBlockN>>{}));  // (MMA, MMA_SLICE, MMA_K)
     auto copy_a_dq = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma_dq);
     auto thr_copy_a_dq = copy_a_dq.get_thread_slice(tidx);
     auto copy_b_dq = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma_dq);
     auto thr_copy_b_dq = copy_b_dq.get_thread_slice(tidx);
-    Tensor tdQsdS = thr_copy_a_dq.partition_S(sdS);  // (CPY, CPY_M, CPY_K)
+    Tensor tdQsdZ = thr_copy_a_dq.partition_S(sdZ);  // (CPY, CPY_M, CPY_K)
     // K^T cut into slices of kDqSliceDim head-dim rows: (CPY, CPY_SLICE, CPY_K, SLICE)
     Tensor tdQsKt = thr_copy_b_dq.partition_S(
         flat_divide(sKt, Shape<Int<kDqSliceDim>, Int<kBlockN>>{})(_, _, _, 0));
@@ -190,8 +189,8 @@ struct Sm80BwdDkDvMainloop {
       }
 
       // Per key-column slice: S = Q K^T, then P in place (masked only on tiles that hold a hidden
-      // pair); dP = dO V^T, then dS = dP * P * (1 - P) in place from the fp32 P (masked P = 0 gives
-      // dS = 0); P and dS rounded into sP and sdS.
+      // pair); dP = dO V^T, then dZ = dP * P * (1 - P) in place from the fp32 P (masked P = 0 gives
+      // dZ = 0); P and dZ rounded into sP and sdZ.
       const bool masked = tile.m_block < range.interior_begin || tile.m_block >= range.interior_end;
       CUTE_UNROLL
       for (int slice = 0; slice < Traits::kSdpSplits; ++slice) {
@@ -214,12 +213,12 @@ struct Sm80BwdDkDvMainloop {
           acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
         }
         Tensor rP = convert_fragment<Element>(acc_s);    // (MMA, MMA_M, MMA_N)
-        Tensor rdS = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
+        Tensor rdZ = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
         copy(store_copy, thr_store.retile_S(rP), tPsP(_, _, _, slice));
-        copy(store_copy, thr_store.retile_S(rdS), tdSsdS(_, _, _, slice));
+        copy(store_copy, thr_store.retile_S(rdZ), tdZsdZ(_, _, _, slice));
       }
 
-      // Barrier B: P and dS visible to all.
+      // Barrier B: P and dZ visible to all.
       __syncthreads();
       gemm_ss_pipelined(mma_dkv, acc_dv, tdVsPt, tdVrPt, thr_copy_a_dkv.retile_D(tdVrPt), copy_a_dkv, tdVsdOt,
                         tdVrdOt, thr_copy_b_dkv.retile_D(tdVrdOt), copy_b_dkv);
@@ -229,9 +228,9 @@ struct Sm80BwdDkDvMainloop {
       if (has_next) load_rows(params.dout, next.head_idx, next.m_block, tdOsdO);
       cute::cp_async_fence();
 
-      // dQ = dS K (default mode), per head-dim slice. Where dQ is one slice that fills the
+      // dQ = dZ K (default mode), per head-dim slice. Where dQ is one slice that fills the
       // workspace's pitch, its reductions are not issued as one burst after the product but spread
-      // over the k-steps of dK += dS^T Q below: a burst fills the load/store unit's global queue,
+      // over the k-steps of dK += dZ^T Q below: a burst fills the load/store unit's global queue,
       // and the next instructions that reuse the reductions' registers wait for it to drain.
       // Otherwise each slice is added when it is formed.
       // In deterministic mode there is no workspace (dq_accum may be null, and only a zero offset from
@@ -244,7 +243,7 @@ struct Sm80BwdDkDvMainloop {
         CUTE_UNROLL
         for (int slice = 0; slice < Traits::kDqSplits; ++slice) {
           clear(acc_dq);
-          gemm_ss_pipelined(mma_dq, acc_dq, tdQsdS, tdQrdS, thr_copy_a_dq.retile_D(tdQrdS), copy_a_dq,
+          gemm_ss_pipelined(mma_dq, acc_dq, tdQsdZ, tdQrdZ, thr_copy_a_dq.retile_D(tdQrdZ), copy_a_dq,
                             tdQsKt(_, _, _, slice), tdQrKt, thr_copy_b_dq.retile_D(tdQrKt), copy_b_dq);
           constexpr int kSlicePanels = kDqSliceDim / DqAccumLayout::kPanelCols;
           if (!spread_dq) {
@@ -256,7 +255,7 @@ struct Sm80BwdDkDvMainloop {
       auto dq_part = [&](int s, int steps) {
         if (spread_dq) DqAtomicAdd::add_part(acc_dq, dq_tile, s, steps, tidx);
       };
-      gemm_ss_pipelined(mma_dkv, acc_dk, tdKsdSt, tdKrdSt, thr_copy_a_dkv.retile_D(tdKrdSt), copy_a_dkv,
+      gemm_ss_pipelined(mma_dkv, acc_dk, tdKsdZt, tdKrdZt, thr_copy_a_dkv.retile_D(tdKrdZt), copy_a_dkv,
                         tdKsQt(_, _, _, stage), tdKrQt, thr_copy_b_dkv.retile_D(tdKrQt), copy_b_dkv, dq_part);
 
       if constexpr (kQStages == 1) {
@@ -279,8 +278,8 @@ struct Sm80BwdDkDvMainloop {
 //   wait K[n], V[n]; barrier      K[n], V[n] visible; every warp finished tile n-1 (its buffers free)
 //   issue K[n+1], V[n+1]          land while this tile's three products run
 //   S  = Q K[n]^T;  P = sigma(variant(S))
-//   dP = dO V[n]^T; dS = dP * P * (1 - P)
-//   dQ += dS K[n]                 dS moves from the dP accumulator to the A operand in registers
+//   dP = dO V[n]^T; dZ = dP * P * (1 - P)
+//   dQ += dZ K[n]                 dZ moves from the dP accumulator to the A operand in registers
 template <class DqTraits, class Variant>
 struct Sm80BwdDqMainloop {
   using Element = typename DqTraits::Element;
@@ -295,7 +294,6 @@ struct Sm80BwdDqMainloop {
                               int m_block, int head_idx, int kv_head_idx, int batch_idx,
                               typename DqTraits::SharedStorage& smem, AccDq& acc_dq, int tidx) {
     using namespace cute;
-    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
     const ProblemParams& problem = params.problem;
 
     Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename DqTraits::SmemLayoutQ{});      // (BLK_M, HEAD_DIM)
@@ -379,9 +377,9 @@ struct Sm80BwdDqMainloop {
       for (int i = 0; i < size(acc_dp); ++i) {
         acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
       }
-      Tensor rdS = convert_fragment<Element>(acc_dp);                                             // (MMA, MMA_M, MMA_N)
-      Tensor tdQrdS = make_tensor(rdS.data(), accumulator_as_operand_a(rdS.layout()));  // (MMA, MMA_M, BLK_N/16)
-      gemm_rs_pipelined(tiled_mma, acc_dq, tdQrdS, tdQsKt(_, _, _, stage), tdQrKt, thr_copy_bt.retile_D(tdQrKt), copy_bt);
+      Tensor rdZ = convert_fragment<Element>(acc_dp);                                             // (MMA, MMA_M, MMA_N)
+      Tensor tdQrdZ = make_tensor(rdZ.data(), accumulator_as_operand_a(rdZ.layout()));  // (MMA, MMA_M, BLK_N/16)
+      gemm_rs_pipelined(tiled_mma, acc_dq, tdQrdZ, tdQsKt(_, _, _, stage), tdQrKt, thr_copy_bt.retile_D(tdQrKt), copy_bt);
     }
   }
 };

@@ -16,6 +16,8 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include "common/gmem_tile.hpp"
+
 namespace flash_sigmoid::sm80 {
 
 // ---- The dK/dV kernel's tiles. Per thread block: kBlockN keys, kBlockM query rows per step,
@@ -24,10 +26,10 @@ namespace flash_sigmoid::sm80 {
 //   dK, dV (BLK_N x HEAD_DIM)  dkv_warps_n warps along the keys, the rest along the head dim
 //   dQ (BLK_M x HEAD_DIM)      dq_warps_m warps along the query rows, the rest along the head dim
 // q_stages = 2 double-buffers Q (the next query tile loads while this one is used); 1 where shared
-// memory must stay within the A100's 163 KiB. dq_splits > 1 computes dQ = dS K in that many
+// memory must stay within the A100's 163 KiB. dq_splits > 1 computes dQ = dZ K in that many
 // head-dim slices, one after the other, so that only one slice's accumulator is live next to the
-// dK/dV accumulators (head dim 256: 32 registers instead of 64; dS is read once per slice).
-// sdp_splits > 1 forms S, P, dP and dS in that many key-column slices of the tile, one after the
+// dK/dV accumulators (head dim 256: 32 registers instead of 64; dZ is read once per slice).
+// sdp_splits > 1 forms S, P, dP and dZ in that many key-column slices of the tile, one after the
 // other, for the same reason: P must stay in fp32 registers until its dP is formed, and next to the
 // dK/dV accumulators only a slice of S and dP fits (Q and dO fragments are re-read per slice).
 // Head dims 64, 96 and 128 fit the whole tile (one slice, 2-11% faster; docs/sm80_backward.md).
@@ -92,12 +94,14 @@ constexpr BwdDqTileShape bwd_dq_tile_shape(int head_dim) {
 }
 
 // What both kernels share: operand types, the MMA atom, the ldmatrix atoms and the global copies.
+// Global copies (16-byte cp.async with zero fill in, 16-byte stores out) from common/gmem_tile.hpp.
 template <class Element_, int kHeadDim_, int kNThreads_>
-struct Sm80BwdCommon {
+struct Sm80BwdCommon : GmemTileCopies<Element_, kHeadDim_, kNThreads_> {
   using Element = Element_;
   using ElementAccum = float;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kNThreads = kNThreads_;
+  using Copies = GmemTileCopies<Element_, kHeadDim_, kNThreads_>;
 
   static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>,
                 "the sm80 backward kernels take fp16 or bf16 operands");
@@ -120,29 +124,11 @@ struct Sm80BwdCommon {
                 "row pitch of 4 or 20 banks: 8 consecutive rows cover all 32 banks");
 
   // ldmatrix: plain for operands whose K extent is contiguous in shared memory, transposed for
-  // the others (all of dV = P^T dO, dK = dS^T Q, and K as the B operand of dQ = dS K).
+  // the others (all of dV = P^T dO, dK = dZ^T Q, and K as the B operand of dQ = dZ K).
   using SmemCopyAtom = cute::Copy_Atom<cute::SM75_U32x4_LDSM_N, Element>;
   using SmemCopyAtomTransposed = cute::Copy_Atom<cute::SM75_U16x8_LDSM_T, Element>;
   // Accumulator pairs (two adjacent columns, converted) to shared memory as 32-bit stores.
   using SmemCopyAtomStore = cute::Copy_Atom<cute::UniversalCopy<uint32_t>, Element>;
-
-  // Global memory: 16-byte vectors; a row of 8 threads covers 128 contiguous bytes, or 4 threads
-  // (64 bytes) where the head dim is not a multiple of 64.
-  static constexpr int kElemsPer16B = 16 / int(sizeof(Element));
-  static constexpr int kGmemThreadsPerRow = (kHeadDim % 64 == 0 ? 64 : 32) / kElemsPer16B;
-  static constexpr int kGmemRowsPerPass = kNThreads / kGmemThreadsPerRow;
-  static_assert(kNThreads % kGmemThreadsPerRow == 0, "whole rows per copy pass");
-  using GmemThreadLayout = cute::Layout<cute::Shape<cute::Int<kGmemRowsPerPass>, cute::Int<kGmemThreadsPerRow>>,
-                                        cute::Stride<cute::Int<kGmemThreadsPerRow>, cute::_1>>;
-  using GmemValueLayout = cute::Layout<cute::Shape<cute::_1, cute::Int<kElemsPer16B>>>;
-  // cp.async.cg with zero fill: rows past the sequence and head-dim columns past head_dim land in
-  // shared memory as zeros (and read no global memory).
-  using GmemTiledCopyLoad = decltype(cute::make_tiled_copy(
-      cute::Copy_Atom<cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>, Element>{}, GmemThreadLayout{},
-      GmemValueLayout{}));
-  // Gradient tiles: 16-byte shared-memory loads, then 16-byte global stores.
-  using GmemTiledCopyStore = decltype(cute::make_tiled_copy(
-      cute::Copy_Atom<cute::UniversalCopy<cute::uint128_t>, Element>{}, GmemThreadLayout{}, GmemValueLayout{}));
 
   // (ROWS, HEAD_DIM) padded row-major tile, and its (HEAD_DIM, ROWS) transposed view.
   template <int kRows>
@@ -175,9 +161,9 @@ struct Sm80BwdTraits : Sm80BwdCommon<Element_, kHeadDim_, bwd_tile_shape(kHeadDi
 
   // S = Q K^T and dP = dO V^T: (BLK_M, BLK_N), K extent HEAD_DIM.
   using TiledMmaSdP = typename Base::template TiledMmaWarps<kShape.sdp_warps_m, kNWarps / kShape.sdp_warps_m>;
-  // dV += P^T dO and dK += dS^T Q: (BLK_N, HEAD_DIM), K extent BLK_M.
+  // dV += P^T dO and dK += dZ^T Q: (BLK_N, HEAD_DIM), K extent BLK_M.
   using TiledMmaDkv = typename Base::template TiledMmaWarps<kShape.dkv_warps_n, kNWarps / kShape.dkv_warps_n>;
-  // dQ = dS K: (BLK_M, DQ_SLICE) per slice, K extent BLK_N.
+  // dQ = dZ K: (BLK_M, DQ_SLICE) per slice, K extent BLK_N.
   using TiledMmaDq = typename Base::template TiledMmaWarps<kShape.dq_warps_m, kNWarps / kShape.dq_warps_m>;
 
   static_assert(kNWarps % kShape.sdp_warps_m == 0 && kNWarps % kShape.dkv_warps_n == 0 &&
@@ -195,17 +181,17 @@ struct Sm80BwdTraits : Sm80BwdCommon<Element_, kHeadDim_, bwd_tile_shape(kHeadDi
   // dq_accum rows are rounded up to 128 (api/validate.cpp), so a query tile never crosses it.
   static_assert(128 % kBlockM == 0, "query tiles tile the 128-row rounding of the dQ workspace");
   static_assert(kQStages == 1 || kQStages == 2, "Q is single- or double-buffered");
-  static_assert(kBlockM % Base::kGmemRowsPerPass == 0 && kBlockN % Base::kGmemRowsPerPass == 0,
+  static_assert(kBlockM % Base::Copies::kGmemRowsPerPass == 0 && kBlockN % Base::Copies::kGmemRowsPerPass == 0,
                 "tiles are whole copy passes (no partial thread rows)");
 
-  // ---- Shared memory. Q and dO tiles (BLK_M, HEAD_DIM), K and V (BLK_N, HEAD_DIM), P and dS
+  // ---- Shared memory. Q and dO tiles (BLK_M, HEAD_DIM), K and V (BLK_N, HEAD_DIM), P and dZ
   // (BLK_M, BLK_N), every one padded row-major with a transposed view for the products that read
   // it along the other mode.
-  static constexpr int kPdsPitch = kBlockN + 8;
-  static_assert((kPdsPitch / 2) % 32 == 4 || (kPdsPitch / 2) % 32 == 20, "P/dS row pitch: conflict free");
+  static constexpr int kPdzPitch = kBlockN + 8;
+  static_assert((kPdzPitch / 2) % 32 == 4 || (kPdzPitch / 2) % 32 == 20, "P/dZ row pitch: conflict free");
   static constexpr int kQTileElems = kBlockM * kRowPitch;  // one Q stage (also dO)
   static constexpr int kKVTileElems = kBlockN * kRowPitch;
-  static constexpr int kPdsTileElems = kBlockM * kPdsPitch;
+  static constexpr int kPdzTileElems = kBlockM * kPdzPitch;
 
   using SmemLayoutQ = cute::Layout<cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>, cute::Int<kQStages>>,
                                    cute::Stride<cute::Int<kRowPitch>, cute::_1, cute::Int<kQTileElems>>>;
@@ -215,18 +201,18 @@ struct Sm80BwdTraits : Sm80BwdCommon<Element_, kHeadDim_, bwd_tile_shape(kHeadDi
   using SmemLayoutdOt = typename Base::template SmemLayoutRowsT<kBlockM>;
   using SmemLayoutKV = typename Base::template SmemLayoutRows<kBlockN>;
   using SmemLayoutKVt = typename Base::template SmemLayoutRowsT<kBlockN>;
-  using SmemLayoutPds = cute::Layout<cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>>,
-                                     cute::Stride<cute::Int<kPdsPitch>, cute::_1>>;
-  using SmemLayoutPdst = cute::Layout<cute::Shape<cute::Int<kBlockN>, cute::Int<kBlockM>>,
-                                      cute::Stride<cute::_1, cute::Int<kPdsPitch>>>;
+  using SmemLayoutPdz = cute::Layout<cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>>,
+                                     cute::Stride<cute::Int<kPdzPitch>, cute::_1>>;
+  using SmemLayoutPdzt = cute::Layout<cute::Shape<cute::Int<kBlockN>, cute::Int<kBlockM>>,
+                                      cute::Stride<cute::_1, cute::Int<kPdzPitch>>>;
 
   struct SharedStorage {
     cute::array_aligned<Element, kQTileElems * kQStages, 128> q;
     cute::array_aligned<Element, kQTileElems, 128> dout;
     cute::array_aligned<Element, kKVTileElems, 128> k;  // K, then dK in the epilogue
     cute::array_aligned<Element, kKVTileElems, 128> v;  // V, then dV in the epilogue
-    cute::array_aligned<Element, kPdsTileElems, 128> p;
-    cute::array_aligned<Element, kPdsTileElems, 128> ds;
+    cute::array_aligned<Element, kPdzTileElems, 128> p;
+    cute::array_aligned<Element, kPdzTileElems, 128> dz;
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 163 * 1024, "fits the A100's opt-in shared memory per block");
@@ -248,12 +234,12 @@ struct Sm80BwdDqTraits : Sm80BwdCommon<Element_, kHeadDim_, bwd_dq_tile_shape(kH
   static constexpr int kNWarps = kShape.warps;
   static constexpr int kKVStages = 2;
 
-  // Warps stacked along the query rows, so S, dP and dQ share one row partition and dS moves from
-  // the dP accumulator to the A operand of dS K in registers (as P does in the forward).
+  // Warps stacked along the query rows, so S, dP and dQ share one row partition and dZ moves from
+  // the dP accumulator to the A operand of dZ K in registers (as P does in the forward).
   using TiledMma = typename Base::template TiledMmaWarps<kNWarps, 1>;
   static_assert(kBlockM % (16 * kNWarps) == 0, "each warp owns whole 16-row MMA slices of the query tile");
-  static_assert(kBlockN % 16 == 0, "the key tile is the K extent of dS K: whole k16 steps");
-  static_assert(kBlockM % Base::kGmemRowsPerPass == 0 && kBlockN % Base::kGmemRowsPerPass == 0,
+  static_assert(kBlockN % 16 == 0, "the key tile is the K extent of dZ K: whole k16 steps");
+  static_assert(kBlockM % Base::Copies::kGmemRowsPerPass == 0 && kBlockN % Base::Copies::kGmemRowsPerPass == 0,
                 "tiles are whole copy passes (no partial thread rows)");
 
   static constexpr int kQTileElems = kBlockM * kRowPitch;

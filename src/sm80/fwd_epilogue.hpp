@@ -9,7 +9,7 @@
 
 #include <cute/tensor.hpp>
 
-#include "common/fragment_coords.hpp"
+#include "common/gmem_tile.hpp"
 #include "sm80/fwd_traits.hpp"
 
 namespace flash_sigmoid::sm80 {
@@ -28,43 +28,10 @@ struct Sm80FwdEpilogue {
   CUTE_DEVICE static void store(AccO const& acc_o, typename Traits::SharedStorage& smem, TensorO& gO, int q_rows,
                                 int head_dim, int tidx) {
     using namespace cute;
-    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
-
-    Tensor rO = convert_fragment<Element>(acc_o);  // (MMA, MMA_M, MMA_HEAD_DIM)
     Tensor sO = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutO{});  // (BLK_M, HEAD_DIM)
-
-    // Registers -> shared: each thread's adjacent column pairs as 32-bit stores, in the MMA's
-    // C partition.
-    auto smem_tiled_copy_O = make_tiled_copy_C(typename Traits::SmemCopyAtomO{}, typename Traits::TiledMma{});
-    auto smem_thr_copy_O = smem_tiled_copy_O.get_thread_slice(tidx);
-    Tensor taccOrO = smem_thr_copy_O.retile_S(rO);    // (CPY, CPY_M, CPY_HEAD_DIM)
-    Tensor taccOsO = smem_thr_copy_O.partition_D(sO);  // (CPY, CPY_M, CPY_HEAD_DIM)
-    copy(smem_tiled_copy_O, taccOrO, taccOsO);
-
-    // The tile is re-partitioned across threads for the global stores: every thread's shared
-    // writes must be visible first.
-    __syncthreads();
-
-    // Shared -> registers (16-byte loads) -> global (16-byte stores), rows and columns predicated.
-    typename Traits::GmemTiledCopyO gmem_tiled_copy_O;
-    auto gmem_thr_copy_O = gmem_tiled_copy_O.get_thread_slice(tidx);
-    Tensor tOsO = gmem_thr_copy_O.partition_S(sO);  // (CPY, CPY_M, CPY_K)
-    Tensor tOgO = gmem_thr_copy_O.partition_D(gO);  // (CPY, CPY_M, CPY_K)
-    Tensor tOcO = gmem_thr_copy_O.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    Tensor tOrO = make_tensor<Element>(shape(tOgO));  // (CPY, CPY_M, CPY_K)
-    copy(gmem_tiled_copy_O, tOsO, tOrO);
-
-    CUTE_UNROLL
-    for (int m = 0; m < size<1>(tOgO); ++m) {
-      if (get<0>(tOcO(0, m, 0)) < q_rows) {
-        CUTE_UNROLL
-        for (int k = 0; k < size<2>(tOgO); ++k) {
-          if (get<1>(tOcO(0, m, k)) < head_dim) {
-            copy(gmem_tiled_copy_O, tOrO(_, m, k), tOgO(_, m, k));
-          }
-        }
-      }
-    }
+    // Registers -> shared in the MMA's C partition (32-bit stores of column pairs), a barrier, then
+    // shared -> global as 16-byte vectors, rows and columns predicated (common/gmem_tile.hpp).
+    AccumulatorTileStore<Traits, typename Traits::TiledMma, kBlockM>::store(acc_o, sO, gO, q_rows, head_dim, tidx);
   }
 };
 

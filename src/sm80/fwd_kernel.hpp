@@ -1,9 +1,10 @@
 // Layer: sm80. The forward __global__ kernel: one thread block per (query tile, query head, batch).
 //
-// Owns: mapping the block to its problem slice (batch, query head, kv head under GQA, tile), the
-// per-(batch, head) base pointers (int64) and the global tensors, the key-tile range from the mask,
-// and the order mainloop -> epilogue. Does not own: the pipeline (fwd_mainloop.hpp), the O store
-// (fwd_epilogue.hpp), tile shapes (fwd_traits.hpp) or the launch (fwd_launch.hpp).
+// Owns: the kernel's params, the global tensors of the block's work tile, the key-tile range from
+// the mask, and the order mainloop -> epilogue. The work tile (query tile, query head, kv head under
+// GQA, batch) comes from the scheduler and the lengths from SeqlenInfo (common/tile_scheduler.hpp).
+// Does not own: the pipeline (fwd_mainloop.hpp), the O store (fwd_epilogue.hpp), tile shapes
+// (fwd_traits.hpp) or the launch (fwd_launch.hpp).
 //
 // Warp roles: none. All kNWarps warps do the same work on their own 16-row slices of the query
 // tile (rows w*16 + i*16*kNWarps, i < MMA_M): every warp issues its share of the cp.async loads,
@@ -16,30 +17,27 @@
 #include <cute/tensor.hpp>
 
 #include "common/block_range.hpp"
-#include "common/fragment_coords.hpp"
+#include "common/gmem_tile.hpp"
 #include "common/params.hpp"
+#include "common/score_variant.hpp"
+#include "common/tile_scheduler.hpp"
 #include "sm80/fwd_epilogue.hpp"
 #include "sm80/fwd_mainloop.hpp"
 #include "sm80/fwd_traits.hpp"
 
 namespace flash_sigmoid::sm80 {
 
-// (rows, HEAD_DIM) view of one (batch, head) slice of a [batch, seqlen, heads, head_dim] tensor.
-// The (batch, head) offset is int64; offsets inside the slice fit in int (validated by the API).
-template <int kHeadDim, class Element>
-CUTE_DEVICE auto head_slice(const StridedPtr& t, int batch_idx, int head_idx, int rows) {
-  using namespace cute;
-  using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
-  const int64_t offset = static_cast<int64_t>(batch_idx) * t.stride_batch + static_cast<int64_t>(head_idx) * t.stride_head;
-  Element* base = static_cast<Element*>(t.ptr) + offset;
-  return make_tensor(make_gmem_ptr(base), make_shape(rows, Int<kHeadDim>{}),
-                     make_stride(static_cast<int>(t.stride_seq), _1{}));
-}
+// The kernel's parameters, built on the host from the validated problem (Sm80Fwd::run); the
+// problem as it is, so far (common/params.hpp).
+using Sm80FwdParams = KernelParams<ForwardParams, struct Sm80FwdFamily>;
+
+// One block per (query tile, query head, batch), longest first (common/tile_scheduler.hpp).
+template <class Traits>
+using Sm80FwdScheduler = QueryTileScheduler<Traits::kBlockM>;
 
 template <class Traits, class Variant>
-__global__ void __launch_bounds__(Traits::kNThreads, 1) sm80_fwd_kernel(const __grid_constant__ ForwardParams params) {
+__global__ void __launch_bounds__(Traits::kNThreads, 1) sm80_fwd_kernel(const __grid_constant__ Sm80FwdParams params) {
   using namespace cute;
-  using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
   using Element = typename Traits::Element;
   using Mask = typename Variant::Mask;
   constexpr int kBlockM = Traits::kBlockM;
@@ -50,22 +48,20 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) sm80_fwd_kernel(const __
   auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
 
   const ProblemParams& problem = params.problem;
-  // Query tiles in reverse launch order: under a causal (right-bounded) mask the last tiles see the
-  // most keys, and starting them first shortens the tail of the grid.
-  const int m_block = static_cast<int>(gridDim.x - 1 - blockIdx.x);
-  const int head_idx = static_cast<int>(blockIdx.y);
-  const int batch_idx = static_cast<int>(blockIdx.z);
-  const int kv_head_idx = head_idx / problem.group_size;
+  const QueryTileWork work = Sm80FwdScheduler<Traits>::first_work(problem);
+  const int m_block = work.m_block;
   const int tidx = static_cast<int>(threadIdx.x);
 
-  const Mask mask = mask_from_problem<Mask>(problem);
+  const SeqlenInfo seqlen = SeqlenInfo::make(problem, work.batch_idx);
+  const Mask mask = seqlen.mask<Mask>(problem);
   const BlockRange range = key_block_range<kBlockM, kBlockN>(mask, m_block);
-  const int q_rows = problem.seqlen_q - m_block * kBlockM;
+  const int q_rows = seqlen.seqlen_q - m_block * kBlockM;
 
-  Tensor mQ = head_slice<kHeadDim, Element>(params.q, batch_idx, head_idx, problem.seqlen_q);      // (SEQ_Q, HEAD_DIM)
-  Tensor mK = head_slice<kHeadDim, Element>(params.k, batch_idx, kv_head_idx, problem.seqlen_k);   // (SEQ_K, HEAD_DIM)
-  Tensor mV = head_slice<kHeadDim, Element>(params.v, batch_idx, kv_head_idx, problem.seqlen_k);   // (SEQ_K, HEAD_DIM)
-  Tensor mO = head_slice<kHeadDim, Element>(params.out, batch_idx, head_idx, problem.seqlen_q);    // (SEQ_Q, HEAD_DIM)
+  const int batch_idx = work.batch_idx;
+  Tensor mQ = gmem_head_slice<kHeadDim, Element>(params.q, batch_idx, work.head_idx, seqlen.seqlen_q);      // (SEQ_Q, HEAD_DIM)
+  Tensor mK = gmem_head_slice<kHeadDim, Element>(params.k, batch_idx, work.kv_head_idx, seqlen.seqlen_k);   // (SEQ_K, HEAD_DIM)
+  Tensor mV = gmem_head_slice<kHeadDim, Element>(params.v, batch_idx, work.kv_head_idx, seqlen.seqlen_k);   // (SEQ_K, HEAD_DIM)
+  Tensor mO = gmem_head_slice<kHeadDim, Element>(params.out, batch_idx, work.head_idx, seqlen.seqlen_q);    // (SEQ_Q, HEAD_DIM)
   Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));  // (BLK_M, HEAD_DIM)
   Tensor gO = local_tile(mO, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));  // (BLK_M, HEAD_DIM)
   Tensor gK = local_tile(mK, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));        // (BLK_N, HEAD_DIM, n)
@@ -78,8 +74,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) sm80_fwd_kernel(const __
   // An empty key range (seqlen_k == 0, or a window that hides every key of these rows) skips the
   // mainloop and stores O = 0.
   if (!range.empty()) {
-    const Variant variant = Variant::make(problem, mask, batch_idx, head_idx);
-    Sm80FwdMainloop<Traits, Variant>::run(gQ, gK, gV, smem, variant, range, m_block, q_rows, problem.seqlen_k,
+    const Variant variant = Variant::make(problem, mask, work.batch_idx, work.head_idx);
+    Sm80FwdMainloop<Traits, Variant>::run(gQ, gK, gV, smem, variant, range, m_block, q_rows, seqlen.seqlen_k,
                                           problem.head_dim, acc_o, tidx);
   }
   Sm80FwdEpilogue<Traits>::store(acc_o, smem, gO, q_rows, problem.head_dim, tidx);

@@ -4,7 +4,7 @@
 // Owns: the shared-memory pipeline (which tile is loaded into which buffer, and the barriers that
 // make that safe), the two GEMMs, and the in-register hand-over of P from the S accumulator to the
 // A operand of P @ V. Does not own: tile shapes (fwd_traits.hpp), the score variant and its
-// per-element math (common/fragment_coords.hpp, policies/), which key tiles exist and which need the
+// per-element math (common/score_variant.hpp, policies/), which key tiles exist and which need the
 // mask (common/block_range.hpp), or writing O (fwd_epilogue.hpp).
 //
 // Pipeline, per key tile n (one buffer each for K and V; Q stays in shared memory throughout):
@@ -24,7 +24,8 @@
 #include <cute/tensor.hpp>
 
 #include "common/block_range.hpp"
-#include "common/fragment_coords.hpp"
+#include "common/score_variant.hpp"
+#include "sm80/common_mma.hpp"
 #include "sm80/fwd_traits.hpp"
 
 namespace flash_sigmoid::sm80 {
@@ -45,7 +46,6 @@ template <class TiledCopy, class SrcTensor, class DstTensor, class CoordTensor>
 CUTE_DEVICE void copy_tile_zfill(TiledCopy const& tiled_copy, SrcTensor const& src, DstTensor&& dst,
                                  CoordTensor const& coords, int row_limit, int col_limit) {
   using namespace cute;
-  using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
   static_assert(decltype(rank(src))::value == 3 && decltype(rank(coords))::value == 3, "(CPY, CPY_ROW, CPY_COL)");
   static_assert(decltype(rank(shape<1>(src)))::value == 1, "row passes have one stride");
   Tensor src_row = src(_, 0, _);  // (CPY, CPY_COL), static column strides
@@ -120,21 +120,6 @@ CUTE_DEVICE void gemm_regs_smem(TiledMma const& tiled_mma, Acc& acc, FragA const
   }
 }
 
-// The m16n8k16 accumulator of two adjacent n8 atoms holds, per thread, exactly the registers of one
-// k16 step of the A operand: C values (col pair, row half) of atoms 2j and 2j+1 are A values
-// (k pair, row half, k half) of k-step j. So P moves from S to the A operand with a new layout and
-// no data movement: ((2,2), MMA_M, MMA_N) -> ((2,2,2), MMA_M, MMA_N/2).
-template <class Layout>
-CUTE_HOST_DEVICE constexpr auto acc_layout_as_operand_a(Layout const& acc) {
-  using namespace cute;
-  static_assert(decltype(rank(acc))::value == 3, "(MMA, MMA_M, MMA_N)");
-  static_assert(decltype(size<0>(acc))::value == 4, "m16n8 fp32 accumulator: 4 values per atom");
-  static_assert(decltype(size<2>(acc))::value % 2 == 0, "n8 atoms pair up into k16 steps");
-  auto split = logical_divide(acc, Shape<Underscore, Underscore, _2>{});  // ((2,2), MMA_M, (2, MMA_N/2))
-  return make_layout(make_layout(get<0, 0>(split), get<0, 1>(split), get<2, 0>(split)), get<1>(split),
-                     get<2, 1>(split));
-}
-
 }  // namespace detail
 
 template <class Traits, class Variant>
@@ -156,15 +141,14 @@ struct Sm80FwdMainloop {
                               typename Traits::SharedStorage& smem, Variant const& variant, BlockRange const& range,
                               int m_block, int q_rows, int seqlen_k, int head_dim, AccO& acc_o, int tidx) {
     using namespace cute;
-    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
-
+  
     Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});    // (BLK_M, HEAD_DIM)
     Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});   // (BLK_N, HEAD_DIM)
     Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});   // (BLK_N, HEAD_DIM)
     Tensor sVt = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutVt{});  // (HEAD_DIM, BLK_N)
 
     // ---- Global -> shared: every thread copies 16-byte vectors; coordinates give the zero fill.
-    typename Traits::GmemTiledCopyQKV gmem_tiled_copy;
+    typename Traits::GmemTiledCopyLoad gmem_tiled_copy;
     auto gmem_thr_copy = gmem_tiled_copy.get_thread_slice(tidx);
     Tensor tQgQ = gmem_thr_copy.partition_S(gQ);  // (CPY, CPY_M, CPY_K)
     Tensor tQsQ = gmem_thr_copy.partition_D(sQ);  // (CPY, CPY_M, CPY_K)
@@ -234,7 +218,7 @@ struct Sm80FwdMainloop {
       // into half the registers.
       apply_score_variant<kApplyMask>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
       Tensor rP = convert_fragment<Element>(acc_s);                                        // (MMA, MMA_M, MMA_N)
-      Tensor tOrP = make_tensor(rP.data(), detail::acc_layout_as_operand_a(rP.layout()));  // (MMA, MMA_M, BLK_N/16)
+      Tensor tOrP = make_tensor(rP.data(), accumulator_as_operand_a(rP.layout()));  // (MMA, MMA_M, BLK_N/16)
 
       // Barrier B: V[n] visible to every thread; every warp has finished Q K[n]^T, so K's buffer may
       // be overwritten by the next tile while this one runs P V[n].

@@ -12,6 +12,8 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include "common/gmem_tile.hpp"
+
 namespace flash_sigmoid::sm80 {
 
 // One row per head-dim bucket. kBlockM query rows and kBlockN keys per tile, kNWarps warps, each
@@ -68,7 +70,6 @@ struct Sm80FwdTraits {
 
   static_assert(kBlockM % (16 * kNWarps) == 0, "each warp owns whole 16-row MMA slices of the query tile");
   static_assert(kBlockN % 16 == 0, "the key tile is the K extent of P @ V: whole k16 steps");
-  static_assert(kHeadDim % 32 == 0, "head-dim buckets are multiples of 32 (whole gmem copy rows)");
 
   // ---- Shared memory: row-major tiles whose rows are padded by 16 bytes. A row pitch of
   // (kHeadDim + 8) elements is 4 or 20 banks mod 32, so the 8 rows of one ldmatrix phase (and of
@@ -94,7 +95,7 @@ struct Sm80FwdTraits {
   using SmemCopyAtom = cute::Copy_Atom<cute::SM75_U32x4_LDSM_N, Element>;
   using SmemCopyAtomTransposed = cute::Copy_Atom<cute::SM75_U16x8_LDSM_T, Element>;
   // O accumulator pairs (two adjacent columns) to shared memory as 32-bit stores.
-  using SmemCopyAtomO = cute::Copy_Atom<cute::UniversalCopy<uint32_t>, Element>;
+  using SmemCopyAtomStore = cute::Copy_Atom<cute::UniversalCopy<uint32_t>, Element>;
 
   struct SharedStorage {
     cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>, 128> q;  // Q, then O
@@ -103,25 +104,14 @@ struct Sm80FwdTraits {
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
 
-  // ---- Global memory: 16-byte vectors; a row of 8 threads covers 128 contiguous bytes (one cache
-  // line), or 4 threads (64 bytes) where the head dim is not a multiple of 64.
-  static constexpr int kElemsPer16B = 16 / int(sizeof(Element));
-  static constexpr int kGmemThreadsPerRow = (kHeadDim % 64 == 0 ? 64 : 32) / kElemsPer16B;
-  static constexpr int kGmemRowsPerPass = kNThreads / kGmemThreadsPerRow;
-  static_assert(kNThreads % kGmemThreadsPerRow == 0, "whole rows per copy pass");
-  static_assert(kBlockM % kGmemRowsPerPass == 0 && kBlockN % kGmemRowsPerPass == 0,
+  // ---- Global memory: 16-byte vectors (common/gmem_tile.hpp): cp.async.cg with zero fill for Q,
+  // K and V, so out-of-range rows and head-dim columns land in shared memory as zeros; O through
+  // 16-byte shared-memory loads, then 16-byte global stores.
+  using GmemCopies = GmemTileCopies<Element, kHeadDim, kNThreads>;
+  static_assert(kBlockM % GmemCopies::kGmemRowsPerPass == 0 && kBlockN % GmemCopies::kGmemRowsPerPass == 0,
                 "tiles are whole copy passes (no partial thread rows)");
-  using GmemThreadLayout = cute::Layout<cute::Shape<cute::Int<kGmemRowsPerPass>, cute::Int<kGmemThreadsPerRow>>,
-                                        cute::Stride<cute::Int<kGmemThreadsPerRow>, cute::_1>>;
-  using GmemValueLayout = cute::Layout<cute::Shape<cute::_1, cute::Int<kElemsPer16B>>>;
-  // cp.async.cg (L2 only: K/V tiles are re-read by other CTAs, never by this SM's L1) with zero
-  // fill, so out-of-range rows and head-dim columns land in shared memory as zeros.
-  using GmemTiledCopyQKV = decltype(cute::make_tiled_copy(
-      cute::Copy_Atom<cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>, Element>{}, GmemThreadLayout{},
-      GmemValueLayout{}));
-  // O: 16-byte shared-memory loads, then 16-byte global stores.
-  using GmemTiledCopyO = decltype(cute::make_tiled_copy(cute::Copy_Atom<cute::UniversalCopy<cute::uint128_t>, Element>{},
-                                                        GmemThreadLayout{}, GmemValueLayout{}));
+  using GmemTiledCopyLoad = typename GmemCopies::GmemTiledCopyLoad;
+  using GmemTiledCopyStore = typename GmemCopies::GmemTiledCopyStore;
 };
 
 }  // namespace flash_sigmoid::sm80

@@ -1,19 +1,19 @@
-// Layer: sm90. Where the Hopper backward's dK and dV leave the registers: the sm80 backward's
-// dK/dV epilogue (sm80/bwd_epilogue.hpp) — dK = scale * acc_dk and dV = acc_dv rounded to Element,
-// staged in K's and V's buffers (here 128-byte-swizzled) in the accumulator's partition (here the
-// warpgroup MMA's), stored as 16-byte vectors predicated on rows < seqlen_k and columns < head_dim —
-// which is written against the traits' layouts and serves both families. dQ goes through the
-// sm80 backward's fp32 workspace as well (DqAccumLayout, the paired reductions, the convert kernel).
+// Layer: sm90. Where the Hopper backward's dK and dV leave the registers: the dK/dV epilogue common
+// to both families (common/dkdv_epilogue.hpp) — dK = scale * acc_dk and dV = acc_dv rounded to
+// Element, staged in K's and V's buffers (here 128-byte-swizzled) in the accumulator's partition
+// (here the warpgroup MMA's), stored as 16-byte vectors predicated on rows < seqlen_k and columns <
+// head_dim. dQ goes through the common fp32 workspace (common/dq_accum.hpp: the paired reductions,
+// the convert kernel).
 //
 // Owns: nothing of its own; kept so that the sm90 folder mirrors sm80's file names.
 #pragma once
 
-#include "sm80/bwd_epilogue.hpp"
+#include "common/dkdv_epilogue.hpp"
 #include "sm90/bwd_traits.hpp"
 
 namespace flash_sigmoid::sm90 {
 
 template <class Traits>
-using Sm90BwdDkDvEpilogue = sm80::Sm80BwdDkDvEpilogue<Traits>;
+using Sm90BwdDkDvEpilogue = DkDvEpilogue<Traits>;
 
 }  // namespace flash_sigmoid::sm90

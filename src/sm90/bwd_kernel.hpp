@@ -3,10 +3,10 @@
 //   sm90_bwd_dkdv_kernel  one thread block (two warpgroups) per (key tile, kv head, batch): dK and
 //        dV of its key tile summed over the kv head's GQA group, and every query tile's dQ
 //        contribution added into the fp32 workspace. The workspace is zeroed before and converted
-//        to dQ after by the sm80 backward's memset and convert kernel (bwd_launch.hpp).
+//        to dQ after by the common workspace's memset and convert kernel (common/dq_accum.hpp).
 //
-// Owns: mapping blocks to problem slices, the block range from the mask, and the order
-// mainloop -> epilogue. Warp roles: none; both warpgroups do the same work on their own 64-key
+// Owns: the kernel's params, the block range from the mask, and the order mainloop -> epilogue;
+// the work tile comes from the scheduler and the lengths from SeqlenInfo (common/tile_scheduler.hpp). Warp roles: none; both warpgroups do the same work on their own 64-key
 // half of the tile (and their own part of dQ), with block-wide barriers.
 #pragma once
 
@@ -16,18 +16,26 @@
 
 #include "common/block_range.hpp"
 #include "common/params.hpp"
+#include "common/tile_scheduler.hpp"
 #include "sm90/bwd_epilogue.hpp"
 #include "sm90/bwd_mainloop.hpp"
 #include "sm90/bwd_traits.hpp"
 
 namespace flash_sigmoid::sm90 {
 
+// The kernel's parameters, built on the host from the validated problem (Sm90Bwd::run); the
+// problem as it is, so far (a TMA mainloop adds its descriptors: common/params.hpp).
+using Sm90BwdParams = KernelParams<BackwardParams, struct Sm90BwdFamily>;
+
+// One block per (key tile, kv head, batch), in order (common/tile_scheduler.hpp).
+template <class Traits>
+using Sm90BwdDkDvScheduler = KeyTileScheduler<Traits::kBlockN>;
+
 template <class Traits, class Variant>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
-    sm90_bwd_dkdv_kernel(const __grid_constant__ BackwardParams params) {
+    sm90_bwd_dkdv_kernel(const __grid_constant__ Sm90BwdParams params) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using namespace cute;
-  using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
   using Mask = typename Variant::Mask;
 
   // The swizzled layouts need 1 KiB alignment; the launch adds the slack.
@@ -36,13 +44,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(base);
 
   const ProblemParams& problem = params.problem;
-  const int n_block = static_cast<int>(blockIdx.x);
-  const int kv_head_idx = static_cast<int>(blockIdx.y);
-  const int batch_idx = static_cast<int>(blockIdx.z);
+  const KeyTileWork work = Sm90BwdDkDvScheduler<Traits>::first_work(problem);
   const int tidx = static_cast<int>(threadIdx.x);
 
-  const Mask mask = mask_from_problem<Mask>(problem);
-  const BlockRange range = query_block_range<Traits::kBlockM, Traits::kBlockN>(mask, n_block);
+  const Mask mask = SeqlenInfo::make(problem, work.batch_idx).mask<Mask>(problem);
+  const BlockRange range = query_block_range<Traits::kBlockM, Traits::kBlockN>(mask, work.n_block);
 
   typename Traits::TiledMmaDkv tiled_mma_dkv;
   Tensor acc_dk = partition_fragment_C(tiled_mma_dkv, Shape<Int<Traits::kBlockN>, Int<Traits::kHeadDim>>{});  // (MMA, MMA_N, MMA_HEAD_DIM)
@@ -50,10 +56,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   clear(acc_dk);
   clear(acc_dv);
   if (!range.empty()) {
-    Sm90BwdDkDvMainloop<Traits, Variant>::run(params, mask, range, n_block, kv_head_idx, batch_idx, smem, acc_dk,
-                                               acc_dv, tidx);
+    Sm90BwdDkDvMainloop<Traits, Variant>::run(params, mask, range, work.n_block, work.kv_head_idx, work.batch_idx,
+                                               smem, acc_dk, acc_dv, tidx);
   }
-  Sm90BwdDkDvEpilogue<Traits>::store(acc_dk, acc_dv, smem, params, n_block, kv_head_idx, batch_idx, tidx);
+  Sm90BwdDkDvEpilogue<Traits>::store(acc_dk, acc_dv, smem, params, work.n_block, work.kv_head_idx, work.batch_idx,
+                                     tidx);
 #endif
 }
 

@@ -1,61 +1,54 @@
-// Layer: sm90. Host-side launch of the Hopper backward for one compiled key (Element, head-dim
-// bucket, mask kind), on the caller's stream, with no allocation and no host synchronisation:
+// Layer: sm90. The host side of the Hopper backward for one compiled key (Element, head-dim bucket,
+// mask kind), on the caller's stream, with no allocation and no host synchronisation:
 //
-//   cudaMemsetAsync(workspace) -> sm90 dK/dV kernel adding dQ with atomics -> convert (sm80's)
+//   clear the dQ workspace -> sm90 dK/dV kernel adding dQ with atomics -> convert
 //
-// Only the default (non-deterministic) mode: the registry never picks this family for
-// params.deterministic (dispatch/kernel_table.py), and a direct call with it is refused here.
-// Owns: the grid, block size, shared-memory attribute and stream order. Does not own: validation
-// or the workspace size (src/api/validate.cpp, which must agree with DqAccumLayout).
+// (the workspace, its memset and its convert kernel are common to both families:
+// common/dq_accum.hpp). Only the default (non-deterministic) mode: the registry never picks this
+// family for params.deterministic (dispatch/kernel_table.py), and a direct call with it is refused
+// here. Owns: the kernels' order and launch shapes, and the workspace size the API reports for this
+// key. Does not own: validation, the launch itself (common/launch.hpp) or which keys exist.
 #pragma once
+
+#include <cstddef>
 
 #include <cuda_runtime_api.h>
 
-#include "common/block_range.hpp"
-#include "common/fragment_coords.hpp"
+#include "common/dq_accum.hpp"
+#include "common/launch.hpp"
 #include "common/params.hpp"
 #include "common/variant_dispatch.hpp"
 #include "policies/mask_band.hpp"
-#include "policies/sigmoid.hpp"
-#include "sm80/bwd_launch.hpp"
 #include "sm90/bwd_kernel.hpp"
 #include "sm90/bwd_traits.hpp"
 
 namespace flash_sigmoid::sm90 {
 
-template <class Traits, class Variant>
-cudaError_t launch_bwd_dkdv(const BackwardParams& params, cudaStream_t stream) {
-  const ProblemParams& p = params.problem;
-  auto kernel = &sm90_bwd_dkdv_kernel<Traits, Variant>;
-  if (cudaError_t err = sm80::allow_smem<Traits::kSmemBytes>(kernel); err != cudaSuccess) return err;
-  const dim3 grid(static_cast<unsigned>(ceil_div_int(p.seqlen_k, Traits::kBlockN)), static_cast<unsigned>(p.heads_kv),
-                  static_cast<unsigned>(p.batch));
-  kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(params);
-  return cudaGetLastError();
-}
-
-template <class Traits, class Variant>
-cudaError_t launch_bwd_variant(const BackwardParams& params, cudaStream_t stream) {
-  const ProblemParams& p = params.problem;
-  if (params.deterministic) return cudaErrorNotSupported;
-  if (p.batch == 0 || p.heads_q == 0) return cudaSuccess;
-  if (p.seqlen_q == 0) return launch_bwd_dkdv<Traits, Variant>(params, stream);  // dK = dV = 0, no dQ
-  if (cudaError_t err = cudaMemsetAsync(params.dq_accum, 0, sm80::DqAccumLayout::bytes(p), stream); err != cudaSuccess) {
-    return err;
-  }
-  if (p.seqlen_k > 0) {
-    if (cudaError_t err = launch_bwd_dkdv<Traits, Variant>(params, stream); err != cudaSuccess) return err;
-  }
-  return sm80::launch_bwd_convert_dq<typename Traits::Element>(params, stream);
-}
-
 // The entry point of every generated sm90 backward translation unit.
 template <class Element, int kHeadDim, MaskKind kMask>
-cudaError_t launch_bwd(const BackwardParams& params, cudaStream_t stream) {
+struct Sm90Bwd {
   using Traits = Sm90BwdTraits<Element, kHeadDim>;
-  return launch_score_variant<kMask>(params.problem, [&](auto variant) {
-    return launch_bwd_variant<Traits, decltype(variant)>(params, stream);
-  });
-}
+
+  static size_t workspace_bytes(const BackwardParams& params) { return DqAccumWorkspace::bytes(params); }
+
+  static cudaError_t run(const BackwardParams& params, cudaStream_t stream) {
+    if (params.deterministic) return cudaErrorNotSupported;
+    return launch_score_variant<kMask>(params.problem, [&](auto variant) {
+      return run_variant<decltype(variant)>(Sm90BwdParams::make(params), stream);
+    });
+  }
+
+ private:
+  template <class Variant>
+  static cudaError_t run_variant(const Sm90BwdParams& params, cudaStream_t stream) {
+    const ProblemParams& p = params.problem;
+    const LaunchShape dkdv{Sm90BwdDkDvScheduler<Traits>::grid(p), Traits::kNThreads, Traits::kSmemBytes};
+    auto launch_dkdv = [&] { return launch_kernel(&sm90_bwd_dkdv_kernel<Traits, Variant>, dkdv, stream, params); };
+    if (p.seqlen_q == 0) return launch_dkdv();  // dK = dV = 0, no dQ
+    if (cudaError_t err = DqAccumWorkspace::clear(params, stream); err != cudaSuccess) return err;
+    if (cudaError_t err = launch_dkdv(); err != cudaSuccess) return err;  // no keys: an empty grid
+    return DqAccumWorkspace::convert<typename Traits::Element>(params, stream);
+  }
+};
 
 }  // namespace flash_sigmoid::sm90

@@ -2,44 +2,44 @@
 //
 //   Sm90BwdDkDvMainloop  one key tile: over every query head of its GQA group and, for each, the
 //                        query tiles of the mask's BlockRange, recompute S^T and P^T, form dP^T
-//                        and dS^T, accumulate dV += P^T dO and dK += dS^T Q in registers, and add
-//                        dQ_tile = dS K into the fp32 workspace (red.global.add.v2.f32).
+//                        and dZ^T, accumulate dV += P^T dO and dK += dZ^T Q in registers, and add
+//                        dQ_tile = dZ K into the fp32 workspace (red.global.add.v2.f32).
 //
-// dS is the gradient of the pre-activation z (DESIGN's dZ), dS = dP * P * (1 - P), unscaled: dQ and
+// dZ is the gradient of the pre-activation z (docs/math.md), dZ = dP * P * (1 - P), unscaled: dQ and
 // dK are multiplied by `scale` once, in the convert kernel and the epilogue.
 //
 // Owns: the shared-memory pipeline, the barriers and proxy fences that make it safe, the products
 // and the elementwise step between them. Does not own: tile shapes (bwd_traits.hpp), the score
-// variant and its derivative (common/fragment_coords.hpp, policies/), which tiles exist and which
-// need the mask (common/block_range.hpp), or the workspace layout and the stores
-// (sm80/bwd_epilogue.hpp, bwd_epilogue.hpp).
+// variant and its derivative (common/score_variant.hpp, policies/), which tiles exist and which
+// need the mask (common/block_range.hpp), or the workspace and the stores (common/dq_accum.hpp,
+// bwd_epilogue.hpp).
 #pragma once
 
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
 
 #include "common/block_range.hpp"
-#include "common/fragment_coords.hpp"
+#include "common/score_variant.hpp"
 #include "common/params.hpp"
-#include "sm80/bwd_epilogue.hpp"
-#include "sm80/common_mma.hpp"
+#include "common/dq_accum.hpp"
+#include "common/gmem_tile.hpp"
 #include "sm90/bwd_traits.hpp"
 #include "sm90/common_mma.hpp"
 
 namespace flash_sigmoid::sm90 {
 
 // Pipeline, per step i = (query head, query tile) of the flattened loop (K, V resident; Q and dO
-// double-buffered; dS^T single):
+// double-buffered; dZ^T single):
 //
 //   wait Q[i], dO[i]; proxy fence; barrier A   visible to the tensor cores; every warpgroup
 //                                              finished step i-1 (its products read the other
-//                                              Q/dO stage and dS^T)
+//                                              Q/dO stage and dZ^T)
 //   issue Q[i+1], dO[i+1]                      land while this step runs
 //   S^T = K_w Q^T, dP^T = V_w dO^T             two wgmma batches, in flight together
 //   wait S^T; P^T = sigma(variant(S^T))        the score function overlaps dP^T's product
-//   wait dP^T; dS^T = dP^T * P^T (1 - P^T)     fp32; then P^T, dS^T rounded into registers
-//   dS^T -> shared; proxy fence; barrier B     both warpgroups' dS^T halves written
-//   dQ = dS K, dV += P^T dO, dK += dS^T Q      three batches in flight (dV, dK: A from registers)
+//   wait dP^T; dZ^T = dP^T * P^T (1 - P^T)     fp32; then P^T, dZ^T rounded into registers
+//   dZ^T -> shared; proxy fence; barrier B     both warpgroups' dZ^T halves written
+//   dQ = dZ K, dV += P^T dO, dK += dZ^T Q      three batches in flight (dV, dK: A from registers)
 //   wait dQ; red.add dQ                        each warpgroup a 64 x 64 part of the tile, while
 //                                              dV and dK run; then wait for them
 //
@@ -52,14 +52,13 @@ struct Sm90BwdDkDvMainloop {
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
-  using DqAtomicAdd = sm80::Sm80BwdDqAtomicAdd<Traits>;
+  using DqAtomicAdd = DqAccumAtomicAdd<Traits>;
 
   template <class AccDk, class AccDv>
   CUTE_DEVICE static void run(const BackwardParams& params, const Mask& mask, const BlockRange& range, int n_block,
                               int kv_head_idx, int batch_idx, typename Traits::SharedStorage& smem, AccDk& acc_dk,
                               AccDv& acc_dv, int tidx) {
     using namespace cute;
-    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
     const ProblemParams& problem = params.problem;
 
     // ---- Shared memory and the transposed views the products read.
@@ -70,8 +69,8 @@ struct Sm90BwdDkDvMainloop {
     Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});     // (BLK_N, HEAD_DIM)
     Tensor sKt = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKt{});    // (HEAD_DIM, BLK_N)
     Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});     // (BLK_N, HEAD_DIM)
-    Tensor sdSt = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdSt{});  // (BLK_N, BLK_M)
-    Tensor sdS = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdS{});    // (BLK_M, BLK_N)
+    Tensor sdZt = make_tensor(make_smem_ptr(smem.dz.data()), typename Traits::SmemLayoutdZt{});  // (BLK_N, BLK_M)
+    Tensor sdZ = make_tensor(make_smem_ptr(smem.dz.data()), typename Traits::SmemLayoutdZ{});    // (BLK_M, BLK_N)
 
     // ---- Global -> shared (16-byte cp.async, zero fill past the sequences and the head dim).
     typename Traits::GmemTiledCopyLoad gmem_tiled_copy;
@@ -81,9 +80,9 @@ struct Sm90BwdDkDvMainloop {
     Tensor tQcQ = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
     auto load_rows = [&](const StridedPtr& src, int head_idx, int m_block, auto&& dst) {
-      Tensor g = sm80::gmem_rows_tile<kBlockM, kHeadDim, Element>(src, batch_idx, head_idx, m_block * kBlockM);
-      sm80::copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(g), dst, tQcQ,
-                                 problem.seqlen_q - m_block * kBlockM, problem.head_dim);
+      Tensor g = gmem_rows_tile<kBlockM, kHeadDim, Element>(src, batch_idx, head_idx, m_block * kBlockM);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(g), dst, tQcQ,
+                           problem.seqlen_q - m_block * kBlockM, problem.head_dim);
     };
 
     // ---- S^T = K Q^T and dP^T = V dO^T: shared-memory descriptors for both operands.
@@ -97,23 +96,23 @@ struct Sm90BwdDkDvMainloop {
     // coordinates are swapped, so the score variant sees (row = query, col = key) as everywhere.
     Tensor tScS = thr_sdp.partition_C(make_coord_tensor(
         make_layout(Shape<Int<kBlockN>, Int<kBlockM>>{}, make_stride(E<1>{}, E<0>{}))));  // (MMA, MMA_M, MMA_N)
-    auto store_ds = make_tiled_copy_C(typename Traits::SmemCopyAtomStore{}, mma_sdp);
-    auto thr_store_ds = store_ds.get_thread_slice(tidx);
-    Tensor tdSsdS = thr_store_ds.partition_D(sdSt);  // (CPY, CPY_M, CPY_N)
+    auto store_dz = make_tiled_copy_C(typename Traits::SmemCopyAtomStore{}, mma_sdp);
+    auto thr_store_dz = store_dz.get_thread_slice(tidx);
+    Tensor tdZsdZ = thr_store_dz.partition_D(sdZt);  // (CPY, CPY_M, CPY_N)
 
-    // ---- dV += P^T dO and dK += dS^T Q: A from registers, B (dO, Q) descriptors along the head dim.
+    // ---- dV += P^T dO and dK += dZ^T Q: A from registers, B (dO, Q) descriptors along the head dim.
     typename Traits::TiledMmaDkv mma_dkv;
     auto thr_dkv = mma_dkv.get_thread_slice(tidx);
     Tensor tdVrdO = thr_dkv.partition_fragment_B(sdOt);  // (MMA, MMA_HEAD_DIM, MMA_K, STAGE)
     Tensor tdKrQ = thr_dkv.partition_fragment_B(sQt);    // (MMA, MMA_HEAD_DIM, MMA_K, STAGE)
 
-    // ---- dQ = dS K: dS (written as dS^T) and K, both descriptors.
+    // ---- dQ = dZ K: dZ (written as dZ^T) and K, both descriptors.
     typename Traits::TiledMmaDq mma_dq;
     auto thr_dq = mma_dq.get_thread_slice(tidx);
-    Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);  // (MMA, MMA_M, MMA_K)
+    Tensor tdQrdZ = thr_dq.partition_fragment_A(sdZ);  // (MMA, MMA_M, MMA_K)
     Tensor tdQrK = thr_dq.partition_fragment_B(sKt);   // (MMA, MMA_HEAD_DIM, MMA_K)
-    const sm80::DqAccumLayout dq_layout = sm80::DqAccumLayout::make(problem);
-    const int dq_pitch = dq_layout.col_panels * sm80::DqAccumLayout::kPanelCols;
+    const DqAccumLayout dq_layout = DqAccumLayout::make(problem);
+    const int dq_pitch = dq_layout.col_panels * DqAccumLayout::kPanelCols;
     const bool dq_whole = DqAtomicAdd::slice_in_pitch(0, dq_pitch);
 
     // ---- The flattened loop over (query head of the group, query tile), each head's query tiles
@@ -125,12 +124,12 @@ struct Sm90BwdDkDvMainloop {
 
     {
       const int key_limit = problem.seqlen_k - n_block * kBlockN;
-      Tensor gK = sm80::gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, n_block * kBlockN);
-      Tensor gV = sm80::gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, n_block * kBlockN);
-      sm80::copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gK), gmem_thr_copy.partition_D(sK), tKVcKV,
-                                 key_limit, problem.head_dim);
-      sm80::copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gV), gmem_thr_copy.partition_D(sV), tKVcKV,
-                                 key_limit, problem.head_dim);
+      Tensor gK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, n_block * kBlockN);
+      Tensor gV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, n_block * kBlockN);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gK), gmem_thr_copy.partition_D(sK), tKVcKV,
+                           key_limit, problem.head_dim);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gV), gmem_thr_copy.partition_D(sV), tKVcKV,
+                           key_limit, problem.head_dim);
       load_rows(params.q, tile.head_idx, tile.m_block, tQsQ(_, _, _, 0));
       load_rows(params.dout, tile.head_idx, tile.m_block, tdOsdO(_, _, _, 0));
       cute::cp_async_fence();
@@ -173,21 +172,21 @@ struct Sm90BwdDkDvMainloop {
         acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
       }
       Tensor rP = convert_fragment<Element>(acc_s);    // (MMA, MMA_M, MMA_N)
-      Tensor rdS = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
-      copy(store_ds, thr_store_ds.retile_S(rdS), tdSsdS);
+      Tensor rdZ = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
+      copy(store_dz, thr_store_dz.retile_S(rdZ), tdZsdZ);
       cutlass::arch::fence_view_async_shared();
 
-      // Barrier B: both warpgroups' dS^T are in shared memory (and visible to the async proxy).
+      // Barrier B: both warpgroups' dZ^T are in shared memory (and visible to the async proxy).
       __syncthreads();
       // dQ first, then dV and dK: the dQ reductions below overlap the dV and dK products.
       Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
-      wgmma_product<true>(mma_dq, tdQrdS, tdQrK, acc_dq);
+      wgmma_product<true>(mma_dq, tdQrdZ, tdQrK, acc_dq);
       Tensor tdVrP = make_tensor(rP.data(), wg_accumulator_as_operand_a(rP.layout()));     // (MMA, MMA_M, MMA_K)
-      Tensor tdKrdS = make_tensor(rdS.data(), wg_accumulator_as_operand_a(rdS.layout()));  // (MMA, MMA_M, MMA_K)
+      Tensor tdKrdZ = make_tensor(rdZ.data(), wg_accumulator_as_operand_a(rdZ.layout()));  // (MMA, MMA_M, MMA_K)
       warpgroup_fence_operand(tdVrP);
-      warpgroup_fence_operand(tdKrdS);
+      warpgroup_fence_operand(tdKrdZ);
       wgmma_product<false>(mma_dkv, tdVrP, tdVrdO(_, _, _, stage), acc_dv);
-      wgmma_product<false>(mma_dkv, tdKrdS, tdKrQ(_, _, _, stage), acc_dk);
+      wgmma_product<false>(mma_dkv, tdKrdZ, tdKrQ(_, _, _, stage), acc_dk);
       warpgroup_wait<2>();  // dQ's batch (the oldest of the three) is complete
       warpgroup_fence_operand(acc_dq);
       float* dq_tile = params.dq_accum + dq_layout.offset(batch_idx, tile.head_idx, tile.m_block * kBlockM, 0);
@@ -198,7 +197,7 @@ struct Sm90BwdDkDvMainloop {
       }
       warpgroup_wait<0>();
       warpgroup_fence_operand(tdVrP);
-      warpgroup_fence_operand(tdKrdS);
+      warpgroup_fence_operand(tdKrdZ);
 
       if (next.head_idx != tile.head_idx && has_next) variant = Variant::make(problem, mask, batch_idx, next.head_idx);
       tile = next;

@@ -3,9 +3,9 @@
 // transposed views, and the copies.
 //
 // Owns: kSm90BwdTileTable and the CuTe types derived from a row. Does not own: any run-time value
-// or instruction sequence (bwd_mainloop.hpp), or the global copies' shapes, which are the sm80
-// backward's (sm80/bwd_traits.hpp: 16-byte cp.async with zero fill, 16-byte stores).
-// docs/sm90_backward.md explains the choices.
+// or instruction sequence (bwd_mainloop.hpp), or the global copies' shapes, which are common to
+// every family (common/gmem_tile.hpp: 16-byte cp.async with zero fill, 16-byte stores).
+// docs/sm90.md explains the choices.
 #pragma once
 
 #include <type_traits>
@@ -14,7 +14,7 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
-#include "sm80/bwd_traits.hpp"
+#include "common/gmem_tile.hpp"
 #include "sm90/common_layouts.hpp"
 
 namespace flash_sigmoid::sm90 {
@@ -61,7 +61,7 @@ struct Sm90BwdTraits {
   static constexpr int kStages = 2;  // Q and dO: the next query tile lands while this one is used
   static constexpr int kDqWgM = kShape.dq_wg_m;
   static constexpr int kDqWgN = kNWarpGroups / kDqWgM;
-  // The names Sm80BwdDqAtomicAdd reads: dQ is one slice of the whole head dim.
+  // The names DqAccumAtomicAdd reads: dQ is one slice of the whole head dim.
   static constexpr int kDqSliceDim = kHeadDim;
   static_assert(kBlockN == 64 * kNWarpGroups, "one 64-key slice of the key tile per warpgroup");
   static_assert(128 % kBlockM == 0, "query tiles tile the 128-row rounding of the dQ workspace");
@@ -72,13 +72,13 @@ struct Sm90BwdTraits {
       cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, cute::Int<kBlockM>, cute::Int<kHeadDim>>,
                                  cute::GMMA::Major::K, cute::GMMA::Major::K>(),
       cute::Layout<cute::Shape<cute::Int<kNWarpGroups>, cute::_1, cute::_1>>{}));
-  // dV += P^T dO and dK += dS^T Q: (BLK_N, HEAD_DIM), K extent BLK_M. A (P^T, dS^T) from the S^T and
+  // dV += P^T dO and dK += dZ^T Q: (BLK_N, HEAD_DIM), K extent BLK_M. A (P^T, dZ^T) from the S^T and
   // dP^T accumulators in registers; B (dO, Q) read along the head dim, i.e. MN-major.
   using TiledMmaDkv = decltype(cute::make_tiled_mma(
       cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockM>>,
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
       cute::Layout<cute::Shape<cute::Int<kNWarpGroups>, cute::_1, cute::_1>>{}));
-  // dQ = dS K: (BLK_M, HEAD_DIM), K extent BLK_N. A = dS from shared memory (written as dS^T, so
+  // dQ = dZ K: (BLK_M, HEAD_DIM), K extent BLK_N. A = dZ from shared memory (written as dZ^T, so
   // MN-major), B = K read along the head dim (MN-major).
   using TiledMmaDq = decltype(cute::make_tiled_mma(
       cute::GMMA::ss_op_selector<Element, Element, float,
@@ -87,22 +87,22 @@ struct Sm90BwdTraits {
       cute::Layout<cute::Shape<cute::Int<kDqWgM>, cute::Int<kDqWgN>, cute::_1>>{}));
 
   // ---- Shared memory: 128-byte-swizzled rows (common_layouts.hpp), 1 KiB aligned. Each tile is
-  // written once, row-major as it comes from global memory (or as dS^T from the accumulators), and
+  // written once, row-major as it comes from global memory (or as dZ^T from the accumulators), and
   // read by the products either way round through its transposed view.
   static_assert(kHeadDim % 64 == 0 && kBlockM % 64 == 0, "whole 128-byte swizzle rows");
   using SmemLayoutQ = RowsLayout<Element, kBlockM, kHeadDim, kStages>;  // (BLK_M, HEAD_DIM, STAGE), also dO
   using SmemLayoutQt = TransposedLayout<SmemLayoutQ>;                   // (HEAD_DIM, BLK_M, STAGE)
   using SmemLayoutKV = RowsLayout<Element, kBlockN, kHeadDim>;          // (BLK_N, HEAD_DIM)
   using SmemLayoutKt = TransposedLayout<SmemLayoutKV>;                  // (HEAD_DIM, BLK_N)
-  using SmemLayoutdSt = RowsLayout<Element, kBlockN, kBlockM>;          // (BLK_N, BLK_M)
-  using SmemLayoutdS = TransposedLayout<SmemLayoutdSt>;                 // (BLK_M, BLK_N)
+  using SmemLayoutdZt = RowsLayout<Element, kBlockN, kBlockM>;          // (BLK_N, BLK_M)
+  using SmemLayoutdZ = TransposedLayout<SmemLayoutdZt>;                 // (BLK_M, BLK_N)
 
-  // dS^T accumulator pairs (two adjacent query columns, converted) as 32-bit shared stores; dK and
+  // dZ^T accumulator pairs (two adjacent query columns, converted) as 32-bit shared stores; dK and
   // dV staged the same way.
   using SmemCopyAtomStore = cute::Copy_Atom<cute::UniversalCopy<uint32_t>, Element>;
 
-  // Global copies: the sm80 backward's (8 threads x 16 bytes per 64-column row, 256 threads).
-  using GmemCopies = sm80::Sm80BwdCommon<Element, kHeadDim, kNThreads>;
+  // Global copies (common/gmem_tile.hpp): 8 threads x 16 bytes per 64-column row, 256 threads.
+  using GmemCopies = GmemTileCopies<Element, kHeadDim, kNThreads>;
   using GmemTiledCopyLoad = typename GmemCopies::GmemTiledCopyLoad;
   using GmemTiledCopyStore = typename GmemCopies::GmemTiledCopyStore;
   static_assert(kBlockM % GmemCopies::kGmemRowsPerPass == 0 && kBlockN % GmemCopies::kGmemRowsPerPass == 0,
@@ -110,13 +110,13 @@ struct Sm90BwdTraits {
 
   static constexpr int kQTileElems = kBlockM * kHeadDim;
   static constexpr int kKVTileElems = kBlockN * kHeadDim;
-  static constexpr int kdSTileElems = kBlockN * kBlockM;
+  static constexpr int kdZTileElems = kBlockN * kBlockM;
   struct SharedStorage {
     cute::array_aligned<Element, kQTileElems * kStages, 1024> q;
     cute::array_aligned<Element, kQTileElems * kStages, 1024> dout;
     cute::array_aligned<Element, kKVTileElems, 1024> k;  // K, then dK in the epilogue
     cute::array_aligned<Element, kKVTileElems, 1024> v;  // V, then dV in the epilogue
-    cute::array_aligned<Element, kdSTileElems, 1024> ds;
+    cute::array_aligned<Element, kdZTileElems, 1024> dz;
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;  // + alignment slack of the dynamic base
 };

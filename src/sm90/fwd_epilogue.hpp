@@ -4,13 +4,13 @@
 // on rows < seqlen_q and columns < head_dim.
 //
 // Owns: the order of the stores and the barrier between them. Does not own: how O was accumulated
-// (fwd_mainloop.hpp) or the copies' instruction sequences (sm80/common_mma.hpp).
+// (fwd_mainloop.hpp) or the copies' instruction sequences (common/gmem_tile.hpp).
 #pragma once
 
 #include <cute/tensor.hpp>
 
 #include "common/params.hpp"
-#include "sm80/common_mma.hpp"
+#include "common/gmem_tile.hpp"
 #include "sm90/fwd_traits.hpp"
 
 namespace flash_sigmoid::sm90 {
@@ -27,17 +27,11 @@ struct Sm90FwdEpilogue {
   CUTE_DEVICE static void store(AccO const& acc_o, typename Traits::SharedStorage& smem, const ForwardParams& params,
                                 int m_block, int head_idx, int batch_idx, int tidx) {
     using namespace cute;
-    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
     const ProblemParams& problem = params.problem;
     Tensor sO = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
-    Tensor gO = sm80::gmem_rows_tile<kBlockM, kHeadDim, Element>(params.out, batch_idx, head_idx, m_block * kBlockM);
-    sm80::store_accumulator<Element, typename Traits::SmemCopyAtomStore>(typename Traits::TiledMmaO{}, acc_o, sO, tidx);
-    __syncthreads();  // the tile is re-partitioned across threads for the global stores
-    typename Traits::GmemTiledCopyStore gmem_tiled_copy;
-    auto gmem_thr_copy = gmem_tiled_copy.get_thread_slice(tidx);
-    Tensor coords = gmem_thr_copy.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    sm80::store_tile_rows(gmem_tiled_copy, gmem_thr_copy.partition_S(sO), gmem_thr_copy.partition_D(gO), coords,
-                          problem.seqlen_q - m_block * kBlockM, problem.head_dim);
+    Tensor gO = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.out, batch_idx, head_idx, m_block * kBlockM);
+    AccumulatorTileStore<Traits, typename Traits::TiledMmaO, kBlockM>::store(
+        acc_o, sO, gO, problem.seqlen_q - m_block * kBlockM, problem.head_dim, tidx);
   }
 };
 

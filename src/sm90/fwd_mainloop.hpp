@@ -3,7 +3,7 @@
 //
 // Owns: the shared-memory pipeline and the barriers and proxy fences that make it safe, the two
 // products, and the overlap of the score function with the tensor cores. Does not own: tile shapes
-// (fwd_traits.hpp), the score variant (common/fragment_coords.hpp, policies/), which key tiles exist
+// (fwd_traits.hpp), the score variant (common/score_variant.hpp, policies/), which key tiles exist
 // and which need the mask (common/block_range.hpp), or writing O (fwd_epilogue.hpp).
 //
 // Pipeline, key tiles i = 0 .. n-1 of the range (K and V two buffers each; Q resident). Each
@@ -27,9 +27,9 @@
 #include <cutlass/arch/barrier.h>
 
 #include "common/block_range.hpp"
-#include "common/fragment_coords.hpp"
+#include "common/score_variant.hpp"
 #include "common/params.hpp"
-#include "sm80/common_mma.hpp"
+#include "common/gmem_tile.hpp"
 #include "sm90/common_mma.hpp"
 #include "sm90/fwd_traits.hpp"
 
@@ -50,7 +50,6 @@ struct Sm90FwdMainloop {
                               int m_block, int head_idx, int kv_head_idx, int batch_idx,
                               typename Traits::SharedStorage& smem, AccO& acc_o, int tidx) {
     using namespace cute;
-    using cute::Tensor;  // flash_sigmoid::Tensor (public API) would hide it
     const ProblemParams& problem = params.problem;
 
     Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});    // (BLK_M, HEAD_DIM)
@@ -67,9 +66,9 @@ struct Sm90FwdMainloop {
     Tensor tQcQ = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
     auto load_kv = [&](const StridedPtr& src, auto&& dst, int n_block) {
-      Tensor g = sm80::gmem_rows_tile<kBlockN, kHeadDim, Element>(src, batch_idx, kv_head_idx, n_block * kBlockN);
-      sm80::copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(g), dst, tKVcKV,
-                                 problem.seqlen_k - n_block * kBlockN, problem.head_dim);
+      Tensor g = gmem_rows_tile<kBlockN, kHeadDim, Element>(src, batch_idx, kv_head_idx, n_block * kBlockN);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(g), dst, tKVcKV,
+                           problem.seqlen_k - n_block * kBlockN, problem.head_dim);
     };
 
     // ---- The products: shared-memory descriptors for Q, K and V; P from registers.
@@ -114,9 +113,9 @@ struct Sm90FwdMainloop {
 
     // ---- Prologue: Q and K[0]; then V[0] and K[1] land while tile 0's scores are formed.
     {
-      Tensor gQ = sm80::gmem_rows_tile<kBlockM, kHeadDim, Element>(params.q, batch_idx, head_idx, m_block * kBlockM);
-      sm80::copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gQ), tQsQ, tQcQ,
-                                 problem.seqlen_q - m_block * kBlockM, problem.head_dim);
+      Tensor gQ = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.q, batch_idx, head_idx, m_block * kBlockM);
+      copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gQ), tQsQ, tQcQ,
+                           problem.seqlen_q - m_block * kBlockM, problem.head_dim);
       load_kv(params.k, tKsK(_, _, _, 0), first);
       cute::cp_async_fence();
     }

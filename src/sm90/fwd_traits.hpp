@@ -3,9 +3,9 @@
 // transposed) and the copies.
 //
 // Owns: kSm90FwdTileTable and the CuTe types derived from a row. Does not own: any run-time value
-// or instruction sequence (fwd_mainloop.hpp), or the global copies' shapes, which are the sm80
-// backward's (16-byte cp.async with zero fill, 16-byte stores). docs/sm90_forward.md explains the
-// choices.
+// or instruction sequence (fwd_mainloop.hpp), or the global copies' shapes, which are common to
+// every family (common/gmem_tile.hpp: 16-byte cp.async with zero fill, 16-byte stores).
+// docs/sm90.md explains the choices.
 #pragma once
 
 #include <type_traits>
@@ -14,7 +14,7 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
-#include "sm80/bwd_traits.hpp"
+#include "common/gmem_tile.hpp"
 #include "sm90/common_layouts.hpp"
 
 namespace flash_sigmoid::sm90 {
@@ -75,7 +75,7 @@ struct Sm90FwdTraits {
   using SmemLayoutVt = TransposedLayout<SmemLayoutKV>;                   // (HEAD_DIM, BLK_N, STAGE)
   using SmemCopyAtomStore = cute::Copy_Atom<cute::UniversalCopy<uint32_t>, Element>;
 
-  using GmemCopies = sm80::Sm80BwdCommon<Element, kHeadDim, kNThreads>;
+  using GmemCopies = GmemTileCopies<Element, kHeadDim, kNThreads>;
   using GmemTiledCopyLoad = typename GmemCopies::GmemTiledCopyLoad;
   using GmemTiledCopyStore = typename GmemCopies::GmemTiledCopyStore;
   static_assert(kBlockM % GmemCopies::kGmemRowsPerPass == 0 && kBlockN % GmemCopies::kGmemRowsPerPass == 0,

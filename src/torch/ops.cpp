@@ -2,7 +2,7 @@
 // stable ABI (one build serves torch >= 2.10), for CPU and CUDA tensors:
 //
 //   fwd(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes,
-//       score_function, kernel_arch, deterministic) -> out
+//       score_function, kernel_arch, kernel_variant, deterministic) -> out
 //   fwd_out(..., Tensor(a!) out) -> ()           the forward into a caller's tensor
 //   bwd(dout, q, k, v, ...same..., deterministic) -> (dq, dk, dv)
 //   build_info() -> str
@@ -11,7 +11,7 @@
 // from torch's allocator, runs the CPU implementation or launches the GPU kernel on torch's
 // current CUDA stream (no host synchronisation), and turns a failed Status into an error carrying
 // flash_sigmoid::last_error(). Fake (meta) functions and autograd are registered from Python
-// (python/flash_sigmoid/_ops.py). `deterministic` of fwd is not used by the forward: it is
+// (python/flash_sigmoid/_library.py). `deterministic` of fwd is not used by the forward: it is
 // there so the autograd formula can hand it to bwd.
 #include <optional>
 #include <stdexcept>
@@ -67,19 +67,22 @@ void run_forward(const char* op, const Inputs& in, const StableTensor& out) {
 #endif
 }
 
+// kernel_variant is the op's own argument, alive for the whole call: the problem points into it.
 OpParams params_of(double scale, double sigmoid_bias, bool causal, int64_t window_left, int64_t window_right,
-                   std::optional<StableTensor> alibi_slopes, int64_t score_function, int64_t kernel_arch) {
-  return OpParams{scale, sigmoid_bias, causal, window_left, window_right, std::move(alibi_slopes), score_function,
-                  kernel_arch};
+                   std::optional<StableTensor> alibi_slopes, int64_t score_function, int64_t kernel_arch,
+                   const std::string& kernel_variant) {
+  return OpParams{scale,          sigmoid_bias, causal,      window_left, window_right, std::move(alibi_slopes),
+                  score_function, kernel_arch,  &kernel_variant};
 }
 
 StableTensor fwd(StableTensor q, StableTensor k, StableTensor v, double scale, double sigmoid_bias, bool causal,
                  int64_t window_left, int64_t window_right, std::optional<StableTensor> alibi_slopes,
-                 int64_t score_function, int64_t kernel_arch, bool /*deterministic: for bwd*/) {
+                 int64_t score_function, int64_t kernel_arch, std::string kernel_variant,
+                 bool /*deterministic: for bwd*/) {
   constexpr const char* op = "flash_sigmoid::fwd";
   const Inputs in = prepare_inputs(op, q, k, v, std::nullopt,
                                    params_of(scale, sigmoid_bias, causal, window_left, window_right,
-                                             std::move(alibi_slopes), score_function, kernel_arch));
+                                             std::move(alibi_slopes), score_function, kernel_arch, kernel_variant));
   StableTensor out = empty_like_sizes(in.q, q);
   run_forward(op, in, out);
   return out;
@@ -87,11 +90,11 @@ StableTensor fwd(StableTensor q, StableTensor k, StableTensor v, double scale, d
 
 void fwd_out(StableTensor q, StableTensor k, StableTensor v, double scale, double sigmoid_bias, bool causal,
              int64_t window_left, int64_t window_right, std::optional<StableTensor> alibi_slopes,
-             int64_t score_function, int64_t kernel_arch, StableTensor out) {
+             int64_t score_function, int64_t kernel_arch, std::string kernel_variant, StableTensor out) {
   constexpr const char* op = "flash_sigmoid::fwd_out";
   const Inputs in = prepare_inputs(op, q, k, v, std::nullopt,
                                    params_of(scale, sigmoid_bias, causal, window_left, window_right,
-                                             std::move(alibi_slopes), score_function, kernel_arch));
+                                             std::move(alibi_slopes), score_function, kernel_arch, kernel_variant));
   bool same_shape = out.dim() == 4;
   for (int64_t d = 0; same_shape && d < 4; ++d) same_shape = out.size(d) == q.size(d);
   if (!same_shape || out.scalar_type() != q.scalar_type() || out.is_cuda() != q.is_cuda() ||
@@ -113,11 +116,11 @@ std::tuple<StableTensor, StableTensor, StableTensor> bwd(StableTensor dout, Stab
                                                          bool causal, int64_t window_left, int64_t window_right,
                                                          std::optional<StableTensor> alibi_slopes,
                                                          int64_t score_function, int64_t kernel_arch,
-                                                         bool deterministic) {
+                                                         std::string kernel_variant, bool deterministic) {
   constexpr const char* op = "flash_sigmoid::bwd";
   const Inputs in = prepare_inputs(op, q, k, v, dout,
                                    params_of(scale, sigmoid_bias, causal, window_left, window_right,
-                                             std::move(alibi_slopes), score_function, kernel_arch));
+                                             std::move(alibi_slopes), score_function, kernel_arch, kernel_variant));
   StableTensor dq = empty_like_sizes(in.q, q);
   StableTensor dk = empty_like_sizes(in.q, k);
   StableTensor dv = empty_like_sizes(in.q, v);
@@ -157,14 +160,16 @@ namespace fs_torch = flash_sigmoid::torch_binding;
 STABLE_TORCH_LIBRARY(flash_sigmoid, m) {
   m.def(
       "fwd(Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, int window_left, "
-      "int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, bool deterministic) -> Tensor");
+      "int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, str kernel_variant, "
+      "bool deterministic) -> Tensor");
   m.def(
       "fwd_out(Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, int window_left, "
-      "int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, Tensor(a!) out) -> ()");
+      "int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, str kernel_variant, "
+      "Tensor(a!) out) -> ()");
   m.def(
       "bwd(Tensor dout, Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, "
       "int window_left, int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, "
-      "bool deterministic) -> (Tensor, Tensor, Tensor)");
+      "str kernel_variant, bool deterministic) -> (Tensor, Tensor, Tensor)");
   m.def("build_info() -> str");
 }
 

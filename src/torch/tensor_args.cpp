@@ -180,6 +180,7 @@ Inputs prepare_inputs(const char* op, const StableTensor& q, const StableTensor&
   p.window_right = params.window_right;
   p.score_function = static_cast<FlashSigmoidScoreFunction>(params.score_function);
   p.kernel_arch = static_cast<int32_t>(params.kernel_arch);
+  p.kernel_variant = params.kernel_variant->empty() ? nullptr : params.kernel_variant->c_str();
   in.alibi = prepare_alibi(op, params.alibi_slopes, q, &p);
   return in;
 }

@@ -31,6 +31,7 @@ struct OpParams {
   std::optional<StableTensor> alibi_slopes;
   int64_t score_function;
   int64_t kernel_arch;
+  const std::string* kernel_variant;  // "": the default mainloop; outlives the op's use of the problem
 };
 
 // Inputs made readable by the backend. q, k, v (and dout) are the caller's tensors or, where

@@ -228,7 +228,7 @@ class ApiValidation : public ::testing::Test {
 // (names as kernel_table.py writes them: sm80_fwd_fp16_hdim64_mask_none).
 struct BuiltKey {
   int arch = 0;
-  std::string direction, dtype, mask;
+  std::string direction, variant, dtype, mask;  // variant "": the family's default mainloop
   int head_dim = 0;
 };
 
@@ -243,11 +243,16 @@ inline std::vector<BuiltKey> built_keys() {
       continue;
     }
     if (!in_kernels || line.empty()) continue;
-    for (char& c : line) c = c == '_' ? ' ' : c;  // "sm80 fwd fp16 hdim64 mask none"
+    for (char& c : line) c = c == '_' ? ' ' : c;  // "sm80 fwd fp16 hdim64 mask none", "sm90a fwd ws bf16 ..."
     std::istringstream fields(line);
     std::string arch, hdim, mask_word;
     BuiltKey key;
-    fields >> arch >> key.direction >> key.dtype >> hdim >> mask_word >> key.mask;
+    fields >> arch >> key.direction >> key.dtype;
+    if (key.dtype != "fp16" && key.dtype != "bf16") {
+      key.variant = key.dtype;
+      fields >> key.dtype;
+    }
+    fields >> hdim >> mask_word >> key.mask;
     key.arch = std::stoi(arch.substr(2));
     key.head_dim = std::stoi(hdim.substr(4));
     keys.push_back(key);
@@ -255,12 +260,12 @@ inline std::vector<BuiltKey> built_keys() {
   return keys;
 }
 
-// Whether a kernel serving this key is built (arch 0: of any family).
+// Whether a default-variant kernel serving this key is built (arch 0: of any family).
 inline bool is_built(const std::string& direction, const std::string& dtype, int head_dim, const std::string& mask,
                      int arch = 0) {
   for (const BuiltKey& k : built_keys()) {
-    if (k.direction == direction && k.dtype == dtype && k.mask == mask && k.head_dim >= head_dim &&
-        (arch == 0 || k.arch == arch)) {
+    if (k.variant.empty() && k.direction == direction && k.dtype == dtype && k.mask == mask &&
+        k.head_dim >= head_dim && (arch == 0 || k.arch == arch)) {
       return true;
     }
   }

@@ -180,6 +180,32 @@ TEST_F(ApiValidation, DeterministicBackwardOnTheSm90FamilyIsUnsupported) {
   EXPECT_TRUE(message_has("can_implement: ", {"sm90 family", "deterministic mode", "built"}));
 }
 
+TEST_F(ApiValidation, KernelVariantThatIsNotBuiltIsUnsupported) {
+  // A named variant is served by its own entries only: never by the default mainloop, on any
+  // machine (the answer needs no device), and the message names the variant.
+  fwd_.problem.kernel_variant = "no_such_mainloop";
+  EXPECT_EQ(forward(fwd_, Workspace{}, nullptr), Status::kUnsupported) << last_error();
+  EXPECT_TRUE(message_has("forward: ", {"variant 'no_such_mainloop'", "built"}));
+  EXPECT_EQ(can_implement(fwd_), Status::kUnsupported) << last_error();
+  EXPECT_TRUE(message_has("can_implement: ", {"variant 'no_such_mainloop'"}));
+  bwd_.problem.kernel_variant = "no_such_mainloop";
+  EXPECT_EQ(can_implement(bwd_), Status::kUnsupported) << last_error();
+  EXPECT_TRUE(message_has("can_implement: ", {"bwd", "variant 'no_such_mainloop'"}));
+  // The workspace answer does not depend on the build: no kernel of the variant, so the dQ
+  // accumulator's documented size.
+  size_t bytes = 0;
+  ASSERT_EQ(workspace_size(bwd_, &bytes), Status::kSuccess) << last_error();
+  EXPECT_EQ(bytes, kFixtureWorkspaceBytes);
+}
+
+TEST_F(ApiValidation, EmptyKernelVariantIsTheDefault) {
+  if (!is_built("fwd", "fp16", kHeadDim, "none")) GTEST_SKIP() << "no fp16 forward kernel for head dim 64 is built";
+  fwd_.problem.kernel_variant = "";
+  const Status s = can_implement(fwd_);
+  // The default mainloop is found (then a CUDA error without a device, success with one).
+  EXPECT_NE(s, Status::kUnsupported) << last_error();
+}
+
 TEST_F(ApiValidation, BuiltKeyWithoutCudaDeviceIsCudaError) {
   if (cuda_device_present()) GTEST_SKIP() << "a CUDA device is present";
   if (!is_built("fwd", "fp16", kHeadDim, "none")) GTEST_SKIP() << "no fp16 forward kernel for head dim 64 is built";
@@ -357,6 +383,7 @@ TEST(ApiValidationHelpers, ProblemInitDefaults) {
   EXPECT_EQ(p.alibi_stride_batch, 0);
   EXPECT_EQ(p.score_function, FLASH_SIGMOID_SIGMOID_VIA_EXP2);
   EXPECT_EQ(p.kernel_arch, 0);
+  EXPECT_EQ(p.kernel_variant, nullptr);
   const FlashSigmoidProblem c = flash_sigmoid_problem_init(64);  // the C shim gives the same defaults
   EXPECT_EQ(c.dtype, p.dtype);
   EXPECT_EQ(c.head_dim, p.head_dim);
@@ -365,6 +392,7 @@ TEST(ApiValidationHelpers, ProblemInitDefaults) {
   EXPECT_EQ(c.window_right, p.window_right);
   EXPECT_EQ(c.score_function, p.score_function);
   EXPECT_EQ(c.kernel_arch, p.kernel_arch);
+  EXPECT_EQ(c.kernel_variant, p.kernel_variant);
 }
 
 TEST(ApiValidationHelpers, ContiguousTensorStrides) {

@@ -12,44 +12,19 @@
 #include <vector>
 
 #include "flash_sigmoid/flash_sigmoid.hpp"
+#include "gpu_helpers.hpp"
 #include "oracle.hpp"
 
 namespace flash_sigmoid {
 namespace {
 
+using testing_gpu::DeviceCopy;
+using testing_gpu::have_gpu;
 using oracle::Alibi;
 using oracle::Bias;
 using oracle::HostTensor;
 using oracle::Inputs;
 using oracle::Spec;
-
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-// A device copy of a host tensor's bytes (same strides).
-class DeviceCopy {
- public:
-  explicit DeviceCopy(HostTensor& host) : host_(host) {
-    const FlashSigmoidTensor v = host.view();
-    bytes_ = host.byte_size();
-    EXPECT_EQ(cudaMalloc(&data_, bytes_), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(data_, v.data, bytes_, cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  ~DeviceCopy() { cudaFree(data_); }
-  FlashSigmoidTensor view() {
-    FlashSigmoidTensor t = host_.view();
-    t.data = data_;
-    return t;
-  }
-  void copy_back() { EXPECT_EQ(cudaMemcpy(host_.view().data, data_, bytes_, cudaMemcpyDeviceToHost), cudaSuccess); }
-
- private:
-  HostTensor& host_;
-  void* data_ = nullptr;
-  size_t bytes_ = 0;
-};
 
 double relative_error(const HostTensor& out, const std::vector<double>& ref) {
   const std::vector<double> got = out.dense();

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/block_range.hpp"
-#include "common/math.hpp"
+#include "base/math.hpp"
 #include "policies/alibi.hpp"
 #include "policies/mask_band.hpp"
 #include "policies/sigmoid.hpp"

@@ -166,3 +166,13 @@ def test_forward_sm90_sizes(sq, sk, d):
         dtype = torch.bfloat16 if d in (64, 80, 111) else torch.float16
         check_forward(2, sq, sk, 6, 2, d, dtype, mask, "batch_heads", "uniform", seed=sq * 7 + sk + d,
                       kernel_arch=90)
+
+def test_forward_kernel_variant_by_name():
+    # A variant is served by its own kernels only: one that is not built is a clear error naming it,
+    # never a silent fall back to the default mainloop; "" is the default.
+    skip_unless_built("fwd", torch.bfloat16, 64)
+    g = torch.Generator(device="cuda").manual_seed(11)
+    q, k, v = (torch.randn(1, 65, 2, 64, device="cuda", generator=g).bfloat16() for _ in range(3))
+    with pytest.raises(RuntimeError, match=r"variant 'no_such_mainloop'.*built"):
+        flash_sigmoid.forward(q, k, v, kernel_variant="no_such_mainloop")
+    assert torch.equal(flash_sigmoid.forward(q, k, v, kernel_variant=""), flash_sigmoid.forward(q, k, v))

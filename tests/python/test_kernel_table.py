@@ -1,5 +1,6 @@
 """CPU tier: the kernel table's nvcc targets (src/dispatch/kernel_table.py) for each choice of sm80-family
-machine code, and the lowest device the registry lets that code run on."""
+machine code, the lowest device the registry lets that code run on, and the variant column (a second
+mainloop of a family built beside the default, served only by name)."""
 import importlib.util
 import pathlib
 
@@ -31,7 +32,44 @@ def test_sm90a_family_target_ignores_the_sm80_choice():
 
 def test_registry_records_the_lowest_device(tmp_path):
     for sass, min_arch in ((["90"], 90), (["80", "90"], 80)):
-        selected = [("80", "fwd", "bf16", 64, "none")]
+        selected = [("80", "fwd", "", "bf16", 64, "none")]
         kernel_table.generate(str(tmp_path), selected, sass)
         text = (tmp_path / "kernel_registry.inc").read_text()
         assert f"inline constexpr int kSm80FamilyMinDeviceArch = {min_arch};" in text
+
+
+def test_generated_units_see_no_public_header(tmp_path):
+    selected = [("80", "fwd", "", "bf16", 64, "none"), ("90a", "bwd", "", "fp16", 128, "band")]
+    for path, _, _ in kernel_table.generate(str(tmp_path), selected, ["80", "90"]):
+        text = pathlib.Path(path).read_text()
+        assert "flash_sigmoid.h" not in text and "registry.hpp" not in text
+        assert "::run(params, stream)" in text and "::workspace_bytes(params)" in text
+
+
+@pytest.fixture
+def with_variant(monkeypatch):
+    """The table with a second sm90 forward mainloop, "ws", beside the default (for its own keys)."""
+    families = dict(kernel_table.FAMILIES)
+    families[("90a", "fwd", "ws")] = kernel_table.Family("sm90/fwd_launch.hpp", "sm90::Sm90Fwd", head_dims=(128,))
+    monkeypatch.setattr(kernel_table, "FAMILIES", families)
+
+
+def test_variant_keys_are_built_beside_the_default(with_variant):
+    keys = list(kernel_table.keys(["90a"], [64, 128], ["bf16"], ["fwd"], ["none"]))
+    assert ("90a", "fwd", "", "bf16", 64, "none") in keys
+    assert ("90a", "fwd", "", "bf16", 128, "none") in keys
+    assert ("90a", "fwd", "ws", "bf16", 128, "none") in keys
+    assert ("90a", "fwd", "ws", "bf16", 64, "none") not in keys  # not one of its head dims
+    # Asked for no variants: the defaults alone.
+    assert all(k[2] == "" for k in kernel_table.keys(["90a"], [128], ["bf16"], ["fwd"], ["none"], variants=[]))
+
+
+def test_variant_names_and_registry_entries(with_variant, tmp_path):
+    default = ("90a", "fwd", "", "bf16", 128, "none")
+    variant = ("90a", "fwd", "ws", "bf16", 128, "none")
+    assert kernel_table.key_name(*default) == "sm90a_fwd_bf16_hdim128_mask_none"
+    assert kernel_table.key_name(*variant) == "sm90a_fwd_ws_bf16_hdim128_mask_none"
+    kernel_table.generate(str(tmp_path), [default, variant], ["90"])
+    text = (tmp_path / "kernel_registry.inc").read_text()
+    assert '{"sm90a_fwd_bf16_hdim128_mask_none", 90, Direction::kFwd, "",' in text
+    assert '{"sm90a_fwd_ws_bf16_hdim128_mask_none", 90, Direction::kFwd, "ws",' in text

@@ -35,7 +35,7 @@ def test_opcheck(case, dtype):
     b, sq, sk, hq, hkv, d, scale, bias, causal, left, right, alibi = case
     q, k, v = _qkv(b, sq, sk, hq, hkv, d, dtype, requires_grad=True)
     slopes = None if alibi is None else torch.rand(alibi)
-    params = (scale, bias, causal, left, right, slopes, 0, 0)
+    params = (scale, bias, causal, left, right, slopes, 0, 0, "")
     torch.library.opcheck(ops.fwd.default, (q, k, v, *params, False))
     dout = torch.randn(q.shape).to(dtype)
     plain = tuple(t.detach() for t in (q, k, v))
@@ -45,11 +45,11 @@ def test_opcheck(case, dtype):
 
 def test_ops_compute_what_the_reference_does():
     q, k, v = _qkv(2, 11, 15, 4, 2, 24)
-    out = ops.fwd(q, k, v, 0.3, -1.5, True, 4, 0, None, 0, 0, False)
+    out = ops.fwd(q, k, v, 0.3, -1.5, True, 4, 0, None, 0, 0, "", False)
     ref = attention_reference(q, k, v, scale=0.3, sigmoid_bias=-1.5, causal=True, window_size=(4, 0))
     assert (out.double() - ref).abs().max() < 1e-5 and out.is_contiguous()
     dout = torch.randn(q.shape)
-    dq, dk, dv = ops.bwd(dout, q, k, v, 0.3, -1.5, True, 4, 0, None, 0, 0, True)
+    dq, dk, dv = ops.bwd(dout, q, k, v, 0.3, -1.5, True, 4, 0, None, 0, 0, "", True)
     q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
     ref = attention_reference(q64, k64, v64, scale=0.3, sigmoid_bias=-1.5, causal=True, window_size=(4, 0))
     ref.backward(dout.double())
@@ -61,22 +61,22 @@ def test_op_errors_carry_the_library_message():
     q, k, v = _qkv(1, 4, 4, 2, 2, 8)
     with pytest.raises(RuntimeError, match=r"flash_sigmoid::fwd: cpu::forward: problem.window_left: expected >= -1 "
                                            r"\(-1: unbounded\), got -2 \[invalid argument\]"):
-        ops.fwd(q, k, v, 0.3, 0.0, False, -2, -1, None, 0, 0, False)
+        ops.fwd(q, k, v, 0.3, 0.0, False, -2, -1, None, 0, 0, "", False)
     with pytest.raises(RuntimeError, match=r"flash_sigmoid::bwd: cpu::backward: problem.heads_q: expected a multiple "
                                            r"of problem.heads_kv \(3\), got 2"):
         k3, v3 = torch.randn(1, 4, 3, 8), torch.randn(1, 4, 3, 8)
-        ops.bwd(q, q, k3, v3, 0.3, 0.0, False, -1, -1, None, 0, 0, False)
+        ops.bwd(q, q, k3, v3, 0.3, 0.0, False, -1, -1, None, 0, 0, "", False)
     with pytest.raises(RuntimeError, match=r"flash_sigmoid::fwd: cpu::forward: problem.window_right: expected -1 or 0"):
-        ops.fwd(q, k, v, 0.3, 0.0, True, -1, 2, None, 0, 0, False)
+        ops.fwd(q, k, v, 0.3, 0.0, True, -1, 2, None, 0, 0, "", False)
     with pytest.raises(RuntimeError, match=r"flash_sigmoid::fwd: v: expected the shape of k"):
-        ops.fwd(q, k, v[:, :2], 0.3, 0.0, False, -1, -1, None, 0, 0, False)
+        ops.fwd(q, k, v[:, :2], 0.3, 0.0, False, -1, -1, None, 0, 0, "", False)
     with pytest.raises(RuntimeError, match=r"flash_sigmoid::fwd: q: expected dtype float16, bfloat16 or float32 on "
                                            r"cpu, got float64"):
-        ops.fwd(q.double(), k.double(), v.double(), 0.3, 0.0, False, -1, -1, None, 0, 0, False)
+        ops.fwd(q.double(), k.double(), v.double(), 0.3, 0.0, False, -1, -1, None, 0, 0, "", False)
     with pytest.raises(RuntimeError, match=r"flash_sigmoid::fwd: alibi_slopes: expected shape \[2\] or \[1, 2\]"):
-        ops.fwd(q, k, v, 0.3, 0.0, False, -1, -1, torch.ones(3), 0, 0, False)
+        ops.fwd(q, k, v, 0.3, 0.0, False, -1, -1, torch.ones(3), 0, 0, "", False)
     with pytest.raises(RuntimeError, match=r"flash_sigmoid::fwd: score_function: expected 0"):
-        ops.fwd(q, k, v, 0.3, 0.0, False, -1, -1, None, 7, 0, False)
+        ops.fwd(q, k, v, 0.3, 0.0, False, -1, -1, None, 7, 0, "", False)
 
 
 def test_strided_alibi_slopes_are_read_correctly():
@@ -85,7 +85,7 @@ def test_strided_alibi_slopes_are_read_correctly():
     slopes = wide[:, 1:3]  # batch stride 5 >= heads 2: read in place
     transposed = torch.rand(2, 3).t()  # head dim not contiguous: copied
     for s in (slopes, transposed):
-        out = ops.fwd(q, k, v, 0.3, 0.0, False, -1, -1, s, 0, 0, False)
+        out = ops.fwd(q, k, v, 0.3, 0.0, False, -1, -1, s, 0, 0, "", False)
         ref = attention_reference(q, k, v, scale=0.3, alibi_slopes=s.contiguous())
         assert (out.double() - ref).abs().max() < 1e-5
 
@@ -149,3 +149,13 @@ def test_compile_sees_the_op_as_one_node():
         lambda q, k, v: flash_attn_func(q, k, v, causal=True), tracing_mode="fake")(q, k, v)
     targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
     assert targets == [ops.fwd.default]
+
+
+def test_kernel_variant_is_checked_and_the_cpu_ignores_it():
+    # kernel_variant picks a GPU mainloop by name; the CPU implementation has one path.
+    q, k, v = _qkv(1, 5, 7, 2, 1, 8)
+    assert torch.equal(flash_sigmoid.forward(q, k, v, kernel_variant="any_name"), flash_sigmoid.forward(q, k, v))
+    with pytest.raises(ValueError, match=r"kernel_variant: expected a str"):
+        flash_sigmoid.forward(q, k, v, kernel_variant=3)
+    with pytest.raises(ValueError, match=r"kernel_variant: expected a str"):
+        flash_sigmoid.backward(q, q, k, v, kernel_variant=None)

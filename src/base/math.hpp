@@ -1,4 +1,4 @@
-// Layer: common kernel parts. Math wrappers, each named by the PTX instruction it issues on the
+// Layer: base (below policies and kernels). Math wrappers, each named by the PTX instruction it issues on the
 // device. On the host (policy tests, CPU-side checks) each falls back to the exact function the
 // instruction approximates.
 #pragma once
@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "policies/host_device.hpp"
+#include "base/host_device.hpp"
 
 namespace flash_sigmoid {
 

@@ -1,4 +1,4 @@
-// Layer: policies. The macros that let policy code compile for host and device alike.
+// Layer: base (below policies and kernels). The macros that let code compile for host and device alike.
 #pragma once
 
 #if defined(__CUDACC__)
