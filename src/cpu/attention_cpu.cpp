@@ -46,19 +46,19 @@ void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, cons
   float* s_t = v_rows + kBlockN * width;     // (kBlockN, kBlockM): scores, then P^T
   float* q_rows = s_t + kBlockN * kBlockM;   // (kBlockM, width): q before the transpose
 
-  load_rows(kernels, args.q, p, batch_idx, head_idx, q0, rows, width, q_rows);
-  transpose_rows(q_rows, width, rows, head_dim, q_t, kBlockM, cols);
+  const RowTile q = rows_tile(kernels, args.q, p, batch_idx, head_idx, q0, rows, width, q_rows);
+  transpose_rows(q.data, q.ld, rows, head_dim, q_t, kBlockM, cols);
   std::fill(o, o + rows * width, 0.0f);
 
   const IndexRange keys = p.visible_keys_of_rows(q0, rows);
   const float slope = p.alibi_slope(batch_idx, head_idx);
   for (int64_t n0 = keys.begin; n0 < keys.end; n0 += kBlockN) {
     const int64_t n = std::min(kBlockN, keys.end - n0);
-    load_rows(kernels, args.k, p, batch_idx, kv_head_idx, n0, n, head_dim, k_rows);
-    load_rows(kernels, args.v, p, batch_idx, kv_head_idx, n0, n, width, v_rows);
-    kernels.gemm(n, cols, head_dim, k_rows, head_dim, 1, q_t, kBlockM, s_t, kBlockM, false);
+    const RowTile k = rows_tile(kernels, args.k, p, batch_idx, kv_head_idx, n0, n, head_dim, k_rows);
+    const RowTile v = rows_tile(kernels, args.v, p, batch_idx, kv_head_idx, n0, n, width, v_rows);
+    kernels.gemm(n, cols, head_dim, k.data, k.ld, 1, q_t, kBlockM, s_t, kBlockM, false);
     kernels.sigmoid_tile(tile_band(p, slope, q0, rows, n0, n, /*keys_by_queries=*/true), s_t, kBlockM, n, cols);
-    kernels.gemm(rows, width, n, s_t, 1, kBlockM, v_rows, width, o, width, true);
+    kernels.gemm(rows, width, n, s_t, 1, kBlockM, v.data, v.ld, o, width, true);
   }
   for (int64_t r = 0; r < rows; ++r) {
     store_row(args.out, p.dtype, batch_idx, q0 + r, head_idx, head_dim, o + r * width);

@@ -75,10 +75,10 @@ void key_tile(const BackwardContext& c, int64_t batch_idx, int64_t kv_head_idx, 
   float* s = do_rows + kBwdBlockM * width;      // (kBwdBlockM, kBlockN): scores, then P
   float* ds = s + kBwdBlockM * kBlockN;         // (kBwdBlockM, kBlockN): dP, then dZ
 
-  load_rows(kernels, c.args.k, p, batch_idx, kv_head_idx, n0, n, width, k_rows);
-  transpose_rows(k_rows, width, n, head_dim, k_t, kBlockN, np);
-  load_rows(kernels, c.args.v, p, batch_idx, kv_head_idx, n0, n, width, dv);  // dv as staging for v
-  transpose_rows(dv, width, n, head_dim, v_t, kBlockN, np);
+  const RowTile k = rows_tile(kernels, c.args.k, p, batch_idx, kv_head_idx, n0, n, width, k_rows);
+  transpose_rows(k.data, k.ld, n, head_dim, k_t, kBlockN, np);
+  const RowTile v = rows_tile(kernels, c.args.v, p, batch_idx, kv_head_idx, n0, n, width, dv);  // dv: staging
+  transpose_rows(v.data, v.ld, n, head_dim, v_t, kBlockN, np);
   std::fill(dk, dk + n * width, 0.0f);
   std::fill(dv, dv + n * width, 0.0f);
 
@@ -89,16 +89,16 @@ void key_tile(const BackwardContext& c, int64_t batch_idx, int64_t kv_head_idx, 
     float* dq_partial = c.partial(pair, g, slab);
     for (int64_t c0 = queries.begin; c0 < queries.end; c0 += kBwdBlockM) {
       const int64_t rows = std::min(kBwdBlockM, queries.end - c0);
-      load_rows(kernels, c.args.q, p, batch_idx, head_idx, c0, rows, width, q_rows);
-      load_rows(kernels, c.args.dout, p, batch_idx, head_idx, c0, rows, width, do_rows);
-      kernels.gemm(rows, np, head_dim, q_rows, width, 1, k_t, kBlockN, s, kBlockN, false);
-      kernels.gemm(rows, np, head_dim, do_rows, width, 1, v_t, kBlockN, ds, kBlockN, false);
+      const RowTile q = rows_tile(kernels, c.args.q, p, batch_idx, head_idx, c0, rows, width, q_rows);
+      const RowTile dout = rows_tile(kernels, c.args.dout, p, batch_idx, head_idx, c0, rows, width, do_rows);
+      kernels.gemm(rows, np, head_dim, q.data, q.ld, 1, k_t, kBlockN, s, kBlockN, false);
+      kernels.gemm(rows, np, head_dim, dout.data, dout.ld, 1, v_t, kBlockN, ds, kBlockN, false);
       kernels.sigmoid_grad_tile(tile_band(p, slope, c0, rows, n0, n, /*keys_by_queries=*/false), s, ds, kBlockN, rows,
                                 np);
       // P^T dO and dZ^T Q read the (query, key) tiles with swapped strides; then dZ K.
-      kernels.gemm(n, width, rows, s, 1, kBlockN, do_rows, width, dv, width, true);
-      kernels.gemm(n, width, rows, ds, 1, kBlockN, q_rows, width, dk, width, true);
-      kernels.gemm(rows, width, n, ds, kBlockN, 1, k_rows, width, dq_partial + c0 * width, width, true);
+      kernels.gemm(n, width, rows, s, 1, kBlockN, dout.data, dout.ld, dv, width, true);
+      kernels.gemm(n, width, rows, ds, 1, kBlockN, q.data, q.ld, dk, width, true);
+      kernels.gemm(rows, width, n, ds, kBlockN, 1, k.data, k.ld, dq_partial + c0 * width, width, true);
     }
   }
   for (int64_t jj = 0; jj < n; ++jj) {

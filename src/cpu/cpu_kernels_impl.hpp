@@ -131,15 +131,19 @@ void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_rs, int64_t
 
 // ---- sigmoid ----------------------------------------------------------------------------------------
 
-// e^x for x <= 0, lane by lane, within 2 ulp, subnormal results included (NaN stays NaN). Cody-Waite
-// reduction x = n ln2 + r, |r| <= ln2 / 2, and Cephes' degree-5 polynomial for e^r; 2^n (n down to
-// -159) is applied as two normal powers of two, so subnormal results are rounded once.
+// e^x for x <= 0, lane by lane, within 2 ulp down to x = -87.33 (e^x = 2^-126, the smallest normal
+// float); below that the result stays 2^-126 (NaN stays NaN). Cody-Waite reduction x = n ln2 + r,
+// |r| <= ln2 / 2, Cephes' degree-5 polynomial for e^r, and 2^n (n >= -126) built in the exponent
+// bits. Holding the tail at 2^-126 rather than going subnormal keeps one scaling multiply; it moves
+// a sigmoid below 1.2e-38 by less than 1.2e-38, far under any output's rounding (masked elements
+// are exact zeros by a select, not by this function).
 template <class Isa>
 inline typename Isa::F exp_nonpositive(typename Isa::F x) {
   using F = typename Isa::F;
   using I = typename Isa::I;
-  x = select<Isa>(x < splat<Isa>(-110.0f), splat<Isa>(-110.0f), x);  // e^-110 rounds to 0
-  const F round_magic = splat<Isa>(12582912.0f);                      // 1.5 * 2^23: rounds to nearest
+  const F lowest = splat<Isa>(-87.3365478515625f);  // >= -126 ln2: n below stays >= -126
+  x = select<Isa>(x < lowest, lowest, x);
+  const F round_magic = splat<Isa>(12582912.0f);  // 1.5 * 2^23: rounds to nearest
   const F n = (x * splat<Isa>(1.44269504088896341f) + round_magic) - round_magic;
   F r = Isa::fma(n, splat<Isa>(-0.693359375f), x);  // ln2 in two parts; n * 0.693359375 is exact
   r = Isa::fma(n, splat<Isa>(2.12194440e-4f), r);
@@ -150,10 +154,8 @@ inline typename Isa::F exp_nonpositive(typename Isa::F x) {
   p = Isa::fma(p, r, splat<Isa>(1.6666665459e-1f));
   p = Isa::fma(p, r, splat<Isa>(5.0000001201e-1f));
   const F e_r = Isa::fma(p, r * r, r) + splat<Isa>(1.0f);
-  const I n_i = __builtin_convertvector(n, I);  // in [-159, 0]
-  const I n1 = n_i >> 1;
-  const I n2 = n_i - n1;  // both in [-80, 0]: 2^n1 and 2^n2 are normal floats
-  return e_r * as_float<Isa>((n1 + 127) << 23) * as_float<Isa>((n2 + 127) << 23);
+  const I n_i = __builtin_convertvector(n, I);  // in [-126, 0]: 2^n is a normal float
+  return e_r * as_float<Isa>((n_i + 127) << 23);
 }
 
 // sigmoid(z) = 1 / (1 + e^-z), the GPU default's formula, evaluated from e = e^-|z| in (0, 1] so
@@ -170,46 +172,38 @@ inline void sigmoid_and_derivative(typename Isa::F z, typename Isa::F* p, typena
   *dp_dz = e_rcp * rcp;
 }
 
-// The visible lanes of tile row r, columns [c0, c0 + kLanes): d = base + row_step r + col_step c.
-template <class Isa, bool kCheckBand>
-inline typename Isa::I visible_lanes(const TileBand& band, typename Isa::I d, typename Isa::I col) {
-  using I = typename Isa::I;
-  I mask = col < splat_i<Isa>(static_cast<int32_t>(band.cols));
-  if (kCheckBand) {
-    mask &= (d >= splat_i<Isa>(static_cast<int32_t>(-band.right))) & (d <= splat_i<Isa>(static_cast<int32_t>(band.left)));
-  }
-  return mask;
-}
-
 template <class Isa, bool kGrad, bool kCheckBand, bool kAlibi>
 void sigmoid_rows(const TileBand& band, float* z, float* dp, int64_t ld, int64_t rows_alloc, int64_t cols_alloc) {
   using F = typename Isa::F;
   using I = typename Isa::I;
   constexpr int kL = Isa::kLanes;
+  // Everything the loop needs in locals: the stores through z and dp cannot then alias the band.
+  const I lane_d = lane_index<Isa>() * band.col_step;  // d's change along a vector's lanes
   const I lanes = lane_index<Isa>();
+  const I left = splat_i<Isa>(static_cast<int32_t>(band.left));
+  const I minus_right = splat_i<Isa>(static_cast<int32_t>(-band.right));
   const F scale = splat<Isa>(band.scale), bias = splat<Isa>(band.bias), slope = splat<Isa>(band.slope);
+  const int64_t rows = band.rows, cols = band.cols, base = band.base;
+  const int row_step = band.row_step, col_step = band.col_step;
   for (int64_t r = 0; r < rows_alloc; ++r) {
     float* z_r = z + r * ld;
     float* dp_r = kGrad ? dp + r * ld : nullptr;
-    if (r >= band.rows) {
+    if (r >= rows) {
       for (int64_t c = 0; c < cols_alloc; ++c) z_r[c] = 0.0f;
       if (kGrad) {
         for (int64_t c = 0; c < cols_alloc; ++c) dp_r[c] = 0.0f;
       }
       continue;
     }
-    const int32_t d_row = static_cast<int32_t>(band.base + band.row_step * r);
+    const int32_t d_row = static_cast<int32_t>(base + row_step * r);
     for (int64_t c0 = 0; c0 < cols_alloc; c0 += kL) {
-      const I col = lanes + static_cast<int32_t>(c0);
-      const I d = splat_i<Isa>(d_row) + col * band.col_step;
+      const I d = splat_i<Isa>(d_row + col_step * static_cast<int32_t>(c0)) + lane_d;
       F x = Isa::fma(load<Isa>(z_r + c0), scale, bias);
-      if (kAlibi) {
-        const I dist = select_i<Isa>(d < I{}, -d, d);
-        x = x - slope * __builtin_convertvector(dist, F);
-      }
+      if (kAlibi) x = x - slope * __builtin_convertvector(select_i<Isa>(d < I{}, -d, d), F);
       F p, dsig;
       sigmoid_and_derivative<Isa>(x, &p, &dsig);
-      const I visible = visible_lanes<Isa, kCheckBand>(band, d, col);
+      I visible = lanes < splat_i<Isa>(static_cast<int32_t>(cols - c0));
+      if (kCheckBand) visible &= (d >= minus_right) & (d <= left);
       store<Isa>(z_r + c0, select<Isa>(visible, p, F{}));
       if (kGrad) store<Isa>(dp_r + c0, select<Isa>(visible, load<Isa>(dp_r + c0) * dsig, F{}));
     }
