@@ -2,7 +2,7 @@
 //
 // One task is (batch, query head, block of kBlockM query rows). It converts its q rows to fp32 and
 // transposes them once (q_t, head_dim x kBlockM), then walks the keys any of its rows can see in
-// tiles of kBlockN, converting each k/v tile to fp32 rows once:
+// tiles of kFwdBlockN, converting each k/v tile to fp32 rows once:
 //
 //   s_t (keys x queries) = K_tile Q^T      gemm; the queries run along the vector lanes
 //   s_t -> P^T                              sigmoid_tile: scale, bias, ALiBi, sigma, mask, in place
@@ -37,14 +37,14 @@ void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, cons
   const int64_t rows = std::min(kBlockM, p.seqlen_q - q0);
   const int64_t cols = round_up(rows, kernels.nr);  // query columns of s_t
 
-  scratch.resize(static_cast<size_t>(head_dim * kBlockM + kBlockM * width + kBlockN * head_dim + kBlockN * width +
-                                     kBlockN * kBlockM + kBlockM * width));
+  scratch.resize(static_cast<size_t>(head_dim * kBlockM + kBlockM * width + kFwdBlockN * head_dim + kFwdBlockN * width +
+                                     kFwdBlockN * kBlockM + kBlockM * width));
   float* q_t = scratch.data();               // (head_dim, kBlockM)
   float* o = q_t + head_dim * kBlockM;       // (kBlockM, width), fp32 accumulator
-  float* k_rows = o + kBlockM * width;       // (kBlockN, head_dim)
-  float* v_rows = k_rows + kBlockN * head_dim;  // (kBlockN, width)
-  float* s_t = v_rows + kBlockN * width;     // (kBlockN, kBlockM): scores, then P^T
-  float* q_rows = s_t + kBlockN * kBlockM;   // (kBlockM, width): q before the transpose
+  float* k_rows = o + kBlockM * width;       // (kFwdBlockN, head_dim)
+  float* v_rows = k_rows + kFwdBlockN * head_dim;  // (kFwdBlockN, width)
+  float* s_t = v_rows + kFwdBlockN * width;     // (kFwdBlockN, kBlockM): scores, then P^T
+  float* q_rows = s_t + kFwdBlockN * kBlockM;   // (kBlockM, width): q before the transpose
 
   const RowTile q = rows_tile(kernels, args.q, p, batch_idx, head_idx, q0, rows, width, q_rows);
   transpose_rows(q.data, q.ld, rows, head_dim, q_t, kBlockM, cols);
@@ -52,8 +52,8 @@ void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, cons
 
   const IndexRange keys = p.visible_keys_of_rows(q0, rows);
   const float slope = p.alibi_slope(batch_idx, head_idx);
-  for (int64_t n0 = keys.begin; n0 < keys.end; n0 += kBlockN) {
-    const int64_t n = std::min(kBlockN, keys.end - n0);
+  for (int64_t n0 = keys.begin; n0 < keys.end; n0 += kFwdBlockN) {
+    const int64_t n = std::min(kFwdBlockN, keys.end - n0);
     const RowTile k = rows_tile(kernels, args.k, p, batch_idx, kv_head_idx, n0, n, head_dim, k_rows);
     const RowTile v = rows_tile(kernels, args.v, p, batch_idx, kv_head_idx, n0, n, width, v_rows);
     kernels.gemm(n, cols, head_dim, k.data, k.ld, 1, q_t, kBlockM, s_t, kBlockM, false);

@@ -18,11 +18,15 @@
 
 namespace flash_sigmoid::cpu_impl {
 
-// Keys per tile, query rows per forward task and per backward chunk. Fixed (multiples of every
-// kernel build's nr), so the tasks and the summation order do not depend on the thread count.
-constexpr int64_t kBlockN = 64;
+// Tile sizes. Fixed, so the tasks and the summation order do not depend on the thread count.
+// Forward: kBlockM queries per task (the columns of its score tile: a multiple of every build's nr)
+// against kFwdBlockN keys at a time (rows of the score tile). Backward: kBlockN keys per tile (the
+// score tile's columns: a multiple of nr) against kBwdBlockM queries at a time. Every row count
+// is a multiple of the GEMM's 6-row register block, and the score tiles (<= 36 KiB) stay in L2.
 constexpr int64_t kBlockM = 96;
-constexpr int64_t kBwdBlockM = 64;
+constexpr int64_t kFwdBlockN = 72;
+constexpr int64_t kBlockN = 48;
+constexpr int64_t kBwdBlockM = 72;
 
 // Tiles of `block` rows covering `length` rows.
 inline int64_t tile_count(int64_t length, int64_t block) { return (length + block - 1) / block; }

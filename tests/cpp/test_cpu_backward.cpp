@@ -292,7 +292,7 @@ namespace {
 // More key tiles than kSlabsPerHead (attention_cpu_backward.cpp): slabs of several tiles each, whose
 // dQ partials the reduction sums; against the oracle for both kernel builds and several thread counts.
 TEST(CpuBackward, SlabsOfSeveralKeyTilesMatchOracle) {
-  Spec s = make(70, 1100, 8);  // 18 key tiles of 64: 6 slabs of 3 tiles
+  Spec s = make(70, 1100, 8);  // 23 key tiles of 48: 8 slabs of 3 tiles
   s.heads_q = 2;
   s.heads_kv = 1;
   s.window_left = 700;
