@@ -1,5 +1,6 @@
 // Layer: CPU implementation. What the forward and backward share: the problem in the CPU
-// implementation's own terms (mask band, ALiBi, logits, sigmoid) and fp32 tiles of q/k/v/dout.
+// implementation's own terms (mask band, ALiBi), the TileBand of a tile, and fp32 tiles of
+// q/k/v/dout. The arithmetic inside a tile is cpu_kernels.hpp's.
 //
 // Written from DESIGN §1 alone; deliberately does not include src/policies/ or src/common/, so that
 // it is a second opinion against the GPU kernels rather than a copy of them.
@@ -9,20 +10,23 @@
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstdlib>
 
 #include "cpu_convert.hpp"
-#include "cpu_microkernels.hpp"
+#include "cpu_kernels.hpp"
 #include "flash_sigmoid/flash_sigmoid.h"
 
 namespace flash_sigmoid::cpu_impl {
 
-// Keys per tile (k/v are converted to fp32 once per tile) and query rows per task. Fixed, so the
-// tasks, and the code path each row takes, do not depend on the thread count.
-constexpr int64_t kBlockN = 64;
-constexpr int64_t kBlockM = 32;
+// Tile sizes. Fixed, so the tasks and the summation order do not depend on the thread count.
+// Forward: kBlockM queries per task (the columns of its score tile: a multiple of every build's nr)
+// against kFwdBlockN keys at a time (rows of the score tile). Backward: kBlockN keys per tile (the
+// score tile's columns: a multiple of nr) against kBwdBlockM queries at a time. Every row count
+// is a multiple of the GEMM's 6-row register block, and the score tiles (<= 36 KiB) stay in L2.
+constexpr int64_t kBlockM = 96;
+constexpr int64_t kFwdBlockN = 72;
+constexpr int64_t kBlockN = 48;
+constexpr int64_t kBwdBlockM = 72;
 
 // Tiles of `block` rows covering `length` rows.
 inline int64_t tile_count(int64_t length, int64_t block) { return (length + block - 1) / block; }
@@ -38,8 +42,8 @@ inline TileTask tile_task(int64_t task, int64_t heads, int64_t tiles) {
   return TileTask{task / tiles / heads, (task / tiles) % heads, task % tiles};
 }
 
-// Tile rows are padded to a multiple of kColBlock floats (the padding is kept at zero).
-inline int64_t padded_width(int64_t n) { return (n + kColBlock - 1) / kColBlock * kColBlock; }
+// n rounded up to a multiple of `multiple`: tile rows are padded to the kernels' nr (padding kept at zero).
+inline int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
 // Half-open index range [begin, end); empty when end <= begin.
 struct IndexRange {
@@ -127,52 +131,60 @@ CpuProblem make_cpu_problem(const Args& args) {
   return c;
 }
 
-// sigmoid(z) and sigmoid'(z) = p * (1 - p), both from e = exp(-|z|) so that neither loses
-// accuracy on either side: p = 1/(1+e) or e/(1+e), p*(1-p) = e/(1+e)^2 (no 1 - p cancellation).
-// NaN in, NaN out; z = +-inf gives p = 1 or 0 and a zero derivative.
-// The forward's P is the backward's P bit for bit (same operations).
-inline float sigmoid(float z) {
-  const float e = std::exp(-std::fabs(z));
-  return (z >= 0.0f ? 1.0f : e) * (1.0f / (1.0f + e));
-}
-
-inline void sigmoid_and_derivative(float z, float* p, float* dp_dz) {
-  const float e = std::exp(-std::fabs(z));
-  const float r = 1.0f / (1.0f + e);
-  *p = (z >= 0.0f ? 1.0f : e) * r;
-  *dp_dz = e * r * r;
-}
-
-// tile[jj * ld + d] = t[b, s0 + jj, h, d] for jj < n, d < head_dim; zero for head_dim <= d < ld.
-inline void load_rows(const FlashSigmoidTensor& t, const CpuProblem& p, int64_t b, int64_t h, int64_t s0, int64_t n,
-                      int64_t ld, float* tile) {
+// tile[jj * ld + d] = t[b, s0 + jj, h, d] in fp32 for jj < n, d < head_dim; zero for head_dim <= d < ld.
+inline void load_rows(const CpuKernels& kernels, const FlashSigmoidTensor& t, const CpuProblem& p, int64_t b, int64_t h,
+                      int64_t s0, int64_t n, int64_t ld, float* tile) {
+  const size_t element = p.dtype == FLASH_SIGMOID_FLOAT32 ? 4 : 2;
   for (int64_t jj = 0; jj < n; ++jj) {
     float* row = tile + jj * ld;
-    load_row(t, p.dtype, b, s0 + jj, h, p.head_dim, row);
+    const char* src = static_cast<const char*>(t.data) + static_cast<size_t>(row_offset(t, b, s0 + jj, h)) * element;
+    kernels.widen(p.dtype, src, p.head_dim, row);
     std::fill(row + p.head_dim, row + ld, 0.0f);
   }
 }
 
-// tile_t[d * kBlockN + jj] = t[b, s0 + jj, h, d] for jj < n <= kBlockN, d < head_dim; zero for
-// n <= jj < padded_width(n). row_buf holds head_dim floats.
-inline void load_rows_transposed(const FlashSigmoidTensor& t, const CpuProblem& p, int64_t b, int64_t h, int64_t s0,
-                                 int64_t n, float* row_buf, float* tile_t) {
-  for (int64_t jj = 0; jj < n; ++jj) {
-    load_row(t, p.dtype, b, s0 + jj, h, p.head_dim, row_buf);
-    for (int64_t d = 0; d < p.head_dim; ++d) tile_t[d * kBlockN + jj] = row_buf[d];
-  }
-  for (int64_t d = 0; d < p.head_dim; ++d)
-    std::fill(tile_t + d * kBlockN + n, tile_t + d * kBlockN + padded_width(n), 0.0f);
+// Rows [s0, s0 + n) of head h of t as a packed fp32 tile (row stride width). fp32 rows are copied
+// too: reading them in place (rows heads * head_dim floats apart) costs more in cache-set conflicts
+// (a 2 KiB stride maps 64 rows onto two L1 sets) than the copy does; measured ~10-15% at D = 64, H = 8.
+struct RowTile {
+  const float* data;
+  int64_t ld;
+};
+inline RowTile rows_tile(const CpuKernels& kernels, const FlashSigmoidTensor& t, const CpuProblem& p, int64_t b,
+                         int64_t h, int64_t s0, int64_t n, int64_t width, float* buffer) {
+  load_rows(kernels, t, p, b, h, s0, n, width, buffer);
+  return RowTile{buffer, width};
 }
 
-// z for query row i against keys k0 + jj, jj in [j0, j1), from scores s[jj] = q_i . k.
-inline void scores_to_logits(const CpuProblem& p, float slope, int64_t i, int64_t k0, int64_t j0, int64_t j1,
-                             float* s) {
-  const int64_t diag = i + p.offset;
-  for (int64_t jj = j0; jj < j1; ++jj) {
-    const int64_t distance = std::abs(diag - (k0 + jj));
-    s[jj] = p.scale * s[jj] + p.bias - slope * static_cast<float>(distance);
+// tile_t[d * ld_t + jj] = rows[jj * ld_rows + d] for jj < n, d < head_dim; zero for n <= jj < n_alloc.
+inline void transpose_rows(const float* rows, int64_t ld_rows, int64_t n, int64_t head_dim, float* tile_t,
+                           int64_t ld_t, int64_t n_alloc) {
+  for (int64_t d = 0; d < head_dim; ++d) {
+    float* col = tile_t + d * ld_t;
+    for (int64_t jj = 0; jj < n; ++jj) col[jj] = rows[jj * ld_rows + d];
+    std::fill(col + n, col + n_alloc, 0.0f);
   }
+}
+
+// The TileBand (cpu_kernels.hpp) of the query rows [q0, q0 + rows) against the keys [k0, k0 + n):
+// queries along the tile's rows (keys along its columns) or, with keys_by_queries, the transpose.
+inline TileBand tile_band(const CpuProblem& p, float slope, int64_t q0, int64_t rows, int64_t k0, int64_t n,
+                          bool keys_by_queries) {
+  TileBand band;
+  band.base = std::clamp(q0 + p.offset - k0, -kBandLimit, kBandLimit);
+  band.row_step = keys_by_queries ? -1 : 1;
+  band.col_step = -band.row_step;
+  band.left = std::min(p.left, kBandLimit);
+  band.right = std::min(p.right, kBandLimit);
+  band.rows = keys_by_queries ? n : rows;
+  band.cols = keys_by_queries ? rows : n;
+  // Every pair is visible iff the last row's keys start at or before k0 and the first row's end at
+  // or after k0 + n (both bounds move right with the row).
+  band.check_band = !(p.visible_keys(q0 + rows - 1).begin <= k0 && p.visible_keys(q0).end >= k0 + n);
+  band.scale = p.scale;
+  band.bias = p.bias;
+  band.slope = slope;
+  return band;
 }
 
 }  // namespace flash_sigmoid::cpu_impl

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -27,6 +28,15 @@ using oracle::make;
 
 std::vector<Spec> grid() { return oracle::grid({96, 80, 1, 2000}); }
 
+// The CPU kernel builds every grid case runs on (src/cpu/cpu_kernels.hpp): "portable" (4 lanes, no
+// FMA) everywhere, "auto" the best this CPU runs (avx2 where it has AVX2 and FMA).
+struct KernelBuild {
+  explicit KernelBuild(const char* name) { ::setenv("FLASH_SIGMOID_CPU_KERNELS", name, 1); }
+  ~KernelBuild() { ::unsetenv("FLASH_SIGMOID_CPU_KERNELS"); }
+};
+constexpr const char* kKernelBuilds[] = {"portable", "auto"};
+
+
 struct GradientOutputs {
   HostTensor dq, dk, dv;
 };
@@ -45,13 +55,16 @@ class CpuBackwardGrid : public ::testing::TestWithParam<Spec> {};
 TEST_P(CpuBackwardGrid, MatchesOracle) {
   Inputs in(GetParam());
   const int threads = static_cast<int>(GetParam().seed % 4);
-  GradientOutputs g = run_backward(in, threads);
-  const oracle::Gradients ref = oracle::backward(in.backward_args(g.dq, g.dk, g.dv));
-  EXPECT_TRUE(oracle::matches(g.dq, ref.dq, 3.0, "dq"));
-  EXPECT_TRUE(oracle::matches(g.dk, ref.dk, 3.0, "dk"));
-  EXPECT_TRUE(oracle::matches(g.dv, ref.dv, 3.0, "dv"));
-  EXPECT_TRUE(g.dq.untouched_outside_view() && g.dk.untouched_outside_view() && g.dv.untouched_outside_view())
-      << "wrote outside a gradient view (into padding)";
+  for (const char* build : kKernelBuilds) {
+    const KernelBuild kernels(build);
+    GradientOutputs g = run_backward(in, threads);
+    const oracle::Gradients ref = oracle::backward(in.backward_args(g.dq, g.dk, g.dv));
+    EXPECT_TRUE(oracle::matches(g.dq, ref.dq, 3.0, "dq")) << build;
+    EXPECT_TRUE(oracle::matches(g.dk, ref.dk, 3.0, "dk")) << build;
+    EXPECT_TRUE(oracle::matches(g.dv, ref.dv, 3.0, "dv")) << build;
+    EXPECT_TRUE(g.dq.untouched_outside_view() && g.dk.untouched_outside_view() && g.dv.untouched_outside_view())
+        << build << ": wrote outside a gradient view (into padding)";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Grid, CpuBackwardGrid, ::testing::ValuesIn(grid()),
@@ -267,6 +280,34 @@ TEST(CpuBackward, EmptySequencesWriteZeros) {
     g = run_backward(no_keys, 2);
     g.dq.for_each([&](int64_t b, int64_t i, int64_t h, int64_t d) { EXPECT_EQ(g.dq.get(b, i, h, d), 0.0); });
     EXPECT_TRUE(g.dq.untouched_outside_view());
+  }
+}
+
+}  // namespace
+}  // namespace flash_sigmoid
+
+namespace flash_sigmoid {
+namespace {
+
+// More key tiles than kSlabsPerHead (attention_cpu_backward.cpp): slabs of several tiles each, whose
+// dQ partials the reduction sums; against the oracle for both kernel builds and several thread counts.
+TEST(CpuBackward, SlabsOfSeveralKeyTilesMatchOracle) {
+  Spec s = make(70, 1100, 8);  // 23 key tiles of 48: 8 slabs of 3 tiles
+  s.heads_q = 2;
+  s.heads_kv = 1;
+  s.window_left = 700;
+  s.window_right = 900;
+  s.bias = Bias::kNegLogSk;
+  Inputs in(s);
+  for (const char* build : kKernelBuilds) {
+    const KernelBuild kernels(build);
+    for (int threads : {1, 3}) {
+      GradientOutputs g = run_backward(in, threads);
+      const oracle::Gradients ref = oracle::backward(in.backward_args(g.dq, g.dk, g.dv));
+      EXPECT_TRUE(oracle::matches(g.dq, ref.dq, 3.0, "dq")) << build << ", " << threads << " threads";
+      EXPECT_TRUE(oracle::matches(g.dk, ref.dk, 3.0, "dk")) << build;
+      EXPECT_TRUE(oracle::matches(g.dv, ref.dv, 3.0, "dv")) << build;
+    }
   }
 }
 

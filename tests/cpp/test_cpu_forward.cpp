@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -30,17 +31,29 @@ using oracle::make;
 
 std::vector<Spec> grid() { return oracle::grid({128, 100, 2, 1000}); }
 
+// The CPU kernel builds every grid case runs on (src/cpu/cpu_kernels.hpp): "portable" (4 lanes, no
+// FMA) everywhere, "auto" the best this CPU runs (avx2 where it has AVX2 and FMA).
+struct KernelBuild {
+  explicit KernelBuild(const char* name) { ::setenv("FLASH_SIGMOID_CPU_KERNELS", name, 1); }
+  ~KernelBuild() { ::unsetenv("FLASH_SIGMOID_CPU_KERNELS"); }
+};
+constexpr const char* kKernelBuilds[] = {"portable", "auto"};
+
+
 class CpuForwardGrid : public ::testing::TestWithParam<Spec> {};
 
 TEST_P(CpuForwardGrid, MatchesOracle) {
   Inputs in(GetParam());
-  HostTensor out = in.new_out();
-  const FlashSigmoidForwardArgs args = in.forward_args(out);
-  // Thread counts vary with the case (0 = one per hardware thread); results do not depend on it.
-  const int threads = static_cast<int>(GetParam().seed % 4);
-  ASSERT_EQ(cpu::forward(args, threads), Status::kSuccess) << last_error();
-  EXPECT_TRUE(oracle::matches(out, oracle::forward(args), 2.0, "out"));
-  EXPECT_TRUE(out.untouched_outside_view()) << "wrote outside the out view (into padding)";
+  for (const char* build : kKernelBuilds) {
+    const KernelBuild kernels(build);
+    HostTensor out = in.new_out();
+    const FlashSigmoidForwardArgs args = in.forward_args(out);
+    // Thread counts vary with the case (0 = one per hardware thread); results do not depend on it.
+    const int threads = static_cast<int>(GetParam().seed % 4);
+    ASSERT_EQ(cpu::forward(args, threads), Status::kSuccess) << last_error();
+    EXPECT_TRUE(oracle::matches(out, oracle::forward(args), 2.0, "out")) << build;
+    EXPECT_TRUE(out.untouched_outside_view()) << build << ": wrote outside the out view (into padding)";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Grid, CpuForwardGrid, ::testing::ValuesIn(grid()),
@@ -190,15 +203,19 @@ TEST(CpuForward, DeterministicAcrossThreadCounts) {
   s.alibi = Alibi::kPerHead;
   s.dtype = FLASH_SIGMOID_FLOAT32;
   Inputs in(s);
-  HostTensor first = in.new_out();
-  ASSERT_EQ(cpu::forward(in.forward_args(first), 1), Status::kSuccess) << last_error();
-  const std::vector<double> expected = first.dense();
-  for (int threads : {1, 2, 3, 7, 0}) {
-    HostTensor out = in.new_out();
-    ASSERT_EQ(cpu::forward(in.forward_args(out), threads), Status::kSuccess) << last_error();
-    const std::vector<double> got = out.dense();
-    ASSERT_EQ(got.size(), expected.size());
-    EXPECT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(double)), 0) << threads << " threads";
+  for (const char* build : kKernelBuilds) {
+    const KernelBuild kernels(build);
+    HostTensor first = in.new_out();
+    ASSERT_EQ(cpu::forward(in.forward_args(first), 1), Status::kSuccess) << last_error();
+    const std::vector<double> expected = first.dense();
+    for (int threads : {1, 2, 3, 7, 0}) {
+      HostTensor out = in.new_out();
+      ASSERT_EQ(cpu::forward(in.forward_args(out), threads), Status::kSuccess) << last_error();
+      const std::vector<double> got = out.dense();
+      ASSERT_EQ(got.size(), expected.size());
+      EXPECT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(double)), 0)
+          << build << ", " << threads << " threads";
+    }
   }
 }
 
