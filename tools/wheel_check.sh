@@ -33,6 +33,7 @@ echo "== fresh virtual environment $fresh: pip install (wheels only)"
 t1=$SECONDS
 torch_version=$(python -c "import importlib.metadata as m; print(m.version('torch'))")
 python3 -m venv "$fresh"
+"$fresh/bin/python" -m pip install -q --upgrade pip  # the pip that wrote the cache reads it
 # The torch of .venv's version, so that pip takes it from its cache rather than downloading anew.
 "$fresh/bin/python" -m pip install -q --only-binary=:all: "$wheel" "torch==$torch_version"
 echo "== installed in $((SECONDS - t1)) s"
