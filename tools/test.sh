@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU test tier (DESIGN §7), the README's test command and what .ci/run calls: sets up the
 # pinned environment, builds (in build-test/, its own tree: the main job's build/ is never touched)
-#   - a compile-only kernel slice, one kernel of each family on each architecture: the sm80 forward
+#   - a compile-only kernel slice, every kernel family on each architecture (8 kernels): the sm80 forward
 #     and backward as sm_80 and sm_90 machine code, the sm90 forward and backward as sm_90a (bf16,
 #     head dim 64, no mask and the band mask (both bounds); FLASH_SIGMOID_TEST_* widen it),
 #   - the C++ tests and the PyTorch op library,
