@@ -51,6 +51,16 @@ if(NOT _torch_found)
                       "not found through ${Python3_EXECUTABLE}; install torch or pass -DTorch_ROOT=<.../site-packages/torch>")
 endif()
 
+# Libraries found by an earlier configure against another torch (pip's isolated build environments
+# are temporary directories) are looked up again.
+foreach(_lib FLASH_SIGMOID_TORCH_CPU_LIB FLASH_SIGMOID_TORCH_CUDA_LIB)
+  if(${_lib})
+    string(FIND "${${_lib}}" "${_torch_root}/" _at)
+    if(NOT _at EQUAL 0 OR NOT EXISTS "${${_lib}}")
+      unset(${_lib} CACHE)
+    endif()
+  endif()
+endforeach()
 find_library(FLASH_SIGMOID_TORCH_CPU_LIB torch_cpu PATHS "${_torch_root}/lib" NO_DEFAULT_PATH REQUIRED)
 set(_torch_libs "${FLASH_SIGMOID_TORCH_CPU_LIB}")
 if(_torch_cuda)

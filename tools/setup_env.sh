@@ -14,6 +14,13 @@ need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v ninja >/dev/null || need_apt+=(ninja-build)
 [ -f /usr/include/gtest/gtest.h ] || [ -d "$root/.deps/gtest" ] || need_apt+=(libgtest-dev)
+# ccache: the build compiles through it when present (a rebuild of unchanged kernels takes seconds).
+# FLASH_SIGMOID_CCACHE=0 neither installs nor uses it.
+if [ "${FLASH_SIGMOID_CCACHE:-1}" = 1 ]; then
+  command -v ccache >/dev/null || [ "${FLASH_SIGMOID_USE_SYSTEM_PYTHON:-0}" = 1 ] || need_apt+=(ccache)
+else
+  export CCACHE_DISABLE=1
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "${FLASH_SIGMOID_USE_SYSTEM_PYTHON:-0}" = 1 ]; then
     # Offline: nothing to install from. GoogleTest is only needed for the C++ tests.
@@ -60,7 +67,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 source "$venv/bin/activate"
-if ! python -c "import torch, cutlass_library, pytest, numpy" 2>/dev/null; then
+if ! python -c "import torch, cutlass_library, pytest, numpy, matplotlib, scikit_build_core" 2>/dev/null; then
   echo "== installing Python packages (pinned)"
   python -m pip install -q --upgrade pip
   python -m pip install -q -r "$root/tools/requirements.txt"

@@ -23,7 +23,7 @@ def _candidates():
     here = pathlib.Path(__file__).resolve().parent
     yield here / "lib" / _LIBRARY  # installed by pip
     root = here.parent.parent
-    for build in ("build", "build-gpu", "build-ci"):
+    for build in ("build", "build-gpu", "build-test"):
         yield root / build / _LIBRARY
 
 
