@@ -121,20 +121,25 @@ CUTE_DEVICE void store_accumulator(TiledMma const& tiled_mma, Acc const& acc, Sm
 
 // Rounds a (ROWS, HEAD_DIM) accumulator to Element into a shared-memory staging tile, then stores
 // it to global memory predicated on rows < row_limit and columns < head_dim. The traits name the
-// store atom and the global copy. The caller guarantees that no thread still reads the staging
-// buffer and no cp.async still writes it.
+// store atom and the global copy (over the threads that call this). The caller guarantees that no
+// thread still reads the staging buffer and no cp.async still writes it. sync: the barrier of the
+// storing threads between the two steps (all of the block's by default).
+struct BlockSync {
+  CUTE_DEVICE void operator()() const { __syncthreads(); }
+};
+
 template <class Traits, class TiledMma, int kRows>
 struct AccumulatorTileStore {
   using Element = typename Traits::Element;
   static constexpr int kHeadDim = Traits::kHeadDim;
 
-  template <class Acc, class SmemTensor, class GmemTensor>
+  template <class Acc, class SmemTensor, class GmemTensor, class Sync = BlockSync>
   CUTE_DEVICE static void store(Acc const& acc, SmemTensor&& staging, GmemTensor&& gmem, int row_limit,
-                                int head_dim, int tidx) {
+                                int head_dim, int tidx, Sync sync = {}) {
     using namespace cute;
     store_accumulator<Element, typename Traits::SmemCopyAtomStore>(TiledMma{}, acc, staging, tidx);
     // The tile is re-partitioned across threads for the global stores.
-    __syncthreads();
+    sync();
     typename Traits::GmemTiledCopyStore gmem_tiled_copy;
     auto gmem_thr_copy = gmem_tiled_copy.get_thread_slice(tidx);
     Tensor coords = gmem_thr_copy.partition_D(make_identity_tensor(Shape<Int<kRows>, Int<kHeadDim>>{}));

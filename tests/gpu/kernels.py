@@ -31,3 +31,12 @@ def skip_unless_sm90(direction, head_dim):
     bucket = 64 if head_dim <= 64 else 128
     if f"sm90a_{direction}_bf16_hdim{bucket}_mask_none" not in flash_sigmoid.build_info():
         pytest.skip(f"no sm90 {direction} kernel for bf16 head dim {bucket} in this build")
+
+
+def skip_unless_sm90_variant(direction, head_dim, variant):
+    """As skip_unless_sm90, for the sm90 kernels of a named variant."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("sm_90a kernels run on compute capability 9.0 only")
+    bucket = 64 if head_dim <= 64 else 128
+    if f"sm90a_{direction}_{variant}_bf16_hdim{bucket}_mask_none" not in flash_sigmoid.build_info():
+        pytest.skip(f"no sm90 {direction} kernel of variant '{variant}' for bf16 head dim {bucket} in this build")

@@ -11,7 +11,7 @@ import torch
 
 import flash_sigmoid
 from cases import ALIBI, BIASES, HEADS, MASKS, bias_value, make_inputs, slopes_for
-from kernels import skip_unless_built, skip_unless_sm90
+from kernels import skip_unless_built, skip_unless_sm90, skip_unless_sm90_variant
 from reference import attention_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -30,7 +30,7 @@ SEQLENS = [(1, 1), (17, 17), (113, 203), (128, 217), (1023, 1024), (1024, 1023),
 
 
 def check_forward(b, sq, sk, hq, hkv, d, dtype, mask, alibi, bias_kind, seed, score_function="exp2",
-                  kernel_arch=0):
+                  kernel_arch=0, kernel_variant=""):
     skip_unless_built("fwd", dtype, d)
     _, causal, window = mask
     q, k, v = make_inputs(b, sq, sk, hq, hkv, d, dtype, seed)
@@ -40,7 +40,8 @@ def check_forward(b, sq, sk, hq, hkv, d, dtype, mask, alibi, bias_kind, seed, sc
     out = None
     if d % 8 == 0:  # poison: every element must be written
         out = torch.full_like(q, float("nan"))
-    out = flash_sigmoid.forward(q, k, v, score_function=score_function, kernel_arch=kernel_arch, out=out, **kw)
+    out = flash_sigmoid.forward(q, k, v, score_function=score_function, kernel_arch=kernel_arch,
+                                kernel_variant=kernel_variant, out=out, **kw)
     torch.cuda.synchronize()
     ref = attention_reference(q, k, v, **kw)
     same_dtype = attention_reference(q, k, v, dtype=dtype, **kw)
@@ -176,3 +177,85 @@ def test_forward_kernel_variant_by_name():
     with pytest.raises(RuntimeError, match=r"variant 'no_such_mainloop'.*built"):
         flash_sigmoid.forward(q, k, v, kernel_variant="no_such_mainloop")
     assert torch.equal(flash_sigmoid.forward(q, k, v, kernel_variant=""), flash_sigmoid.forward(q, k, v))
+
+
+WS_VARIANTS = ["ws", "ws_lockstep"]
+
+
+@pytest.mark.parametrize("variant", WS_VARIANTS)
+@pytest.mark.parametrize("sq,sk", [(1, 1), (65, 1000), (1000, 65), (640, 640), (1023, 1537), (300, 129), (129, 4099)])
+@pytest.mark.parametrize("d", [40, 64, 96, 128])
+def test_forward_sm90_ws_sizes(variant, sq, sk, d):
+    # The warp-specialized TMA forward by name: one key tile, two, many, odd partial tiles (TMA zero
+    # fill past the sequence), head dims below the bucket (zero fill past the head dim), every mask,
+    # GQA with ALiBi per (batch, head), both score functions and dtypes.
+    skip_unless_sm90_variant("fwd", d, variant)
+    for n, mask in enumerate(MASKS):
+        dtype = torch.bfloat16 if (n + d) % 2 else torch.float16
+        check_forward(2, sq, sk, 6, 2, d, dtype, mask, "batch_heads", "minus_log_n", seed=sq * 7 + sk + d + n,
+                      kernel_arch=90, kernel_variant=variant, score_function="exp2" if n % 3 else "tanh")
+
+
+@pytest.mark.parametrize("variant", WS_VARIANTS)
+def test_forward_sm90_ws_features(variant):
+    # Every mask x ALiBi x head layout (MHA, GQA, MQA) x bias at one odd size, head dims 64 and 128.
+    for d in (64, 128):
+        skip_unless_sm90_variant("fwd", d, variant)
+        for n, (mask, alibi, heads, bias) in enumerate(itertools.product(MASKS, ALIBI, HEADS, BIASES)):
+            check_forward(2, 113, 203, heads[1], heads[2], d, torch.bfloat16, mask, alibi, bias, seed=n,
+                          kernel_arch=90, kernel_variant=variant)
+
+
+@pytest.mark.parametrize("variant", WS_VARIANTS)
+def test_forward_sm90_ws_matches_lockstep_kernel(variant):
+    # Same products in the same order as the cp.async sm90 kernel: results agree to rounding.
+    skip_unless_sm90_variant("fwd", 128, variant)
+    q, k, v = make_inputs(2, 1000, 3000, 8, 2, 128, torch.bfloat16, seed=21)
+    for causal in (False, True):
+        ref = flash_sigmoid.forward(q, k, v, sigmoid_bias=-math.log(3000), causal=causal, kernel_arch=90)
+        out = flash_sigmoid.forward(q, k, v, sigmoid_bias=-math.log(3000), causal=causal, kernel_arch=90,
+                                    kernel_variant=variant)
+        assert (out.float() - ref.float()).abs().max().item() <= 2e-2 * ref.float().abs().max().item()
+
+
+@pytest.mark.parametrize("variant", WS_VARIANTS)
+def test_forward_sm90_ws_tensors_tma_cannot_describe(variant):
+    # Base not 16-byte aligned, strides not multiples of 16 bytes, an empty key set, a head dim whose
+    # rows are not 16-byte multiples: the lockstep sm90 kernel serves these, with correct results
+    # and nothing written outside the output.
+    skip_unless_sm90_variant("fwd", 64, variant)
+    b, s, h, d = 2, 77, 4, 64
+    buf = torch.randn(b * s * h * d + 1, device="cuda", dtype=torch.bfloat16)
+    q = buf[1:].view(b, s, h, d)  # 2-byte offset from an aligned allocation
+    k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    out_buf = torch.full((b, s, h, d + 8), float("nan"), device="cuda", dtype=torch.bfloat16)
+    out = out_buf[..., :d]
+    flash_sigmoid.forward(q, k, v, causal=True, out=out, kernel_arch=90, kernel_variant=variant)
+    ref = attention_reference(q, k, v, causal=True)
+    same = attention_reference(q, k, v, causal=True, dtype=torch.bfloat16)
+    assert (out.double() - ref).abs().max() <= 2 * (same.double() - ref).abs().max() + 1e-5
+    assert torch.isnan(out_buf[..., d:]).all(), "wrote outside the output view"
+    # k and v with a head stride of 68 elements (136 bytes): a padded buffer.
+    kv_buf = torch.randn(2, b, s, h, d + 4, device="cuda", dtype=torch.bfloat16)
+    k2, v2 = kv_buf[0, ..., :d], kv_buf[1, ..., :d]
+    q2 = torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16)
+    out2 = flash_sigmoid.forward(q2, k2, v2, kernel_arch=90, kernel_variant=variant)
+    ref2 = attention_reference(q2, k2, v2)
+    same2 = attention_reference(q2, k2, v2, dtype=torch.bfloat16)
+    assert (out2.double() - ref2).abs().max() <= 2 * (same2.double() - ref2).abs().max() + 1e-5
+    check_forward(2, 5, 0, 4, 2, 64, torch.bfloat16, MASKS[0], "none", "uniform", seed=3, kernel_arch=90,
+                  kernel_variant=variant)
+    check_forward(2, 130, 150, 4, 2, 59, torch.bfloat16, MASKS[1], "none", "uniform", seed=4, kernel_arch=90,
+                  kernel_variant=variant)
+
+
+@pytest.mark.parametrize("variant", WS_VARIANTS)
+def test_forward_sm90_ws_deterministic_and_no_hang(variant):
+    # Many thread blocks and long key ranges through the mbarrier ring: bitwise-identical repeats.
+    skip_unless_sm90_variant("fwd", 128, variant)
+    q, k, v = make_inputs(4, 2048, 2048, 16, 4, 128, torch.bfloat16, seed=8)
+    for causal in (False, True):
+        first = flash_sigmoid.forward(q, k, v, causal=causal, kernel_arch=90, kernel_variant=variant)
+        for _ in range(5):
+            assert torch.equal(flash_sigmoid.forward(q, k, v, causal=causal, kernel_arch=90, kernel_variant=variant),
+                               first)

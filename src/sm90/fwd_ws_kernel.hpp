@@ -1,0 +1,85 @@
+// Layer: sm90. The warp-specialized Hopper forward __global__ kernel: one thread block of three
+// warpgroups per (query tile, query head, batch). Warpgroup 0 produces (one elected thread issues
+// the TMA loads; its registers go to the others), warpgroups 1 and 2 consume (64 of the tile's
+// 128 query rows each) and store O.
+//
+// Owns: the roles and their register budgets, the barriers' initialisation, and the order
+// mainloop -> epilogue; the work tile comes from the scheduler and the lengths from SeqlenInfo
+// (common/tile_scheduler.hpp).
+#pragma once
+
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "common/block_range.hpp"
+#include "common/gmem_tile.hpp"
+#include "common/params.hpp"
+#include "common/score_variant.hpp"
+#include "common/tile_scheduler.hpp"
+#include "sm90/fwd_ws_mainloop.hpp"
+#include "sm90/fwd_ws_traits.hpp"
+
+namespace flash_sigmoid::sm90 {
+
+template <class Traits>
+using Sm90FwdWsScheduler = QueryTileScheduler<Traits::kBlockM>;
+
+template <class Traits, class Variant, bool kPingPong>
+__global__ void __launch_bounds__(Traits::kNThreads, 1)
+    sm90_fwd_ws_kernel(const __grid_constant__ Sm90FwdWsParams<Traits> params) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using namespace cute;
+  using Mask = typename Variant::Mask;
+  using Mainloop = Sm90FwdWsMainloop<Traits, Variant, kPingPong>;
+
+  extern __shared__ char smem_raw[];
+  const uintptr_t base = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
+  auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(base);
+
+  const ProblemParams& problem = params.problem;
+  const QueryTileWork work = Sm90FwdWsScheduler<Traits>::first_work(problem);
+  const Mask mask = SeqlenInfo::make(problem, work.batch_idx).mask<Mask>(problem);
+  const BlockRange range = key_block_range<Traits::kBlockM, Traits::kBlockN>(mask, work.m_block);
+
+  const int warp_group = __shfl_sync(0xffffffff, static_cast<int>(threadIdx.x) / 128, 0);  // uniform per warp
+  if (threadIdx.x == 0) {
+    Mainloop::init_barriers(smem);
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warp_group == 0) {
+    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
+    if (threadIdx.x / 32 == 0 && cute::elect_one_sync() && !range.empty()) {
+      Mainloop::load(params, range, work.m_block, work.head_idx, work.kv_head_idx, work.batch_idx, smem);
+    }
+    return;
+  }
+
+  cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
+  const int ctid = static_cast<int>(threadIdx.x) - 128;
+  typename Traits::TiledMmaO tiled_mma_o;
+  Tensor acc_o = partition_fragment_C(tiled_mma_o, Shape<Int<Traits::kBlockM>, Int<Traits::kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
+  clear(acc_o);
+  // An empty key range (seqlen_k == 0, or a window that hides every key of these rows) loads
+  // nothing and stores O = 0.
+  if (!range.empty()) {
+    const Variant variant = Variant::make(problem, mask, work.batch_idx, work.head_idx);
+    Mainloop::mma(variant, range, work.m_block, smem, acc_o, ctid);
+  }
+  // Each consumer warpgroup stages only the rows it multiplied Q by, so it may overwrite them as
+  // soon as its own products are done; the consumers then meet before the global stores.
+  Tensor sO = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
+  Tensor gO = gmem_rows_tile<Traits::kBlockM, Traits::kHeadDim, typename Traits::Element>(
+      params.out, work.batch_idx, work.head_idx, work.m_block * Traits::kBlockM);
+  AccumulatorTileStore<Traits, typename Traits::TiledMmaO, Traits::kBlockM>::store(
+      acc_o, sO, gO, problem.seqlen_q - work.m_block * Traits::kBlockM, problem.head_dim, ctid, [] {
+        cutlass::arch::NamedBarrier::sync(Traits::kNConsumerThreads, uint32_t(Sm90FwdWsBarrier::kConsumers));
+      });
+#endif
+}
+
+}  // namespace flash_sigmoid::sm90

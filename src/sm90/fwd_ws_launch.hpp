@@ -1,0 +1,99 @@
+// Layer: sm90. The host side of the warp-specialized Hopper forward for one compiled key (Element,
+// head-dim bucket, mask kind): builds the TMA descriptors of Q, K and V from the validated
+// problem, picks the kernel for the run-time choices (ALiBi on/off, score function) and launches it.
+//
+// Owns: whether TMA can describe the problem's tensors, and what happens when it cannot: the
+// lockstep sm90 forward (fwd_launch.hpp) serves the call, with the same results. TMA needs a
+// 16-byte-aligned base, strides that are multiples of 16 bytes below 2^40 bytes, and extents
+// below 2^31; a zero extent (an empty problem) has no descriptor either.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include <cute/tensor.hpp>
+
+#include "common/launch.hpp"
+#include "common/params.hpp"
+#include "common/variant_dispatch.hpp"
+#include "policies/mask_band.hpp"
+#include "sm90/fwd_launch.hpp"
+#include "sm90/fwd_ws_kernel.hpp"
+#include "sm90/fwd_ws_traits.hpp"
+
+namespace flash_sigmoid::sm90 {
+
+// Whether one (seq, head_dim, head, batch) tensor of 2-byte elements can be a TMA tensor.
+inline bool tma_can_describe(const StridedPtr& t, int seqlen, int heads, int batch) {
+  if (seqlen <= 0 || heads <= 0 || batch <= 0) return false;
+  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
+  const int64_t strides[3] = {t.stride_seq, t.stride_head, t.stride_batch};
+  const int extents[3] = {seqlen, heads, batch};
+  for (int i = 0; i < 3; ++i) {
+    if (extents[i] == 1) continue;  // never stepped along (tma_stride replaces it)
+    if (strides[i] <= 0 || strides[i] % 8 != 0 || strides[i] >= (int64_t(1) << 39)) return false;
+  }
+  return true;
+}
+
+// A stride TMA accepts for an extent of 1, whose stride is never used.
+inline int64_t tma_stride(int64_t stride, int extent) { return extent == 1 ? 8 : stride; }
+
+template <class Element, int kHeadDim, MaskKind kMask, bool kPingPong>
+struct Sm90FwdWsLaunch {
+  using Traits = Sm90FwdWsTraits<Element, kHeadDim>;
+  using Params = Sm90FwdWsParams<Traits>;
+
+  static size_t workspace_bytes(const ForwardParams& /*params*/) { return 0; }
+
+  static bool tma_can_serve(const ForwardParams& params) {
+    const ProblemParams& p = params.problem;
+    return tma_can_describe(params.q, p.seqlen_q, p.heads_q, p.batch) &&
+           tma_can_describe(params.k, p.seqlen_k, p.heads_kv, p.batch) &&
+           tma_can_describe(params.v, p.seqlen_k, p.heads_kv, p.batch);
+  }
+
+  static Params make_params(const ForwardParams& params) {
+    using namespace cute;
+    const ProblemParams& p = params.problem;
+    Params kp;
+    static_cast<ForwardParams&>(kp) = params;
+    auto gmem = [&](const StridedPtr& t, int seqlen, int heads) {
+      return make_tensor(make_gmem_ptr(static_cast<Element const*>(t.ptr)),
+                         make_shape(int32_t(seqlen), int32_t(p.head_dim), int32_t(heads), int32_t(p.batch)),
+                         make_stride(tma_stride(t.stride_seq, seqlen), _1{}, tma_stride(t.stride_head, heads),
+                                     tma_stride(t.stride_batch, p.batch)));
+    };
+    auto q = gmem(params.q, p.seqlen_q, p.heads_q);
+    auto k = gmem(params.k, p.seqlen_k, p.heads_kv);
+    auto v = gmem(params.v, p.seqlen_k, p.heads_kv);
+    kp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, q, typename Traits::SmemLayoutQ{},
+                             Shape<Int<Traits::kBlockM>, Int<kHeadDim>>{}, _1{});
+    kp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, k, take<0, 2>(typename Traits::SmemLayoutKV{}),
+                             Shape<Int<Traits::kBlockN>, Int<kHeadDim>>{}, _1{});
+    kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, v, take<0, 2>(typename Traits::SmemLayoutKV{}),
+                             Shape<Int<Traits::kBlockN>, Int<kHeadDim>>{}, _1{});
+    kp.shape_q = shape(q);
+    kp.shape_k = shape(k);
+    return kp;
+  }
+
+  static cudaError_t run(const ForwardParams& params, cudaStream_t stream) {
+    if (!tma_can_serve(params)) return Sm90Fwd<Element, kHeadDim, kMask>::run(params, stream);
+    const Params kernel_params = make_params(params);
+    const LaunchShape shape{Sm90FwdWsScheduler<Traits>::grid(params.problem), Traits::kNThreads, Traits::kSmemBytes};
+    return launch_score_variant<kMask>(params.problem, [&](auto variant) {
+      return launch_kernel(&sm90_fwd_ws_kernel<Traits, decltype(variant), kPingPong>, shape, stream, kernel_params);
+    });
+  }
+};
+
+// The kernel table's entry points: with and without ping-pong between the consumer warpgroups.
+template <class Element, int kHeadDim, MaskKind kMask>
+using Sm90FwdWs = Sm90FwdWsLaunch<Element, kHeadDim, kMask, true>;
+template <class Element, int kHeadDim, MaskKind kMask>
+using Sm90FwdWsLockstep = Sm90FwdWsLaunch<Element, kHeadDim, kMask, false>;
+
+}  // namespace flash_sigmoid::sm90

@@ -1,0 +1,250 @@
+// Layer: sm90. The warp-specialized Hopper forward's two roles for one query tile: the producer,
+// one elected thread that moves Q, K and V into shared memory with TMA, and the consumers, two
+// warpgroups that form O += sigma(variant(Q K^T)) V with warpgroup MMAs (wgmma).
+//
+// Owns: the mbarrier pipeline between the roles (full/empty barriers per stage, the order of the
+// loads), the warpgroups' scheduling barrier (ping-pong), the two products and the overlap of the
+// score function with the tensor cores. Does not own: tile shapes and types (fwd_ws_traits.hpp), the
+// score variant (common/score_variant.hpp, policies/), which key tiles exist and which need the mask
+// (common/block_range.hpp), or writing O (fwd_ws_kernel.hpp, common/gmem_tile.hpp).
+//
+// The pipeline, for key tiles i = 0 .. n-1 of the range. K and V have kStages buffers each; Q is
+// resident. The producer issues K[0], then K[i] and V[i-1] for i = 1 .. n-1, then V[n-1]; before
+// each it waits for its buffer's "empty" barrier, and the TMA completes the "full" barrier. A
+// consumer warpgroup, as in the lockstep kernel, overlaps the score function of tile i with its own
+// P V product of tile i-1:
+//
+//   tile 0     wait Q, K[0]; S = Q K[0]^T; release K[0]; P[0] = sigma(S)
+//   step i     wait K[i], V[i-1]
+//              [scheduling barrier] S = Q K[i]^T and O += P[i-1] V[i-1] [pass it on]
+//              wait S; release K[i]; P[i] = sigma(S)   while P V runs on the tensor cores
+//              wait P V; release V[i-1]                P[i-1]'s registers free
+//   end        wait V[n-1]; O += P[n-1] V[n-1]; release V[n-1]
+//
+// Ping-pong (kPingPong): the two consumer warpgroups issue their batches of MMAs in turn, each
+// waiting at its own named barrier for the other to have issued, so that one warpgroup's score
+// function runs while the other's products occupy the tensor cores.
+#pragma once
+
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "common/block_range.hpp"
+#include "common/params.hpp"
+#include "common/score_variant.hpp"
+#include "sm90/common_mma.hpp"
+#include "sm90/fwd_ws_traits.hpp"
+
+namespace flash_sigmoid::sm90 {
+
+// A stage of a kStages-deep ring and the parity of its barriers' current phase.
+template <int kStages>
+struct PipelineSlot {
+  int index = 0;
+  uint32_t phase = 0;
+  CUTE_DEVICE void advance() {
+    if (++index == kStages) {
+      index = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+// Named barriers of the forward (id 0 is __syncthreads'); CUTLASS offsets them past its own.
+enum class Sm90FwdWsBarrier : uint32_t { kConsumers = 0, kScheduleWg0 = 1, kScheduleWg1 = 2 };
+
+template <class Traits>
+struct Sm90FwdWsParams : ForwardParams {
+  typename Traits::TmaQ tma_q;
+  typename Traits::TmaKV tma_k;
+  typename Traits::TmaKV tma_v;
+  TmaGmemShape shape_q;  // (seqlen_q, head_dim, heads_q, batch)
+  TmaGmemShape shape_k;  // (seqlen_k, head_dim, heads_kv, batch)
+};
+
+template <class Traits, class Variant, bool kPingPong>
+struct Sm90FwdWsMainloop {
+  using Element = typename Traits::Element;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  using Slot = PipelineSlot<Traits::kStages>;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kBlockN = Traits::kBlockN;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+  static constexpr int kNConsumerThreads = Traits::kNConsumerThreads;
+
+  // Called by one thread before the roles split (the caller fences and syncs the block).
+  CUTE_DEVICE static void init_barriers(typename Traits::SharedStorage& smem) {
+    Barrier::init(&smem.q_full, 1);
+    CUTE_UNROLL
+    for (int s = 0; s < Traits::kStages; ++s) {
+      Barrier::init(&smem.k_full[s], 1);
+      Barrier::init(&smem.v_full[s], 1);
+      cutlass::arch::ClusterBarrier::init(&smem.k_empty[s], kNConsumerThreads);
+      cutlass::arch::ClusterBarrier::init(&smem.v_empty[s], kNConsumerThreads);
+    }
+  }
+
+  // The producer: one thread issues every load of the tile's key range (which must not be empty).
+  CUTE_DEVICE static void load(Sm90FwdWsParams<Traits> const& params, BlockRange const& range, int m_block,
+                               int head_idx, int kv_head_idx, int batch_idx, typename Traits::SharedStorage& smem) {
+    using namespace cute;
+    Tensor mQ = params.tma_q.get_tma_tensor(params.shape_q);  // (SEQ_Q, HEAD_DIM, HEADS_Q, BATCH)
+    Tensor mK = params.tma_k.get_tma_tensor(params.shape_k);  // (SEQ_K, HEAD_DIM, HEADS_KV, BATCH)
+    Tensor mV = params.tma_v.get_tma_tensor(params.shape_k);
+    Tensor gQ = local_tile(mQ(_, _, head_idx, batch_idx), Shape<Int<kBlockM>, Int<kHeadDim>>{},
+                           make_coord(m_block, _0{}));  // (BLK_M, HEAD_DIM)
+    Tensor gK = local_tile(mK(_, _, kv_head_idx, batch_idx), Shape<Int<kBlockN>, Int<kHeadDim>>{},
+                           make_coord(_, _0{}));  // (BLK_N, HEAD_DIM, N_BLOCKS)
+    Tensor gV = local_tile(mV(_, _, kv_head_idx, batch_idx), Shape<Int<kBlockN>, Int<kHeadDim>>{},
+                           make_coord(_, _0{}));  // (BLK_N, HEAD_DIM, N_BLOCKS)
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});   // (BLK_M, HEAD_DIM)
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});  // (BLK_N, HEAD_DIM, STAGE)
+    Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});  // (BLK_N, HEAD_DIM, STAGE)
+
+    auto cta_q = params.tma_q.get_slice(_0{});
+    auto cta_k = params.tma_k.get_slice(_0{});
+    auto cta_v = params.tma_v.get_slice(_0{});
+    Tensor tQgQ = cta_q.partition_S(gQ);  // (TMA, TMA_M, TMA_K)
+    Tensor tQsQ = cta_q.partition_D(sQ);
+    Tensor tKgK = cta_k.partition_S(gK);  // (TMA, TMA_N, TMA_K, N_BLOCKS)
+    Tensor tKsK = cta_k.partition_D(sK);  // (TMA, TMA_N, TMA_K, STAGE)
+    Tensor tVgV = cta_v.partition_S(gV);
+    Tensor tVsV = cta_v.partition_D(sV);
+
+    // K and V are re-read by every query tile of the head: keep them in L2.
+    constexpr auto kKeep = TMA::CacheHintSm90::EVICT_LAST;
+    Slot k_slot, v_slot;
+    k_slot.phase = v_slot.phase = 1;  // every buffer starts empty: the first waits pass
+    auto load_k = [&](int n_block) {
+      cutlass::arch::ClusterBarrier::wait(&smem.k_empty[k_slot.index], k_slot.phase);
+      Barrier::arrive_and_expect_tx(&smem.k_full[k_slot.index], Traits::kTmaBytesKV);
+      copy(params.tma_k.with(smem.k_full[k_slot.index], 0, kKeep), tKgK(_, _, _, n_block), tKsK(_, _, _, k_slot.index));
+      k_slot.advance();
+    };
+    auto load_v = [&](int n_block) {
+      cutlass::arch::ClusterBarrier::wait(&smem.v_empty[v_slot.index], v_slot.phase);
+      Barrier::arrive_and_expect_tx(&smem.v_full[v_slot.index], Traits::kTmaBytesKV);
+      copy(params.tma_v.with(smem.v_full[v_slot.index], 0, kKeep), tVgV(_, _, _, n_block), tVsV(_, _, _, v_slot.index));
+      v_slot.advance();
+    };
+
+    Barrier::arrive_and_expect_tx(&smem.q_full, Traits::kTmaBytesQ);
+    copy(params.tma_q.with(smem.q_full), tQgQ, tQsQ);
+    load_k(range.begin);
+    for (int n_block = range.begin + 1; n_block < range.end; ++n_block) {
+      load_k(n_block);
+      load_v(n_block - 1);
+    }
+    load_v(range.end - 1);
+  }
+
+  // A consumer warpgroup: accumulates its 64 rows of the tile's O into acc_o (MMA, MMA_M,
+  // MMA_HEAD_DIM) over the key range (which must not be empty). ctid: the thread's index among the
+  // consumers. On return this warpgroup's products have completed (Q's buffer rows of this
+  // warpgroup may be overwritten).
+  template <class AccO>
+  CUTE_DEVICE static void mma(Variant const& variant, BlockRange const& range, int m_block,
+                              typename Traits::SharedStorage& smem, AccO& acc_o, int ctid) {
+    using namespace cute;
+    const int warp_group = ctid / 128;
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});    // (BLK_M, HEAD_DIM)
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});   // (BLK_N, HEAD_DIM, STAGE)
+    Tensor sVt = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutVt{});  // (HEAD_DIM, BLK_N, STAGE)
+
+    typename Traits::TiledMmaS mma_s;
+    auto thr_s = mma_s.get_thread_slice(ctid);
+    Tensor tSrQ = thr_s.partition_fragment_A(sQ);  // (MMA, MMA_M, MMA_K)
+    Tensor tSrK = thr_s.partition_fragment_B(sK);  // (MMA, MMA_N, MMA_K, STAGE)
+    Tensor tScS = thr_s.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));  // (MMA, MMA_M, MMA_N)
+    typename Traits::TiledMmaO mma_o;
+    auto thr_o = mma_o.get_thread_slice(ctid);
+    Tensor tOrV = thr_o.partition_fragment_B(sVt);  // (MMA, MMA_HEAD_DIM, MMA_K, STAGE)
+
+    auto probabilities = [&](auto& acc_s, int n_block) {
+      warpgroup_fence_operand(acc_s);
+      if (n_block < range.interior_begin || n_block >= range.interior_end) {
+        apply_score_variant<true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      } else {
+        apply_score_variant<false>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      }
+    };
+    auto round_into = [&](auto const& acc_p, auto& rP) {
+      Tensor converted = convert_fragment<Element>(acc_p);
+      CUTE_UNROLL
+      for (int j = 0; j < size(rP); ++j) rP(j) = converted(j);
+    };
+    // Ping-pong: warpgroup w waits at its barrier before it issues, then lets the other go.
+    auto schedule_wait = [&]() {
+      if constexpr (kPingPong) {
+        cutlass::arch::NamedBarrier::sync(kNConsumerThreads,
+                                          uint32_t(Sm90FwdWsBarrier::kScheduleWg0) + uint32_t(warp_group));
+      }
+    };
+    auto schedule_pass = [&]() {
+      if constexpr (kPingPong) {
+        cutlass::arch::NamedBarrier::arrive(kNConsumerThreads,
+                                            uint32_t(Sm90FwdWsBarrier::kScheduleWg0) + uint32_t(warp_group ^ 1));
+      }
+    };
+    auto release = [&](uint64_t* empty) { cutlass::arch::ClusterBarrier::arrive(empty); };
+
+    const int count = range.end - range.begin;
+    // Each warpgroup waits at its barrier once per batch (count times) and passes it on as often,
+    // except that warpgroup 1 lets warpgroup 0 start and skips its last pass: every barrier phase
+    // completes and none is left half-arrived.
+    if constexpr (kPingPong) {
+      if (warp_group == 1) schedule_pass();
+    }
+    auto pass_unless_last = [&](int i) {
+      if (warp_group == 0 || i + 1 < count) schedule_pass();
+    };
+
+    Slot k_slot, v_slot;
+    Barrier::wait(&smem.q_full, 0);
+    Barrier::wait(&smem.k_full[k_slot.index], k_slot.phase);
+    schedule_wait();
+    Tensor acc_s0 = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
+    wgmma_product<true>(mma_s, tSrQ, tSrK(_, _, _, k_slot.index), acc_s0);
+    pass_unless_last(0);
+    warpgroup_wait<0>();
+    release(&smem.k_empty[k_slot.index]);
+    k_slot.advance();
+    probabilities(acc_s0, range.begin);
+    Tensor rP = make_tensor<Element>(shape(acc_s0));  // (MMA, MMA_M, MMA_N) P of the previous tile
+    round_into(acc_s0, rP);
+
+    for (int i = 1; i < count; ++i) {
+      const int n_block = range.begin + i;
+      Barrier::wait(&smem.k_full[k_slot.index], k_slot.phase);
+      Barrier::wait(&smem.v_full[v_slot.index], v_slot.phase);
+      schedule_wait();
+      Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      wgmma_product<true>(mma_s, tSrQ, tSrK(_, _, _, k_slot.index), acc_s);
+      Tensor tOrP = make_tensor(rP.data(), wg_accumulator_as_operand_a(rP.layout()));  // (MMA, MMA_M, MMA_K)
+      warpgroup_fence_operand(tOrP);
+      wgmma_product<false>(mma_o, tOrP, tOrV(_, _, _, v_slot.index), acc_o);
+      pass_unless_last(i);
+      warpgroup_wait<1>();  // S of this tile (the older batch) is complete
+      release(&smem.k_empty[k_slot.index]);
+      k_slot.advance();
+      probabilities(acc_s, n_block);
+      warpgroup_wait<0>();  // P V of the previous tile: V's buffer and P's registers are free
+      release(&smem.v_empty[v_slot.index]);
+      v_slot.advance();
+      warpgroup_fence_operand(tOrP);
+      round_into(acc_s, rP);
+    }
+
+    Barrier::wait(&smem.v_full[v_slot.index], v_slot.phase);
+    Tensor tOrP = make_tensor(rP.data(), wg_accumulator_as_operand_a(rP.layout()));  // (MMA, MMA_M, MMA_K)
+    warpgroup_fence_operand(tOrP);
+    wgmma_product<false>(mma_o, tOrP, tOrV(_, _, _, v_slot.index), acc_o);
+    warpgroup_wait<0>();
+    release(&smem.v_empty[v_slot.index]);
+    warpgroup_fence_operand(acc_o);
+  }
+};
+
+}  // namespace flash_sigmoid::sm90
