@@ -52,9 +52,11 @@ FAMILIES = {
     ("90a", "bwd", DEFAULT_VARIANT): Family("sm90/bwd_launch.hpp", "sm90::Sm90Bwd", head_dims=(64, 128),
                                             deterministic=False),
     # The warp-specialized TMA forward (docs/sm90.md, issue 16), served by name until it wins:
-    # "ws" with ping-pong between the consumer warpgroups, "ws_lockstep" without.
+    # "ws" with ping-pong between the consumer warpgroups, "ws_lockstep" without (128 x 128 tiles),
+    # "ws_wide" with ping-pong and FA3's wider tiles (192 x 128 at D 64, 128 x 176 at D 128).
     ("90a", "fwd", "ws"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWs", head_dims=(64, 128)),
     ("90a", "fwd", "ws_lockstep"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsLockstep", head_dims=(64, 128)),
+    ("90a", "fwd", "ws_wide"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsWide", head_dims=(64, 128)),
 }
 VARIANTS = sorted({variant for (_, _, variant) in FAMILIES if variant != DEFAULT_VARIANT})
 

@@ -41,9 +41,9 @@ inline bool tma_can_describe(const StridedPtr& t, int seqlen, int heads, int bat
 // A stride TMA accepts for an extent of 1, whose stride is never used.
 inline int64_t tma_stride(int64_t stride, int extent) { return extent == 1 ? 8 : stride; }
 
-template <class Element, int kHeadDim, MaskKind kMask, bool kPingPong>
+template <class Element, int kHeadDim, MaskKind kMask, WsTiles kTiles, bool kPingPong>
 struct Sm90FwdWsLaunch {
-  using Traits = Sm90FwdWsTraits<Element, kHeadDim>;
+  using Traits = Sm90FwdWsTraits<Element, kHeadDim, kTiles>;
   using Params = Sm90FwdWsParams<Traits>;
 
   static size_t workspace_bytes(const ForwardParams& /*params*/) { return 0; }
@@ -90,10 +90,13 @@ struct Sm90FwdWsLaunch {
   }
 };
 
-// The kernel table's entry points: with and without ping-pong between the consumer warpgroups.
+// The kernel table's entry points: 128 x 128 tiles with and without ping-pong between the consumer
+// warpgroups, and the wide tiles with ping-pong.
 template <class Element, int kHeadDim, MaskKind kMask>
-using Sm90FwdWs = Sm90FwdWsLaunch<Element, kHeadDim, kMask, true>;
+using Sm90FwdWs = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true>;
 template <class Element, int kHeadDim, MaskKind kMask>
-using Sm90FwdWsLockstep = Sm90FwdWsLaunch<Element, kHeadDim, kMask, false>;
+using Sm90FwdWsLockstep = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, false>;
+template <class Element, int kHeadDim, MaskKind kMask>
+using Sm90FwdWsWide = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kWide, true>;
 
 }  // namespace flash_sigmoid::sm90

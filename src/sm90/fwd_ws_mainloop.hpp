@@ -21,9 +21,9 @@
 //              wait P V; release V[i-1]                P[i-1]'s registers free
 //   end        wait V[n-1]; O += P[n-1] V[n-1]; release V[n-1]
 //
-// Ping-pong (kPingPong): the two consumer warpgroups issue their batches of MMAs in turn, each
-// waiting at its own named barrier for the other to have issued, so that one warpgroup's score
-// function runs while the other's products occupy the tensor cores.
+// Ping-pong (kPingPong): the consumer warpgroups issue their batches of MMAs in turn (0, 1[, 2],
+// 0, ...), each waiting at its own named barrier for the one before it to have issued, so that one
+// warpgroup's score function runs while another's products occupy the tensor cores.
 #pragma once
 
 #include <cstdint>
@@ -53,7 +53,8 @@ struct PipelineSlot {
 };
 
 // Named barriers of the forward (id 0 is __syncthreads'); CUTLASS offsets them past its own.
-enum class Sm90FwdWsBarrier : uint32_t { kConsumers = 0, kScheduleWg0 = 1, kScheduleWg1 = 2 };
+// kScheduleWg0 + w is consumer warpgroup w's scheduling barrier.
+enum class Sm90FwdWsBarrier : uint32_t { kConsumers = 0, kScheduleWg0 = 1 };
 
 template <class Traits>
 struct Sm90FwdWsParams : ForwardParams {
@@ -73,6 +74,7 @@ struct Sm90FwdWsMainloop {
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
   static constexpr int kNConsumerThreads = Traits::kNConsumerThreads;
+  static constexpr int kNConsumerWarpGroups = Traits::kNConsumerWarpGroups;
 
   // Called by one thread before the roles split (the caller fences and syncs the block).
   CUTE_DEVICE static void init_barriers(typename Traits::SharedStorage& smem) {
@@ -175,30 +177,31 @@ struct Sm90FwdWsMainloop {
       CUTE_UNROLL
       for (int j = 0; j < size(rP); ++j) rP(j) = converted(j);
     };
-    // Ping-pong: warpgroup w waits at its barrier before it issues, then lets the other go.
+    // Ping-pong: warpgroup w waits at its barrier before it issues, then lets the next one go. A
+    // scheduling barrier joins two warpgroups: the one that waits and the one that passes.
+    const int next_group = warp_group + 1 == kNConsumerWarpGroups ? 0 : warp_group + 1;
     auto schedule_wait = [&]() {
       if constexpr (kPingPong) {
-        cutlass::arch::NamedBarrier::sync(kNConsumerThreads,
-                                          uint32_t(Sm90FwdWsBarrier::kScheduleWg0) + uint32_t(warp_group));
+        cutlass::arch::NamedBarrier::sync(2 * 128, uint32_t(Sm90FwdWsBarrier::kScheduleWg0) + uint32_t(warp_group));
       }
     };
     auto schedule_pass = [&]() {
       if constexpr (kPingPong) {
-        cutlass::arch::NamedBarrier::arrive(kNConsumerThreads,
-                                            uint32_t(Sm90FwdWsBarrier::kScheduleWg0) + uint32_t(warp_group ^ 1));
+        cutlass::arch::NamedBarrier::arrive(2 * 128, uint32_t(Sm90FwdWsBarrier::kScheduleWg0) + uint32_t(next_group));
       }
     };
     auto release = [&](uint64_t* empty) { cutlass::arch::ClusterBarrier::arrive(empty); };
 
     const int count = range.end - range.begin;
     // Each warpgroup waits at its barrier once per batch (count times) and passes it on as often,
-    // except that warpgroup 1 lets warpgroup 0 start and skips its last pass: every barrier phase
-    // completes and none is left half-arrived.
+    // except that the last warpgroup lets warpgroup 0 start and skips its last pass: every barrier
+    // phase completes and none is left half-arrived.
+    const bool last_group = warp_group + 1 == kNConsumerWarpGroups;
     if constexpr (kPingPong) {
-      if (warp_group == 1) schedule_pass();
+      if (last_group) schedule_pass();
     }
     auto pass_unless_last = [&](int i) {
-      if (warp_group == 0 || i + 1 < count) schedule_pass();
+      if (!last_group || i + 1 < count) schedule_pass();
     };
 
     Slot k_slot, v_slot;

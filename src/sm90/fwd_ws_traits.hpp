@@ -21,7 +21,13 @@
 
 namespace flash_sigmoid::sm90 {
 
+// Two tile shapes per head dim, both in the table so one run can compare them: kSquare, 128 x 128
+// on two consumer warpgroups; kWide, after FlashAttention-3's choice, 3 consumer warpgroups of 64
+// rows at D = 64 (fewer Q re-reads per key tile, more math per barrier) and 176-key tiles at D = 128.
+enum class WsTiles : int { kSquare = 0, kWide = 1 };
+
 struct Sm90FwdWsTileShape {
+  WsTiles tiles;
   int head_dim;
   int block_m;  // 64 query rows per consumer warpgroup
   int block_n;
@@ -29,26 +35,28 @@ struct Sm90FwdWsTileShape {
 };
 
 inline constexpr Sm90FwdWsTileShape kSm90FwdWsTileTable[] = {
-    // head_dim, block_m, block_n, stages
-    {64, 128, 128, 2},
-    {128, 128, 128, 2},
+    // tiles, head_dim, block_m, block_n, stages
+    {WsTiles::kSquare, 64, 128, 128, 2},
+    {WsTiles::kSquare, 128, 128, 128, 2},
+    {WsTiles::kWide, 64, 192, 128, 2},
+    {WsTiles::kWide, 128, 128, 176, 2},
 };
 
-constexpr Sm90FwdWsTileShape sm90_fwd_ws_tile_shape(int head_dim) {
+constexpr Sm90FwdWsTileShape sm90_fwd_ws_tile_shape(WsTiles tiles, int head_dim) {
   for (const Sm90FwdWsTileShape& row : kSm90FwdWsTileTable) {
-    if (row.head_dim == head_dim) return row;
+    if (row.tiles == tiles && row.head_dim == head_dim) return row;
   }
-  return Sm90FwdWsTileShape{0, 0, 0, 0};
+  return Sm90FwdWsTileShape{tiles, 0, 0, 0, 0};
 }
 
 // A Q/K/V/O tensor as TMA sees it: (seq, head_dim, head, batch), head_dim contiguous.
 using TmaGmemShape = cute::Shape<int32_t, int32_t, int32_t, int32_t>;
 using TmaGmemStride = cute::Stride<int64_t, cute::_1, int64_t, int64_t>;
 
-template <class Element_, int kHeadDim_>
+template <class Element_, int kHeadDim_, WsTiles kTiles = WsTiles::kSquare>
 struct Sm90FwdWsTraits {
   using Element = Element_;
-  static constexpr Sm90FwdWsTileShape kShape = sm90_fwd_ws_tile_shape(kHeadDim_);
+  static constexpr Sm90FwdWsTileShape kShape = sm90_fwd_ws_tile_shape(kTiles, kHeadDim_);
   static_assert(kShape.head_dim == kHeadDim_, "head-dim bucket missing from kSm90FwdWsTileTable");
   static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>,
                 "the sm90 forward takes fp16 or bf16 operands");
@@ -61,6 +69,7 @@ struct Sm90FwdWsTraits {
   static constexpr int kNConsumerThreads = kNConsumerWarpGroups * 128;
   static constexpr int kNThreads = kNConsumerThreads + 128;  // warpgroup 0 produces
   static_assert(kBlockM % 64 == 0 && kHeadDim % 64 == 0 && kBlockN % 16 == 0, "whole GMMA tiles and 128-byte rows");
+  static_assert(kNConsumerWarpGroups == 2 || kNConsumerWarpGroups == 3, "two or three consumer warpgroups");
 
   // setmaxnreg budgets: a launch of kNThreads threads gives each 65536 / kNThreads registers
   // (rounded down to 8); the warpgroups' budgets must not sum to more (a larger request hangs in

@@ -179,7 +179,7 @@ def test_forward_kernel_variant_by_name():
     assert torch.equal(flash_sigmoid.forward(q, k, v, kernel_variant=""), flash_sigmoid.forward(q, k, v))
 
 
-WS_VARIANTS = ["ws", "ws_lockstep"]
+WS_VARIANTS = ["ws", "ws_lockstep", "ws_wide"]
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)
