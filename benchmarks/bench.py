@@ -92,11 +92,11 @@ def case_shape(head_dim, seqlen):
 # has a backward. FlashSigmoid and flash-attn are imported on first use, so the parts of this harness
 # that need no GPU need no build either.
 
-def flash_sigmoid_attention(score_function, kernel_arch=0):
+def flash_sigmoid_attention(score_function, kernel_arch=0, kernel_variant=""):
     def attention(q, k, v, bias, causal):
         import flash_sigmoid
         return flash_sigmoid.forward(q, k, v, sigmoid_bias=bias, causal=causal, score_function=score_function,
-                                     kernel_arch=kernel_arch)
+                                     kernel_arch=kernel_arch, kernel_variant=kernel_variant)
     return attention
 
 
@@ -141,6 +141,9 @@ PROVIDERS = (
     # where one is built, and this one keeps the Ampere path measured next to it.
     Provider("flash_sigmoid_sm80", "FlashSigmoid sm80 (exp2)", flash_sigmoid_attention("exp2", 80), ("fwd", "bwd"),
              color="tab:green"),
+    # The sm90 cp.async forward (the default before the TMA kernel) by name, on sm_90 only.
+    Provider("flash_sigmoid_cp_async", "FlashSigmoid sm90 cp.async (exp2)", flash_sigmoid_attention("exp2", 90, "cp_async"),
+             ("fwd",), color="tab:olive"),
     Provider("sdpa_flash", "SDPA flash (FA2, softmax)", sdpa_attention(SDPBackend.FLASH_ATTENTION), color="tab:red"),
     Provider("sdpa_cudnn", "SDPA cuDNN (softmax)", sdpa_attention(SDPBackend.CUDNN_ATTENTION), color="tab:purple"),
     Provider("flash_attn", "flash-attn (softmax)", flash_attn_attention, color="tab:orange", module="flash_attn"),

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import attention_flops, bench_ms, case_shape, environment  # noqa: E402
+from bench import attention_flops, bench_ms, case_shape, environment, unavailable_providers  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "gpu"))
 from reference import attention_reference  # noqa: E402
@@ -116,7 +116,7 @@ def markdown(rows, names):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", default=["", "ws", "ws_lockstep", "ws_wide"], help="'' is the default")
+    ap.add_argument("--variants", nargs="+", default=["", "cp_async", "ws_lockstep", "ws_wide", "ws_deep"], help="'' is the default")
     ap.add_argument("--score-functions", nargs="+", default=["exp2"])
     ap.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--seqlens", type=int, nargs="+", default=[1024, 4096, 16384])
@@ -130,7 +130,7 @@ def main(argv=None):
         a.head_dims, a.seqlens = [64], [197]
     rows = run(a)
     names = [f"{v or 'default'}/{sf}" for v in a.variants for sf in a.score_functions] + ["sdpa_cudnn", "sdpa_flash"]
-    env = environment({})
+    env = environment(unavailable_providers())
     text = f"GPU: {env.get('gpu', '?')}, commit {env['commit']}, bf16, bias −log S, TFLOP/s (×: vs cuDNN)\n\n"
     text += markdown(rows, names)
     print(text)

@@ -48,15 +48,19 @@ DEFAULT_VARIANT = ""
 FAMILIES = {
     ("80", "fwd", DEFAULT_VARIANT): Family("sm80/fwd_launch.hpp", "sm80::Sm80Fwd"),
     ("80", "bwd", DEFAULT_VARIANT): Family("sm80/bwd_launch.hpp", "sm80::Sm80Bwd", ("-Xptxas=-O2",)),
-    ("90a", "fwd", DEFAULT_VARIANT): Family("sm90/fwd_launch.hpp", "sm90::Sm90Fwd", head_dims=(64, 128)),
+    # The sm90 forward is the warp-specialized TMA kernel with ping-pong (docs/sm90.md); it won
+    # the same-run A/B against the cp.async kernel, which stays by name ("cp_async") and serves
+    # the tensors TMA cannot describe.
+    ("90a", "fwd", DEFAULT_VARIANT): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWs", head_dims=(64, 128)),
     ("90a", "bwd", DEFAULT_VARIANT): Family("sm90/bwd_launch.hpp", "sm90::Sm90Bwd", head_dims=(64, 128),
                                             deterministic=False),
-    # The warp-specialized TMA forward (docs/sm90.md, issue 16), served by name until it wins:
-    # "ws" with ping-pong between the consumer warpgroups, "ws_lockstep" without (128 x 128 tiles),
-    # "ws_wide" with ping-pong and FA3's wider tiles (192 x 128 at D 64, 128 x 176 at D 128).
-    ("90a", "fwd", "ws"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWs", head_dims=(64, 128)),
+    # Candidates measured against the default by name (benchmarks/bench_variants.py): the lockstep
+    # cp.async kernel; the TMA kernel without ping-pong ("ws_lockstep"); with FA3's wider tiles
+    # (192 x 128 at D 64, 128 x 176 at D 128: "ws_wide"); with three K/V stages ("ws_deep").
+    ("90a", "fwd", "cp_async"): Family("sm90/fwd_launch.hpp", "sm90::Sm90Fwd", head_dims=(64, 128)),
     ("90a", "fwd", "ws_lockstep"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsLockstep", head_dims=(64, 128)),
     ("90a", "fwd", "ws_wide"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsWide", head_dims=(64, 128)),
+    ("90a", "fwd", "ws_deep"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsDeep", head_dims=(64, 128)),
 }
 VARIANTS = sorted({variant for (_, _, variant) in FAMILIES if variant != DEFAULT_VARIANT})
 

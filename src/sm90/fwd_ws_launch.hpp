@@ -91,12 +91,14 @@ struct Sm90FwdWsLaunch {
 };
 
 // The kernel table's entry points: 128 x 128 tiles with and without ping-pong between the consumer
-// warpgroups, and the wide tiles with ping-pong.
+// warpgroups, and the wide and deep tile rows with ping-pong.
 template <class Element, int kHeadDim, MaskKind kMask>
 using Sm90FwdWs = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true>;
 template <class Element, int kHeadDim, MaskKind kMask>
 using Sm90FwdWsLockstep = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, false>;
 template <class Element, int kHeadDim, MaskKind kMask>
 using Sm90FwdWsWide = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kWide, true>;
+template <class Element, int kHeadDim, MaskKind kMask>
+using Sm90FwdWsDeep = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kDeep, true>;
 
 }  // namespace flash_sigmoid::sm90

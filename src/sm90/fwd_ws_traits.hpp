@@ -23,8 +23,9 @@ namespace flash_sigmoid::sm90 {
 
 // Two tile shapes per head dim, both in the table so one run can compare them: kSquare, 128 x 128
 // on two consumer warpgroups; kWide, after FlashAttention-3's choice, 3 consumer warpgroups of 64
-// rows at D = 64 (fewer Q re-reads per key tile, more math per barrier) and 176-key tiles at D = 128.
-enum class WsTiles : int { kSquare = 0, kWide = 1 };
+// rows at D = 64 (fewer Q re-reads per key tile, more math per barrier) and 176-key tiles at D = 128;
+// kDeep, 128 x 128 with three K/V stages.
+enum class WsTiles : int { kSquare = 0, kWide = 1, kDeep = 2 };
 
 struct Sm90FwdWsTileShape {
   WsTiles tiles;
@@ -40,6 +41,8 @@ inline constexpr Sm90FwdWsTileShape kSm90FwdWsTileTable[] = {
     {WsTiles::kSquare, 128, 128, 128, 2},
     {WsTiles::kWide, 64, 192, 128, 2},
     {WsTiles::kWide, 128, 128, 176, 2},
+    {WsTiles::kDeep, 64, 128, 128, 3},
+    {WsTiles::kDeep, 128, 128, 128, 3},
 };
 
 constexpr Sm90FwdWsTileShape sm90_fwd_ws_tile_shape(WsTiles tiles, int head_dim) {

@@ -12,7 +12,7 @@ _DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def built_buckets(direction, dtype):
-    keys = re.findall(rf"sm\d+_{direction}_{_DTYPE[dtype]}_hdim(\d+)_mask_\w+", flash_sigmoid.build_info())
+    keys = re.findall(rf"sm\d+a?_{direction}_{_DTYPE[dtype]}_hdim(\d+)_mask_\w+", flash_sigmoid.build_info())
     return sorted({int(k) for k in keys})
 
 
@@ -38,5 +38,6 @@ def skip_unless_sm90_variant(direction, head_dim, variant):
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("sm_90a kernels run on compute capability 9.0 only")
     bucket = 64 if head_dim <= 64 else 128
-    if f"sm90a_{direction}_{variant}_bf16_hdim{bucket}_mask_none" not in flash_sigmoid.build_info():
+    family = f"{direction}_{variant}" if variant else direction
+    if f"sm90a_{family}_bf16_hdim{bucket}_mask_none" not in flash_sigmoid.build_info():
         pytest.skip(f"no sm90 {direction} kernel of variant '{variant}' for bf16 head dim {bucket} in this build")

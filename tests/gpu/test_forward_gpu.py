@@ -179,7 +179,7 @@ def test_forward_kernel_variant_by_name():
     assert torch.equal(flash_sigmoid.forward(q, k, v, kernel_variant=""), flash_sigmoid.forward(q, k, v))
 
 
-WS_VARIANTS = ["ws", "ws_lockstep", "ws_wide"]
+WS_VARIANTS = ["", "ws_lockstep", "ws_wide", "ws_deep", "cp_async"]  # "": the TMA kernel with ping-pong
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)
@@ -207,12 +207,13 @@ def test_forward_sm90_ws_features(variant):
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)
-def test_forward_sm90_ws_matches_lockstep_kernel(variant):
-    # Same products in the same order as the cp.async sm90 kernel: results agree to rounding.
+def test_forward_sm90_ws_matches_cp_async_kernel(variant):
+    # Same products as the cp.async sm90 kernel: results agree to rounding.
     skip_unless_sm90_variant("fwd", 128, variant)
     q, k, v = make_inputs(2, 1000, 3000, 8, 2, 128, torch.bfloat16, seed=21)
     for causal in (False, True):
-        ref = flash_sigmoid.forward(q, k, v, sigmoid_bias=-math.log(3000), causal=causal, kernel_arch=90)
+        ref = flash_sigmoid.forward(q, k, v, sigmoid_bias=-math.log(3000), causal=causal, kernel_arch=90,
+                                    kernel_variant="cp_async")
         out = flash_sigmoid.forward(q, k, v, sigmoid_bias=-math.log(3000), causal=causal, kernel_arch=90,
                                     kernel_variant=variant)
         assert (out.float() - ref.float()).abs().max().item() <= 2e-2 * ref.float().abs().max().item()
@@ -221,7 +222,7 @@ def test_forward_sm90_ws_matches_lockstep_kernel(variant):
 @pytest.mark.parametrize("variant", WS_VARIANTS)
 def test_forward_sm90_ws_tensors_tma_cannot_describe(variant):
     # Base not 16-byte aligned, strides not multiples of 16 bytes, an empty key set, a head dim whose
-    # rows are not 16-byte multiples: the lockstep sm90 kernel serves these, with correct results
+    # rows are not 16-byte multiples: the cp.async sm90 kernel serves these, with correct results
     # and nothing written outside the output.
     skip_unless_sm90_variant("fwd", 64, variant)
     b, s, h, d = 2, 77, 4, 64
