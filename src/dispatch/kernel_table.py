@@ -56,11 +56,13 @@ FAMILIES = {
                                             deterministic=False),
     # Candidates measured against the default by name (benchmarks/bench_variants.py): the lockstep
     # cp.async kernel; the TMA kernel without ping-pong ("ws_lockstep"); with FA3's wider tiles
-    # (192 x 128 at D 64, 128 x 176 at D 128: "ws_wide"); with three K/V stages ("ws_deep").
+    # (192 x 128 at D 64, 128 x 176 at D 128: "ws_wide"); with three K/V stages ("ws_deep"); one
+    # block per SM looping over tiles ("ws_persistent").
     ("90a", "fwd", "cp_async"): Family("sm90/fwd_launch.hpp", "sm90::Sm90Fwd", head_dims=(64, 128)),
     ("90a", "fwd", "ws_lockstep"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsLockstep", head_dims=(64, 128)),
     ("90a", "fwd", "ws_wide"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsWide", head_dims=(64, 128)),
     ("90a", "fwd", "ws_deep"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsDeep", head_dims=(64, 128)),
+    ("90a", "fwd", "ws_persistent"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsPersistent", head_dims=(64, 128)),
 }
 VARIANTS = sorted({variant for (_, _, variant) in FAMILIES if variant != DEFAULT_VARIANT})
 

@@ -1,5 +1,5 @@
 // Layer: sm90. The warp-specialized Hopper forward __global__ kernel: one thread block of three
-// warpgroups per (query tile, query head, batch). Warpgroup 0 produces (one elected thread issues
+// (or four) warpgroups per (query tile, query head, batch), or, persistent, per SM. Warpgroup 0 produces (one elected thread issues
 // the TMA loads; its registers go to the others), warpgroups 1 and 2 consume (64 of the tile's
 // 128 query rows each) and store O.
 //
@@ -17,6 +17,7 @@
 #include "common/block_range.hpp"
 #include "common/gmem_tile.hpp"
 #include "common/params.hpp"
+#include "common/persistent_scheduler.hpp"
 #include "common/score_variant.hpp"
 #include "common/tile_scheduler.hpp"
 #include "sm90/fwd_ws_mainloop.hpp"
@@ -26,23 +27,40 @@ namespace flash_sigmoid::sm90 {
 
 template <class Traits>
 using Sm90FwdWsScheduler = QueryTileScheduler<Traits::kBlockM>;
+template <class Traits>
+using Sm90FwdWsPersistentScheduler = PersistentQueryTileScheduler<Traits::kBlockM>;
 
-template <class Traits, class Variant, bool kPingPong>
+// kPersistent: a grid of one block per SM, each looping over tiles (common/persistent_scheduler.hpp);
+// the producer loads the next tile's first K tile while the consumers store the last tile's O.
+template <class Traits, class Variant, bool kPingPong, bool kPersistent>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     sm90_fwd_ws_kernel(const __grid_constant__ Sm90FwdWsParams<Traits> params) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using namespace cute;
   using Mask = typename Variant::Mask;
   using Mainloop = Sm90FwdWsMainloop<Traits, Variant, kPingPong>;
+  using Slot = typename Mainloop::Slot;
 
   extern __shared__ char smem_raw[];
   const uintptr_t base = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
   auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(base);
 
   const ProblemParams& problem = params.problem;
-  const QueryTileWork work = Sm90FwdWsScheduler<Traits>::first_work(problem);
-  const Mask mask = SeqlenInfo::make(problem, work.batch_idx).mask<Mask>(problem);
-  const BlockRange range = key_block_range<Traits::kBlockM, Traits::kBlockN>(mask, work.m_block);
+  // The block's tiles: first, first + stride, ... below end (one tile without persistence).
+  const int64_t first_tile = kPersistent ? int64_t(blockIdx.x) : 0;
+  const int64_t tile_stride = kPersistent ? int64_t(gridDim.x) : 1;
+  const int64_t end_tile = kPersistent ? Sm90FwdWsPersistentScheduler<Traits>::num_tiles(problem) : 1;
+  auto work_of = [&](int64_t tile) {
+    if constexpr (kPersistent) {
+      return Sm90FwdWsPersistentScheduler<Traits>::decode(problem, tile);
+    } else {
+      return Sm90FwdWsScheduler<Traits>::first_work(problem);
+    }
+  };
+  auto range_of = [&](const QueryTileWork& work, Mask& mask) {
+    mask = SeqlenInfo::make(problem, work.batch_idx).mask<Mask>(problem);
+    return key_block_range<Traits::kBlockM, Traits::kBlockN>(mask, work.m_block);
+  };
 
   const int warp_group = __shfl_sync(0xffffffff, static_cast<int>(threadIdx.x) / 128, 0);  // uniform per warp
   if (threadIdx.x == 0) {
@@ -53,32 +71,63 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
   if (warp_group == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
-    if (threadIdx.x / 32 == 0 && cute::elect_one_sync() && !range.empty()) {
-      Mainloop::load(params, range, work.m_block, work.head_idx, work.kv_head_idx, work.batch_idx, smem);
+    if (threadIdx.x / 32 == 0 && cute::elect_one_sync()) {
+      Slot k_slot, v_slot;
+      k_slot.phase = v_slot.phase = 1;  // every buffer starts empty: the first waits pass
+      int j = 0;                        // the block's tiles so far
+      for (int64_t tile = first_tile; tile < end_tile; tile += tile_stride, ++j) {
+        const QueryTileWork work = work_of(tile);
+        Mask mask;
+        const BlockRange range = range_of(work, mask);
+        // Q's buffer holds the previous tile's O until every consumer has stored it.
+        auto wait_q_free = [&]() {
+          if (kPersistent && j > 0) cutlass::arch::ClusterBarrier::wait(&smem.q_empty, uint32_t(j - 1) & 1);
+        };
+        if (range.empty()) {
+          wait_q_free();  // nothing to load; keeps the producer in step with the epilogues
+        } else {
+          Mainloop::load(params, range, work.m_block, work.head_idx, work.kv_head_idx, work.batch_idx, smem, k_slot,
+                         v_slot, wait_q_free);
+        }
+      }
     }
     return;
   }
 
   cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
   const int ctid = static_cast<int>(threadIdx.x) - 128;
-  typename Traits::TiledMmaO tiled_mma_o;
-  Tensor acc_o = partition_fragment_C(tiled_mma_o, Shape<Int<Traits::kBlockM>, Int<Traits::kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
-  clear(acc_o);
-  // An empty key range (seqlen_k == 0, or a window that hides every key of these rows) loads
-  // nothing and stores O = 0.
-  if (!range.empty()) {
-    const Variant variant = Variant::make(problem, mask, work.batch_idx, work.head_idx);
-    Mainloop::mma(variant, range, work.m_block, smem, acc_o, ctid);
+  Slot k_slot, v_slot;
+  uint32_t q_phase = 0;
+  for (int64_t tile = first_tile; tile < end_tile; tile += tile_stride) {
+    const QueryTileWork work = work_of(tile);
+    Mask mask;
+    const BlockRange range = range_of(work, mask);
+    typename Traits::TiledMmaO tiled_mma_o;
+    Tensor acc_o = partition_fragment_C(tiled_mma_o, Shape<Int<Traits::kBlockM>, Int<Traits::kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
+    clear(acc_o);
+    // An empty key range (seqlen_k == 0, or a window that hides every key of these rows) loads
+    // nothing and stores O = 0.
+    if (!range.empty()) {
+      const Variant variant = Variant::make(problem, mask, work.batch_idx, work.head_idx);
+      Mainloop::mma(variant, range, work.m_block, smem, acc_o, ctid, q_phase, k_slot, v_slot);
+      q_phase ^= 1;
+    }
+    // Each consumer warpgroup stages only the rows it multiplied Q by, so it may overwrite them as
+    // soon as its own products are done; the consumers then meet before the global stores.
+    Tensor sO = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
+    Tensor gO = gmem_rows_tile<Traits::kBlockM, Traits::kHeadDim, typename Traits::Element>(
+        params.out, work.batch_idx, work.head_idx, work.m_block * Traits::kBlockM);
+    AccumulatorTileStore<Traits, typename Traits::TiledMmaO, Traits::kBlockM>::store(
+        acc_o, sO, gO, problem.seqlen_q - work.m_block * Traits::kBlockM, problem.head_dim, ctid, [] {
+          cutlass::arch::NamedBarrier::sync(Traits::kNConsumerThreads, uint32_t(Sm90FwdWsBarrier::kConsumers));
+        });
+    if constexpr (kPersistent) {
+      // This thread's reads of O's staging (generic proxy) are done before the next Q's TMA write
+      // (async proxy) into the same bytes.
+      cutlass::arch::fence_view_async_shared();
+      cutlass::arch::ClusterBarrier::arrive(&smem.q_empty);
+    }
   }
-  // Each consumer warpgroup stages only the rows it multiplied Q by, so it may overwrite them as
-  // soon as its own products are done; the consumers then meet before the global stores.
-  Tensor sO = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
-  Tensor gO = gmem_rows_tile<Traits::kBlockM, Traits::kHeadDim, typename Traits::Element>(
-      params.out, work.batch_idx, work.head_idx, work.m_block * Traits::kBlockM);
-  AccumulatorTileStore<Traits, typename Traits::TiledMmaO, Traits::kBlockM>::store(
-      acc_o, sO, gO, problem.seqlen_q - work.m_block * Traits::kBlockM, problem.head_dim, ctid, [] {
-        cutlass::arch::NamedBarrier::sync(Traits::kNConsumerThreads, uint32_t(Sm90FwdWsBarrier::kConsumers));
-      });
 #endif
 }
 

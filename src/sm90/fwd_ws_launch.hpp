@@ -41,7 +41,7 @@ inline bool tma_can_describe(const StridedPtr& t, int seqlen, int heads, int bat
 // A stride TMA accepts for an extent of 1, whose stride is never used.
 inline int64_t tma_stride(int64_t stride, int extent) { return extent == 1 ? 8 : stride; }
 
-template <class Element, int kHeadDim, MaskKind kMask, WsTiles kTiles, bool kPingPong>
+template <class Element, int kHeadDim, MaskKind kMask, WsTiles kTiles, bool kPingPong, bool kPersistent = false>
 struct Sm90FwdWsLaunch {
   using Traits = Sm90FwdWsTraits<Element, kHeadDim, kTiles>;
   using Params = Sm90FwdWsParams<Traits>;
@@ -83,9 +83,18 @@ struct Sm90FwdWsLaunch {
   static cudaError_t run(const ForwardParams& params, cudaStream_t stream) {
     if (!tma_can_serve(params)) return Sm90Fwd<Element, kHeadDim, kMask>::run(params, stream);
     const Params kernel_params = make_params(params);
-    const LaunchShape shape{Sm90FwdWsScheduler<Traits>::grid(params.problem), Traits::kNThreads, Traits::kSmemBytes};
+    dim3 grid = Sm90FwdWsScheduler<Traits>::grid(params.problem);
+    if constexpr (kPersistent) {
+      int device = 0, num_sms = 0;
+      cudaError_t err = cudaGetDevice(&device);
+      if (err == cudaSuccess) err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+      if (err != cudaSuccess) return err;
+      grid = Sm90FwdWsPersistentScheduler<Traits>::grid(params.problem, num_sms);
+    }
+    const LaunchShape shape{grid, Traits::kNThreads, Traits::kSmemBytes};
     return launch_score_variant<kMask>(params.problem, [&](auto variant) {
-      return launch_kernel(&sm90_fwd_ws_kernel<Traits, decltype(variant), kPingPong>, shape, stream, kernel_params);
+      return launch_kernel(&sm90_fwd_ws_kernel<Traits, decltype(variant), kPingPong, kPersistent>, shape, stream,
+                           kernel_params);
     });
   }
 };
@@ -100,5 +109,7 @@ template <class Element, int kHeadDim, MaskKind kMask>
 using Sm90FwdWsWide = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kWide, true>;
 template <class Element, int kHeadDim, MaskKind kMask>
 using Sm90FwdWsDeep = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kDeep, true>;
+template <class Element, int kHeadDim, MaskKind kMask>
+using Sm90FwdWsPersistent = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true, true>;
 
 }  // namespace flash_sigmoid::sm90

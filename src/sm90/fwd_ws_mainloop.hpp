@@ -79,6 +79,7 @@ struct Sm90FwdWsMainloop {
   // Called by one thread before the roles split (the caller fences and syncs the block).
   CUTE_DEVICE static void init_barriers(typename Traits::SharedStorage& smem) {
     Barrier::init(&smem.q_full, 1);
+    cutlass::arch::ClusterBarrier::init(&smem.q_empty, kNConsumerThreads);
     CUTE_UNROLL
     for (int s = 0; s < Traits::kStages; ++s) {
       Barrier::init(&smem.k_full[s], 1);
@@ -89,8 +90,14 @@ struct Sm90FwdWsMainloop {
   }
 
   // The producer: one thread issues every load of the tile's key range (which must not be empty).
+  // k_slot, v_slot: the producer's place in the K and V rings (they start at phase 1: every buffer
+  // starts empty) and carry over to the next tile of a persistent block. wait_q_free: called
+  // before Q's buffer is overwritten (a persistent block's previous epilogue may still read it);
+  // K[0] is issued before it, so the next tile's first key tile loads during that epilogue.
+  template <class WaitQFree>
   CUTE_DEVICE static void load(Sm90FwdWsParams<Traits> const& params, BlockRange const& range, int m_block,
-                               int head_idx, int kv_head_idx, int batch_idx, typename Traits::SharedStorage& smem) {
+                               int head_idx, int kv_head_idx, int batch_idx, typename Traits::SharedStorage& smem,
+                               Slot& k_slot, Slot& v_slot, WaitQFree&& wait_q_free) {
     using namespace cute;
     Tensor mQ = params.tma_q.get_tma_tensor(params.shape_q);  // (SEQ_Q, HEAD_DIM, HEADS_Q, BATCH)
     Tensor mK = params.tma_k.get_tma_tensor(params.shape_k);  // (SEQ_K, HEAD_DIM, HEADS_KV, BATCH)
@@ -117,8 +124,6 @@ struct Sm90FwdWsMainloop {
 
     // K and V are re-read by every query tile of the head: keep them in L2.
     constexpr auto kKeep = TMA::CacheHintSm90::EVICT_LAST;
-    Slot k_slot, v_slot;
-    k_slot.phase = v_slot.phase = 1;  // every buffer starts empty: the first waits pass
     auto load_k = [&](int n_block) {
       cutlass::arch::ClusterBarrier::wait(&smem.k_empty[k_slot.index], k_slot.phase);
       Barrier::arrive_and_expect_tx(&smem.k_full[k_slot.index], Traits::kTmaBytesKV);
@@ -132,9 +137,10 @@ struct Sm90FwdWsMainloop {
       v_slot.advance();
     };
 
+    load_k(range.begin);
+    wait_q_free();
     Barrier::arrive_and_expect_tx(&smem.q_full, Traits::kTmaBytesQ);
     copy(params.tma_q.with(smem.q_full), tQgQ, tQsQ);
-    load_k(range.begin);
     for (int n_block = range.begin + 1; n_block < range.end; ++n_block) {
       load_k(n_block);
       load_v(n_block - 1);
@@ -144,11 +150,13 @@ struct Sm90FwdWsMainloop {
 
   // A consumer warpgroup: accumulates its 64 rows of the tile's O into acc_o (MMA, MMA_M,
   // MMA_HEAD_DIM) over the key range (which must not be empty). ctid: the thread's index among the
-  // consumers. On return this warpgroup's products have completed (Q's buffer rows of this
-  // warpgroup may be overwritten).
+  // consumers; q_phase: the parity of Q's "full" barrier for this tile; k_slot, v_slot: the
+  // consumers' place in the rings (from phase 0), carried over between tiles. On return this
+  // warpgroup's products have completed (Q's buffer rows of this warpgroup may be overwritten).
   template <class AccO>
   CUTE_DEVICE static void mma(Variant const& variant, BlockRange const& range, int m_block,
-                              typename Traits::SharedStorage& smem, AccO& acc_o, int ctid) {
+                              typename Traits::SharedStorage& smem, AccO& acc_o, int ctid, uint32_t q_phase,
+                              Slot& k_slot, Slot& v_slot) {
     using namespace cute;
     const int warp_group = ctid / 128;
     Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});    // (BLK_M, HEAD_DIM)
@@ -204,8 +212,7 @@ struct Sm90FwdWsMainloop {
       if (!last_group || i + 1 < count) schedule_pass();
     };
 
-    Slot k_slot, v_slot;
-    Barrier::wait(&smem.q_full, 0);
+    Barrier::wait(&smem.q_full, q_phase);
     Barrier::wait(&smem.k_full[k_slot.index], k_slot.phase);
     schedule_wait();
     Tensor acc_s0 = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
@@ -246,6 +253,7 @@ struct Sm90FwdWsMainloop {
     wgmma_product<false>(mma_o, tOrP, tOrV(_, _, _, v_slot.index), acc_o);
     warpgroup_wait<0>();
     release(&smem.v_empty[v_slot.index]);
+    v_slot.advance();
     warpgroup_fence_operand(acc_o);
   }
 };

@@ -123,6 +123,7 @@ struct Sm90FwdWsTraits {
     // mbarriers: "full" completes when a TMA tile has landed, "empty" when every consumer thread
     // has finished reading a stage.
     alignas(8) uint64_t q_full;
+    uint64_t q_empty;  // a persistent block's epilogue has finished reading Q's buffer (O's staging)
     uint64_t k_full[kStages], k_empty[kStages];
     uint64_t v_full[kStages], v_empty[kStages];
   };

@@ -179,7 +179,7 @@ def test_forward_kernel_variant_by_name():
     assert torch.equal(flash_sigmoid.forward(q, k, v, kernel_variant=""), flash_sigmoid.forward(q, k, v))
 
 
-WS_VARIANTS = ["", "ws_lockstep", "ws_wide", "ws_deep", "cp_async"]  # "": the TMA kernel with ping-pong
+WS_VARIANTS = ["", "ws_lockstep", "ws_wide", "ws_deep", "ws_persistent", "cp_async"]  # "": the TMA kernel with ping-pong
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)
