@@ -243,15 +243,15 @@ inline std::vector<BuiltKey> built_keys() {
       continue;
     }
     if (!in_kernels || line.empty()) continue;
-    for (char& c : line) c = c == '_' ? ' ' : c;  // "sm80 fwd fp16 hdim64 mask none", "sm90a fwd ws bf16 ..."
+    for (char& c : line) c = c == '_' ? ' ' : c;  // "sm80 fwd fp16 hdim64 mask none", "sm90a fwd ws lockstep bf16 ..."
     std::istringstream fields(line);
     std::string arch, hdim, mask_word;
     BuiltKey key;
-    fields >> arch >> key.direction >> key.dtype;
-    if (key.dtype != "fp16" && key.dtype != "bf16") {
-      key.variant = key.dtype;
-      fields >> key.dtype;
-    }
+    fields >> arch >> key.direction;
+    // The variant's words (it may hold underscores: "ws_lockstep") up to the dtype.
+    std::string word;
+    while (fields >> word && word != "fp16" && word != "bf16") key.variant += (key.variant.empty() ? "" : "_") + word;
+    key.dtype = word;
     fields >> hdim >> mask_word >> key.mask;
     key.arch = std::stoi(arch.substr(2));
     key.head_dim = std::stoi(hdim.substr(4));
