@@ -17,8 +17,11 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 source tools/host_compiler.sh
 build="${FLASH_SIGMOID_BUILD_DIR:-$root/build-quick}"
+gtest_root=()
+[ -d .deps/gtest ] && gtest_root=(-DGTEST_ROOT="$root/.deps/gtest")
 t0=$SECONDS
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_SIGMOID_BUILD_TESTS=OFF \
+# FLASH_SIGMOID_QUICK_TESTS=ON also builds the C++ tests ($build/tests/cpp/..., e.g. for compute-sanitizer).
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_SIGMOID_BUILD_TESTS="${FLASH_SIGMOID_QUICK_TESTS:-OFF}" "${gtest_root[@]}" \
   -DFLASH_SIGMOID_ARCHS="${FLASH_SIGMOID_ARCHS:-90a}" -DFLASH_SIGMOID_HEAD_DIMS="${FLASH_SIGMOID_HEAD_DIMS:-64;128}" \
   -DFLASH_SIGMOID_DTYPES="${FLASH_SIGMOID_DTYPES:-fp16;bf16}" -DFLASH_SIGMOID_DIRECTIONS="${FLASH_SIGMOID_DIRECTIONS:-fwd}" \
   -DFLASH_SIGMOID_VARIANTS="${FLASH_SIGMOID_VARIANTS:-all}" -DPython3_EXECUTABLE="$(command -v python3)" >"$out/configure.log" 2>&1 \
