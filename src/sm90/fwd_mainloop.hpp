@@ -31,6 +31,7 @@
 #include "common/params.hpp"
 #include "common/gmem_tile.hpp"
 #include "sm90/common_mma.hpp"
+#include "sm90/fwd_scores.hpp"
 #include "sm90/fwd_traits.hpp"
 
 namespace flash_sigmoid::sm90 {
@@ -89,19 +90,9 @@ struct Sm90FwdMainloop {
       return acc_s;
     };
     auto probabilities = [&](auto& acc_s, int n_block) {
-      warpgroup_fence_operand(acc_s);
-      if (n_block < range.interior_begin || n_block >= range.interior_end) {
-        apply_score_variant<true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
-      } else {
-        apply_score_variant<false>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
-      }
+      forward_probabilities<kBlockM, kBlockN>(acc_s, tScS, range, m_block, n_block, variant);
     };
-    // P rounded to Element into rP, the A operand registers of P V.
-    auto round_into = [&](auto const& acc_p, auto& rP) {
-      Tensor converted = convert_fragment<Element>(acc_p);
-      CUTE_UNROLL
-      for (int j = 0; j < size(rP); ++j) rP(j) = converted(j);
-    };
+    auto round_into = [&](auto const& acc_p, auto& rP) { round_probabilities_into<Element>(acc_p, rP); };
     auto barrier = [&]() {
       cute::cp_async_wait<0>();
       cutlass::arch::fence_view_async_shared();  // cp.async writes -> the tensor cores' (async) proxy

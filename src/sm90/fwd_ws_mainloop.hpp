@@ -35,6 +35,7 @@
 #include "common/params.hpp"
 #include "common/score_variant.hpp"
 #include "sm90/common_mma.hpp"
+#include "sm90/fwd_scores.hpp"
 #include "sm90/fwd_ws_traits.hpp"
 
 namespace flash_sigmoid::sm90 {
@@ -173,18 +174,9 @@ struct Sm90FwdWsMainloop {
     Tensor tOrV = thr_o.partition_fragment_B(sVt);  // (MMA, MMA_HEAD_DIM, MMA_K, STAGE)
 
     auto probabilities = [&](auto& acc_s, int n_block) {
-      warpgroup_fence_operand(acc_s);
-      if (n_block < range.interior_begin || n_block >= range.interior_end) {
-        apply_score_variant<true>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
-      } else {
-        apply_score_variant<false>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
-      }
+      forward_probabilities<kBlockM, kBlockN>(acc_s, tScS, range, m_block, n_block, variant);
     };
-    auto round_into = [&](auto const& acc_p, auto& rP) {
-      Tensor converted = convert_fragment<Element>(acc_p);
-      CUTE_UNROLL
-      for (int j = 0; j < size(rP); ++j) rP(j) = converted(j);
-    };
+    auto round_into = [&](auto const& acc_p, auto& rP) { round_probabilities_into<Element>(acc_p, rP); };
     // Ping-pong: warpgroup w waits at its barrier before it issues, then lets the next one go. A
     // scheduling barrier joins two warpgroups: the one that waits and the one that passes.
     const int next_group = warp_group + 1 == kNConsumerWarpGroups ? 0 : warp_group + 1;
