@@ -2,6 +2,8 @@
 
 - `flash_attn_func`, `flash_attn_kvpacked_func`, `flash_attn_qkvpacked_func`: a drop-in for Apple's
   FlashSigmoid (flash-attn 2.5.6's interface plus a trailing `sigmoid_bias`).
+- `flash_attn_varlen_func` and its packed variants: packed sequences (CPU tensors only so far;
+  docs/varlen.md).
 - `SigmoidSelfAttention`: an nn.Module layer (qkv projection, GQA, masks, ALiBi, QK-norm, rotary).
 - `forward`, `backward`: the library's own conventions (docs/math.md), score function and kernel
   family selectable.
@@ -12,9 +14,13 @@ CUDA tensors run the GPU kernels, CPU tensors the CPU implementation. See docs/p
 """
 from ._library import build_info, library_path
 from .flash_attn_interface import flash_attn_func, flash_attn_kvpacked_func, flash_attn_qkvpacked_func
+from .varlen import (flash_attn_varlen_func, flash_attn_varlen_kvpacked_func,
+                     flash_attn_varlen_qkvpacked_func)
 from .modules import SigmoidSelfAttention, alibi_slopes, apply_rotary
 from .ops import backward, forward
 
-__all__ = ["flash_attn_func", "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func", "SigmoidSelfAttention",
+__all__ = ["flash_attn_func", "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func",
+           "flash_attn_varlen_func", "flash_attn_varlen_kvpacked_func", "flash_attn_varlen_qkvpacked_func",
+           "SigmoidSelfAttention",
            "alibi_slopes", "apply_rotary", "forward", "backward", "build_info", "library_path"]
 __version__ = "0.1.0"

@@ -1,0 +1,181 @@
+"""CPU tier: flash_attn_varlen_func and its packed variants on CPU tensors against a per-sequence
+fp64 reference (tests/gpu/reference.py), forward and gradients; zero-length sequences; per-sequence
+bias ("auto", [B] tensor); every argument error names its argument."""
+import math
+
+import pytest
+import torch
+
+from flash_sigmoid import (flash_attn_func, flash_attn_varlen_func, flash_attn_varlen_kvpacked_func,
+                           flash_attn_varlen_qkvpacked_func)
+from reference import attention_reference
+
+CASES = [
+    # lengths q, lengths k, hq, hkv, d, causal, window, alibi, bias
+    ([5, 0, 17, 1], [9, 3, 17, 0], 4, 2, 32, False, (-1, -1), None, 0.0),
+    ([17, 1, 40, 3], [17, 30, 13, 3], 4, 1, 24, True, (-1, -1), "heads", "auto"),
+    ([0, 33, 7], [0, 65, 7], 2, 2, 64, True, (7, -1), "batch_heads", "tensor"),
+    ([29, 0, 12], [29, 4, 12], 3, 3, 8, False, (4, 2), None, -1.5),
+]
+IDS = [f"case{i}" for i in range(len(CASES))]
+
+
+def cu(lengths):
+    return torch.tensor([0] + list(torch.tensor(lengths).cumsum(0).tolist()), dtype=torch.int32)
+
+
+def make(lq, lk, hq, hkv, d, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(sum(lq), hq, d, generator=g).to(dtype)
+    k = torch.randn(sum(lk), hkv, d, generator=g).to(dtype)
+    v = torch.randn(sum(lk), hkv, d, generator=g).to(dtype)
+    return q, k, v
+
+
+def slopes(kind, b, hq):
+    g = torch.Generator().manual_seed(1)
+    if kind is None:
+        return None
+    return torch.rand(hq, generator=g) if kind == "heads" else torch.rand(b, hq, generator=g)
+
+
+def bias_arg(kind, lk):
+    if kind == "tensor":
+        return torch.linspace(-3.0, 0.5, len(lk))
+    return kind
+
+
+def bias_of(kind, lk, b):
+    if kind == "auto":
+        return -math.log(lk[b]) if lk[b] > 0 else 0.0
+    if kind == "tensor":
+        return float(torch.linspace(-3.0, 0.5, len(lk))[b])
+    return kind
+
+
+def per_sequence_reference(q, k, v, lq, lk, causal, window, alibi, bias_kind):
+    """The fp64 reference run sequence by sequence, written without the varlen code under test."""
+    outs = []
+    oq, ok = 0, 0
+    for b in range(len(lq)):
+        qb = q[oq:oq + lq[b]].unsqueeze(0)
+        kb, vb = k[ok:ok + lk[b]].unsqueeze(0), v[ok:ok + lk[b]].unsqueeze(0)
+        if lk[b] == 0:
+            outs.append(torch.zeros(lq[b], q.shape[1], q.shape[2], dtype=torch.float64) + 0 * qb[0].double())
+        else:
+            s = alibi if alibi is None or alibi.dim() == 1 else alibi[b:b + 1]
+            win = (window[0], 0) if causal else window
+            outs.append(attention_reference(qb, kb, vb, sigmoid_bias=bias_of(bias_kind, lk, b), causal=causal,
+                                            window_size=win, alibi_slopes=s)[0])
+        oq, ok = oq + lq[b], ok + lk[b]
+    return torch.cat(outs, 0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_forward_and_gradients_against_per_sequence_fp64(case, dtype):
+    lq, lk, hq, hkv, d, causal, window, alibi_kind, bias_kind = case
+    q, k, v = make(lq, lk, hq, hkv, d, dtype)
+    alibi = slopes(alibi_kind, len(lq), hq)
+    qs, ks, vs = (t.clone().requires_grad_() for t in (q, k, v))
+    out = flash_attn_varlen_func(qs, ks, vs, cu(lq), cu(lk), max(lq), max(lk), causal=causal, window_size=window,
+                                 alibi_slopes=alibi, sigmoid_bias=bias_arg(bias_kind, lk))
+    assert out.shape == q.shape and out.dtype == dtype
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    ref = per_sequence_reference(q64, k64, v64, lq, lk, causal, window, alibi, bias_kind)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    scale = max(1.0, ref.abs().max().item())
+    assert (out.double() - ref).abs().max().item() <= tol * scale
+    # Rows of a sequence without keys are exactly zero.
+    oq = 0
+    for b in range(len(lq)):
+        if lk[b] == 0:
+            assert torch.all(out[oq:oq + lq[b]] == 0)
+        oq += lq[b]
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(dtype)
+    out.backward(dout)
+    ref.backward(dout.double())
+    for got, want in ((qs.grad, q64.grad), (ks.grad, k64.grad), (vs.grad, v64.grad)):
+        gscale = max(1.0, want.abs().max().item())
+        assert (got.double() - want).abs().max().item() <= 3 * tol * gscale
+
+
+def test_matches_dense_call_for_equal_lengths():
+    b, s, h, d = 3, 19, 2, 16
+    q, k, v = make([s] * b, [s] * b, h, h, d, torch.float32)
+    out = flash_attn_varlen_func(q, k, v, cu([s] * b), cu([s] * b), s, s, causal=True, sigmoid_bias=-2.0)
+    dense = flash_attn_func(q.view(b, s, h, d), k.view(b, s, h, d), v.view(b, s, h, d), causal=True,
+                            sigmoid_bias=-2.0)
+    torch.testing.assert_close(out, dense.reshape(b * s, h, d), rtol=0, atol=1e-6)
+
+
+def test_packed_variants_equal_unpacked():
+    lq = [7, 0, 12]
+    q, k, v = make(lq, lq, 2, 2, 16, torch.float32)
+    c = cu(lq)
+    ref = flash_attn_varlen_func(q, k, v, c, c, 12, 12, causal=True, sigmoid_bias="auto")
+    qkv = torch.stack([q, k, v], dim=1)
+    torch.testing.assert_close(flash_attn_varlen_qkvpacked_func(qkv, c, 12, causal=True, sigmoid_bias="auto"),
+                               ref, rtol=0, atol=0)
+    kv = torch.stack([k, v], dim=1)
+    torch.testing.assert_close(flash_attn_varlen_kvpacked_func(q, kv, c, c, 12, 12, causal=True,
+                                                               sigmoid_bias="auto"), ref, rtol=0, atol=0)
+
+
+def test_causal_is_bottom_right_per_sequence():
+    # One query against 5 keys: bottom-right causal sees every key, so it equals non-causal.
+    q, k, v = make([1, 1], [5, 3], 2, 2, 8, torch.float32)
+    args = (q, k, v, cu([1, 1]), cu([5, 3]), 1, 5)
+    torch.testing.assert_close(flash_attn_varlen_func(*args, causal=True), flash_attn_varlen_func(*args),
+                               rtol=0, atol=0)
+
+
+def _base():
+    q, k, v = make([3, 4], [5, 2], 2, 2, 8, torch.float32)
+    return dict(q=q, k=k, v=v, cu_seqlens_q=cu([3, 4]), cu_seqlens_k=cu([5, 2]), max_seqlen_q=4, max_seqlen_k=5)
+
+
+@pytest.mark.parametrize("change, error, pattern", [
+    (dict(cu_seqlens_q=torch.tensor([0, 3, 7], dtype=torch.int64)), TypeError, "cu_seqlens_q: expected dtype torch.int32"),
+    (dict(cu_seqlens_k=[0, 5, 7]), TypeError, "cu_seqlens_k: expected a torch.Tensor"),
+    (dict(cu_seqlens_q=torch.tensor([[0, 3, 7]], dtype=torch.int32)), ValueError, r"cu_seqlens_q: expected shape \[batch \+ 1\]"),
+    (dict(cu_seqlens_q=torch.tensor([1, 3, 7], dtype=torch.int32)), ValueError, "cu_seqlens_q: expected the first entry to be 0"),
+    (dict(cu_seqlens_k=torch.tensor([0, 5, 4, 7], dtype=torch.int32)), ValueError, "cu_seqlens_k: expected non-decreasing"),
+    (dict(cu_seqlens_q=torch.tensor([0, 3, 6], dtype=torch.int32)), ValueError, r"cu_seqlens_q: expected the last entry to equal q.shape\[0\] \(7\)"),
+    (dict(cu_seqlens_k=torch.tensor([0, 7], dtype=torch.int32)), ValueError, r"cu_seqlens_k: expected shape \(3,\) like cu_seqlens_q"),
+    (dict(max_seqlen_q=3), ValueError, r"max_seqlen_q: expected at least the longest sequence of cu_seqlens_q \(4\)"),
+    (dict(max_seqlen_k=2.0), TypeError, "max_seqlen_k: expected an int"),
+    (dict(q=torch.zeros(1, 7, 2, 8)), ValueError, r"q: expected 3 dims \[total_tokens, heads, head_dim\]"),
+])
+def test_argument_errors_name_the_argument(change, error, pattern):
+    kw = _base()
+    kw.update(change)
+    with pytest.raises(error, match=pattern):
+        flash_attn_varlen_func(**kw)
+
+
+def test_bias_errors_name_the_argument():
+    kw = _base()
+    with pytest.raises(ValueError, match=r"sigmoid_bias: expected shape \(2,\) \(one per sequence\)"):
+        flash_attn_varlen_func(**kw, sigmoid_bias=torch.zeros(3))
+    with pytest.raises(ValueError, match="sigmoid_bias: expected a number, \"auto\""):
+        flash_attn_varlen_func(**kw, sigmoid_bias="log")
+    with pytest.raises(ValueError, match=r"alibi_slopes: expected shape \(2,\) or \(2, 2\)"):
+        flash_attn_varlen_func(**kw, alibi_slopes=torch.zeros(3, 2))
+
+
+def test_dropout_raises_like_the_dense_interface():
+    with pytest.raises(NotImplementedError):
+        flash_attn_varlen_func(**_base(), dropout_p=0.1)
+
+
+def test_torch_compile_gives_the_eager_result():
+    # The CPU path reads the offsets on the host (a graph break under torch.compile, not an error).
+    lq, lk = [5, 0, 9], [7, 2, 9]
+    q, k, v = make(lq, lk, 2, 1, 16, torch.float32)
+    cq, ck = cu(lq), cu(lk)
+
+    def f(q, k, v):
+        return flash_attn_varlen_func(q, k, v, cq, ck, 9, 9, causal=True, sigmoid_bias="auto")
+
+    torch.testing.assert_close(torch.compile(f, backend="eager")(q, k, v), f(q, k, v), rtol=0, atol=0)
