@@ -17,7 +17,14 @@
 // of (batch, kv head) pairs so that the partials stay under kPartialBudgetBytes.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "attention_cpu.hpp"
 #include "cpu_kernels.hpp"
@@ -29,6 +36,27 @@ namespace {
 
 constexpr int64_t kSlabsPerHead = 8;
 constexpr int64_t kPartialBudgetBytes = int64_t{256} << 20;
+
+// The dQ partials' memory: uninitialised (each key task zeroes the rows it writes, the reduction
+// reads no others) and, on Linux, in transparent huge pages where the system grants them on
+// request (madvise mode): a call's partials are fresh memory (tens of MiB at S 2048), and taking
+// them as 4 KiB pages cost ~13 ms of page faults and zeroing per call at S 2048, H 8, 1 thread
+// (7% of the backward), 2 MiB pages a few.
+struct PartialsBuffer {
+  static constexpr size_t kAlign = size_t{2} << 20;
+  float* data = nullptr;
+  explicit PartialsBuffer(size_t floats) {
+    const size_t bytes = std::max<size_t>(kAlign, (floats * sizeof(float) + kAlign - 1) / kAlign * kAlign);
+    data = static_cast<float*>(std::aligned_alloc(kAlign, bytes));
+    if (data == nullptr) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(data, bytes, MADV_HUGEPAGE);  // advice only: without it, 4 KiB pages
+#endif
+  }
+  ~PartialsBuffer() { std::free(data); }
+  PartialsBuffer(const PartialsBuffer&) = delete;
+  PartialsBuffer& operator=(const PartialsBuffer&) = delete;
+};
 
 // How the keys of one (batch, kv head) are split into slabs, and where their dQ partials live:
 // partials[((pair - first_pair) * group + g) * slabs + slab] is a (seqlen_q, width) fp32 block of
@@ -55,78 +83,93 @@ struct BackwardContext {
   }
 };
 
-// Rows [n0, n0 + n) of dK and dV, and this tile's share of the slab's dQ partial.
-void key_tile(const BackwardContext& c, int64_t batch_idx, int64_t kv_head_idx, int64_t slab, int64_t n0, int64_t n,
-              float* scratch) {
+// The keys of one slab of one (batch, kv head): rows of dK and dV, and the slab's dQ partial.
+// Query chunks run outside the slab's key tiles, so that each chunk's q and dO rows are converted
+// once per slab (not once per key tile) and its rows of the dQ partial stay in cache while the
+// tiles add to them; the slab's k, v (both layouts) and dK/dV accumulators stay in L2. Every
+// (query row, key tile) pair is visited with the same rows as a tile-by-tile loop would use (the
+// rows of the chunk that see the tile), and every sum still runs in ascending order (dK/dV over
+// g, then query rows; dQ over key tiles, then keys), so the gradients do not depend on this order.
+void key_task(const BackwardContext& c, int64_t task, std::vector<float>& scratch) {
   const CpuProblem& p = c.p;
   const CpuKernels& kernels = c.kernels;
   const int64_t head_dim = p.head_dim;
-  const int64_t width = c.plan.width;
-  const int64_t np = round_up(n, kernels.nr);
-  const int64_t pair = batch_idx * p.heads_kv + kv_head_idx;
-
-  float* k_rows = scratch;                      // (kBlockN, width): B of dQ += dZ K
-  float* k_t = k_rows + kBlockN * width;        // (head_dim, kBlockN): B of S = Q K^T
-  float* v_t = k_t + head_dim * kBlockN;        // (head_dim, kBlockN): B of dP = dO V^T
-  float* dk = v_t + head_dim * kBlockN;         // (kBlockN, width), fp32 accumulator
-  float* dv = dk + kBlockN * width;             // (kBlockN, width), fp32 accumulator
-  float* q_rows = dv + kBlockN * width;         // (kBwdBlockM, width): a chunk of query rows
-  float* do_rows = q_rows + kBwdBlockM * width;  // (kBwdBlockM, width)
-  float* s = do_rows + kBwdBlockM * width;      // (kBwdBlockM, kBlockN): scores, then P
-  float* ds = s + kBwdBlockM * kBlockN;         // (kBwdBlockM, kBlockN): dP, then dZ
-
-  const RowTile k = rows_tile(kernels, c.args.k, p, batch_idx, kv_head_idx, n0, n, width, k_rows);
-  transpose_rows(k.data, k.ld, n, head_dim, k_t, kBlockN, np);
-  const RowTile v = rows_tile(kernels, c.args.v, p, batch_idx, kv_head_idx, n0, n, width, dv);  // dv: staging
-  transpose_rows(v.data, v.ld, n, head_dim, v_t, kBlockN, np);
-  std::fill(dk, dk + n * width, 0.0f);
-  std::fill(dv, dv + n * width, 0.0f);
-
-  const IndexRange queries = p.queries_seeing(n0, n0 + n);
-  for (int64_t g = 0; g < p.group; ++g) {
-    const int64_t head_idx = kv_head_idx * p.group + g;
-    const float slope = p.alibi_slope(batch_idx, head_idx);
-    float* dq_partial = c.partial(pair, g, slab);
-    for (int64_t c0 = queries.begin; c0 < queries.end; c0 += kBwdBlockM) {
-      const int64_t rows = std::min(kBwdBlockM, queries.end - c0);
-      const RowTile q = rows_tile(kernels, c.args.q, p, batch_idx, head_idx, c0, rows, width, q_rows);
-      const RowTile dout = rows_tile(kernels, c.args.dout, p, batch_idx, head_idx, c0, rows, width, do_rows);
-      kernels.gemm(rows, np, head_dim, q.data, q.ld, 1, k_t, kBlockN, s, kBlockN, false);
-      kernels.gemm(rows, np, head_dim, dout.data, dout.ld, 1, v_t, kBlockN, ds, kBlockN, false);
-      kernels.sigmoid_grad_tile(tile_band(p, slope, c0, rows, n0, n, /*keys_by_queries=*/false), s, ds, kBlockN, rows,
-                                np);
-      // P^T dO and dZ^T Q read the (query, key) tiles with swapped strides; then dZ K.
-      kernels.gemm(n, width, rows, s, 1, kBlockN, dout.data, dout.ld, dv, width, true);
-      kernels.gemm(n, width, rows, ds, 1, kBlockN, q.data, q.ld, dk, width, true);
-      kernels.gemm(rows, width, n, ds, kBlockN, 1, k.data, k.ld, dq_partial + c0 * width, width, true);
-    }
-  }
-  for (int64_t jj = 0; jj < n; ++jj) {
-    float* dk_j = dk + jj * width;
-    for (int64_t d = 0; d < head_dim; ++d) dk_j[d] *= p.scale;
-    store_row(c.args.dk, p.dtype, batch_idx, n0 + jj, kv_head_idx, head_dim, dk_j);
-    store_row(c.args.dv, p.dtype, batch_idx, n0 + jj, kv_head_idx, head_dim, dv + jj * width);
-  }
-}
-
-// The key tiles of one slab of one (batch, kv head), in ascending order.
-void key_task(const BackwardContext& c, int64_t task, std::vector<float>& scratch) {
-  const CpuProblem& p = c.p;
   const int64_t width = c.plan.width;
   const int64_t pair = c.first_pair + task / c.plan.slabs;
   const int64_t slab = task % c.plan.slabs;
   const int64_t batch_idx = pair / p.heads_kv;
   const int64_t kv_head_idx = pair % p.heads_kv;
-  scratch.resize(static_cast<size_t>(3 * kBlockN * width + 2 * p.head_dim * kBlockN + 2 * kBwdBlockM * width +
-                                     2 * kBwdBlockM * kBlockN));
   const IndexRange keys = c.plan.slab_keys(p, slab);
+  const int64_t tiles = tile_count(keys.end - keys.begin, kBlockN);
+  const int64_t slab_rows = tiles * kBlockN;
+  scratch.resize(static_cast<size_t>(3 * slab_rows * width + 2 * head_dim * slab_rows + 2 * kBwdBlockM * width +
+                                     2 * kBwdBlockM * kBlockN));
+  float* k_rows = scratch.data();                // (slab_rows, width): B of dQ += dZ K
+  float* k_t = k_rows + slab_rows * width;       // tiles x (head_dim, kBlockN): B of S = Q K^T
+  float* v_t = k_t + head_dim * slab_rows;       // tiles x (head_dim, kBlockN): B of dP = dO V^T
+  float* dk = v_t + head_dim * slab_rows;        // (slab_rows, width), fp32 accumulator
+  float* dv = dk + slab_rows * width;            // (slab_rows, width), fp32 accumulator
+  float* q_rows = dv + slab_rows * width;        // (kBwdBlockM, width): a chunk of query rows
+  float* do_rows = q_rows + kBwdBlockM * width;  // (kBwdBlockM, width)
+  float* s = do_rows + kBwdBlockM * width;       // (kBwdBlockM, kBlockN): scores, then P
+  float* ds = s + kBwdBlockM * kBlockN;          // (kBwdBlockM, kBlockN): dP, then dZ
+
+  auto tile_keys = [&](int64_t t) {
+    const int64_t n0 = keys.begin + t * kBlockN;
+    return IndexRange{n0, std::min(keys.end, n0 + kBlockN)};
+  };
+  for (int64_t t = 0; t < tiles; ++t) {
+    const IndexRange tk = tile_keys(t);
+    const int64_t n = tk.end - tk.begin;
+    const int64_t np = round_up(n, kernels.nr);
+    float* k_tile = k_rows + t * kBlockN * width;
+    load_rows(kernels, c.args.k, p, batch_idx, kv_head_idx, tk.begin, n, width, k_tile);
+    transpose_rows(k_tile, width, n, head_dim, k_t + t * head_dim * kBlockN, kBlockN, np);
+    float* v_stage = dv + t * kBlockN * width;  // dv: staging before it is zeroed
+    load_rows(kernels, c.args.v, p, batch_idx, kv_head_idx, tk.begin, n, width, v_stage);
+    transpose_rows(v_stage, width, n, head_dim, v_t + t * head_dim * kBlockN, kBlockN, np);
+  }
+  std::fill(dk, dk + slab_rows * width, 0.0f);
+  std::fill(dv, dv + slab_rows * width, 0.0f);
+
   const IndexRange queries = p.queries_seeing(keys.begin, keys.end);
   for (int64_t g = 0; g < p.group; ++g) {
+    const int64_t head_idx = kv_head_idx * p.group + g;
+    const float slope = p.alibi_slope(batch_idx, head_idx);
     float* dq_partial = c.partial(pair, g, slab);
     std::fill(dq_partial + queries.begin * width, dq_partial + std::max(queries.begin, queries.end) * width, 0.0f);
+    for (int64_t c0 = queries.begin; c0 < queries.end; c0 += kBwdBlockM) {
+      const int64_t rows = std::min(kBwdBlockM, queries.end - c0);
+      load_rows(kernels, c.args.q, p, batch_idx, head_idx, c0, rows, width, q_rows);
+      load_rows(kernels, c.args.dout, p, batch_idx, head_idx, c0, rows, width, do_rows);
+      for (int64_t t = 0; t < tiles; ++t) {
+        const IndexRange tk = tile_keys(t);
+        const int64_t n = tk.end - tk.begin;
+        const int64_t np = round_up(n, kernels.nr);
+        // The chunk's rows that see this tile: [i0, i0 + m).
+        const IndexRange seeing = p.queries_seeing(tk.begin, tk.end);
+        const int64_t i0 = std::max(c0, seeing.begin);
+        const int64_t m = std::min(c0 + rows, seeing.end) - i0;
+        if (m <= 0) continue;
+        const float* q = q_rows + (i0 - c0) * width;
+        const float* dout = do_rows + (i0 - c0) * width;
+        kernels.gemm(m, np, head_dim, q, width, 1, k_t + t * head_dim * kBlockN, kBlockN, s, kBlockN, false);
+        kernels.gemm(m, np, head_dim, dout, width, 1, v_t + t * head_dim * kBlockN, kBlockN, ds, kBlockN, false);
+        kernels.sigmoid_grad_tile(tile_band(p, slope, i0, m, tk.begin, n, /*keys_by_queries=*/false), s, ds, kBlockN,
+                                  m, np);
+        // P^T dO and dZ^T Q read the (query, key) tiles with swapped strides; then dZ K.
+        kernels.gemm(n, width, m, s, 1, kBlockN, dout, width, dv + t * kBlockN * width, width, true);
+        kernels.gemm(n, width, m, ds, 1, kBlockN, q, width, dk + t * kBlockN * width, width, true);
+        kernels.gemm(m, width, n, ds, kBlockN, 1, k_rows + t * kBlockN * width, width, dq_partial + i0 * width, width,
+                     true);
+      }
+    }
   }
-  for (int64_t n0 = keys.begin; n0 < keys.end; n0 += kBlockN) {
-    key_tile(c, batch_idx, kv_head_idx, slab, n0, std::min(kBlockN, keys.end - n0), scratch.data());
+  for (int64_t jj = 0; jj < keys.end - keys.begin; ++jj) {
+    float* dk_j = dk + jj * width;
+    for (int64_t d = 0; d < head_dim; ++d) dk_j[d] *= p.scale;
+    store_row(c.args.dk, p.dtype, batch_idx, keys.begin + jj, kv_head_idx, head_dim, dk_j);
+    store_row(c.args.dv, p.dtype, batch_idx, keys.begin + jj, kv_head_idx, head_dim, dv + jj * width);
   }
 }
 
@@ -172,12 +215,12 @@ bool backward(const FlashSigmoidBackwardArgs& args, int num_threads) noexcept {
     const int64_t pairs = p.batch * p.heads_kv;
     const int64_t pair_bytes = p.group * plan.slabs * p.seqlen_q * plan.width * int64_t{sizeof(float)};
     const int64_t pairs_per_wave = std::clamp<int64_t>(pair_bytes > 0 ? kPartialBudgetBytes / pair_bytes : pairs, 1, pairs);
-    std::vector<float> partials(static_cast<size_t>(pairs_per_wave * pair_bytes / int64_t{sizeof(float)}));
+    const PartialsBuffer partials(static_cast<size_t>(pairs_per_wave * pair_bytes / int64_t{sizeof(float)}));
     const int64_t m_blocks = tile_count(p.seqlen_q, kBwdBlockM);
     const int64_t work_per_pair = p.group * p.seqlen_q * p.seqlen_k * p.head_dim;  // per GEMM
     for (int64_t first = 0; first < pairs; first += pairs_per_wave) {
       const int64_t wave = std::min(pairs_per_wave, pairs - first);
-      const BackwardContext c{args, p, kernels, plan, first, partials.data()};
+      const BackwardContext c{args, p, kernels, plan, first, partials.data};
       if (!parallel_for(wave * plan.slabs, num_threads, wave * work_per_pair,
                         [&](int64_t task, std::vector<float>& scratch) { key_task(c, task, scratch); })) {
         return false;

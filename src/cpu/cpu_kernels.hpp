@@ -6,10 +6,11 @@
 //   sigmoid_grad_tile  scores, dP -> P, dZ = dP * P * (1 - P)                    (the backward)
 //   widen          one fp32/fp16/bf16 row -> fp32
 //
-// Two builds of the same templates (cpu_kernels_impl.hpp): "avx2" (8 lanes, FMA; x86-64 CPUs with
-// AVX2, FMA and F16C, detected at run time) and "portable" (4 lanes of GCC/Clang vector extensions:
-// SSE2 on any x86-64, NEON on AArch64; no FMA). Each is deterministic on its own; the two differ in
-// rounding (FMA) and are both tested against the fp64 oracle.
+// Three builds of the same templates (cpu_kernels_impl.hpp): "avx512" (16 lanes, FMA; x86-64 CPUs
+// with AVX-512F), "avx2" (8 lanes, FMA; x86-64 CPUs with AVX2 and FMA), both detected at run time,
+// and "portable" (4 lanes of GCC/Clang vector extensions: SSE2 on any x86-64, NEON on AArch64; no
+// FMA). Each is deterministic on its own; they differ in rounding (FMA, tile padding) and are all
+// tested against the fp64 oracle.
 //
 // Owns the arithmetic inside a tile. Does not own tiling, threads or the mask's geometry beyond
 // the TileBand description the caller fills in.
@@ -60,12 +61,14 @@ struct CpuKernels {
 };
 
 const CpuKernels& portable_kernels();
-// nullptr where this build has no AVX2 kernels (not x86-64) or this CPU lacks AVX2, FMA or F16C.
+// nullptr where this build has no AVX2 kernels (not x86-64) or this CPU lacks AVX2 or FMA.
 const CpuKernels* avx2_kernels();
+// nullptr where this build has no AVX-512 kernels (not x86-64) or this CPU lacks AVX-512F.
+const CpuKernels* avx512_kernels();
 
 // The kernels a forward/backward call uses: the environment variable FLASH_SIGMOID_CPU_KERNELS
-// ("portable", "avx2", or unset/"auto" for the best this CPU runs), read at every call so tests can
-// run both builds in one process. "avx2" on a CPU without it falls back to portable.
+// ("portable", "avx2", or unset/"auto"/"avx512" for the best this CPU runs), read at every call so
+// tests can run every build in one process. "avx2" on a CPU without it falls back to portable.
 const CpuKernels& select_kernels();
 
 }  // namespace flash_sigmoid::cpu_impl

@@ -26,6 +26,8 @@ namespace {
 
 struct Avx2Isa {
   static constexpr int kLanes = 8;
+  static constexpr int kMr = 6;
+  static constexpr int kNr = 2 * kLanes;
   using F = float __attribute__((vector_size(32)));
   using I = int32_t __attribute__((vector_size(32)));
   using U16 = uint16_t __attribute__((vector_size(16)));
@@ -49,7 +51,7 @@ namespace flash_sigmoid::cpu_impl {
 const CpuKernels* avx2_kernels_unchecked() {
 #if defined(FLASH_SIGMOID_CPU_AVX2)
   static const CpuKernels k{"avx2",
-                            2 * Avx2Isa::kLanes,
+                            Avx2Isa::kNr,
                             &kernels::gemm<Avx2Isa>,
                             &kernels::sigmoid_tile<Avx2Isa>,
                             &kernels::sigmoid_grad_tile<Avx2Isa>,

@@ -3,6 +3,8 @@
 //
 //   struct Isa {
 //     static constexpr int kLanes;                 // fp32 lanes per vector
+//     static constexpr int kMr;                    // rows of C per GEMM register block
+//     static constexpr int kNr;                    // the GEMM's column granularity (kLanes or 2 kLanes)
 //     using F, I, U16;                             // float, int32, uint16 vectors of kLanes lanes
 //     static F fma(F a, F b, F c);                 // a * b + c (fused where the ISA has it)
 //     static F splat(float x);                     // x in every lane (one broadcast instruction)
@@ -14,16 +16,15 @@
 // define. Include only after every standard header the including file needs.
 //
 // The GEMM is the classic register-blocked outer product: a kMr x (2 * kLanes) block of C lives in
-// 2 * kMr vector registers (12 for kMr = 6, leaving 3 of 16 for the two B vectors and one broadcast
-// of A) while the reduction index runs; each step is two loads of B, kMr broadcasts of A and
-// 2 * kMr FMAs, so on a two-FMA-pipe core it is FMA-bound, not load-bound.
+// 2 * kMr vector registers (AVX2: 12 for kMr = 6, leaving 3 of 16 for the two B vectors and one
+// broadcast of A; AVX-512: 24 of 32 for kMr = 12) while the reduction index runs; each step is two
+// loads of B, kMr broadcasts of A and 2 * kMr FMAs, so on a two-FMA-pipe core it is FMA-bound, not
+// load-bound. Where kNr is one vector, a last panel of one vector column covers n % (2 kLanes).
 #pragma once
 
 #include "cpu_kernels.hpp"
 
 namespace flash_sigmoid::cpu_impl::kernels {
-
-constexpr int kMr = 6;  // rows of C per register block
 
 template <class Isa>
 inline typename Isa::F load(const float* p) {
@@ -77,56 +78,68 @@ inline typename Isa::I lane_index() {
 
 // ---- GEMM -----------------------------------------------------------------------------------------
 
-template <class Isa, int kRows>
+// A kRows x (kVecs * kLanes) block of C in registers while the reduction index runs.
+template <class Isa, int kRows, int kVecs>
 inline void gemm_block(int64_t k, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t ldb, float* c,
                        int64_t ldc, bool accumulate) {
   using F = typename Isa::F;
   constexpr int kL = Isa::kLanes;
-  F acc[kRows][2];
-#pragma GCC unroll 8
+  F acc[kRows][kVecs];
+#pragma GCC unroll 16
   for (int r = 0; r < kRows; ++r) {
-    acc[r][0] = accumulate ? load<Isa>(c + r * ldc) : F{};
-    acc[r][1] = accumulate ? load<Isa>(c + r * ldc + kL) : F{};
+#pragma GCC unroll 2
+    for (int v = 0; v < kVecs; ++v) acc[r][v] = accumulate ? load<Isa>(c + r * ldc + v * kL) : F{};
   }
   for (int64_t t = 0; t < k; ++t) {
-    const F b0 = load<Isa>(b + t * ldb);
-    const F b1 = load<Isa>(b + t * ldb + kL);
+    F b_t[kVecs];
+#pragma GCC unroll 2
+    for (int v = 0; v < kVecs; ++v) b_t[v] = load<Isa>(b + t * ldb + v * kL);
     const float* a_t = a + t * a_cs;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < kRows; ++r) {
       const F a_rt = splat<Isa>(a_t[r * a_rs]);
-      acc[r][0] = Isa::fma(a_rt, b0, acc[r][0]);
-      acc[r][1] = Isa::fma(a_rt, b1, acc[r][1]);
+#pragma GCC unroll 2
+      for (int v = 0; v < kVecs; ++v) acc[r][v] = Isa::fma(a_rt, b_t[v], acc[r][v]);
     }
   }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int r = 0; r < kRows; ++r) {
-    store<Isa>(c + r * ldc, acc[r][0]);
-    store<Isa>(c + r * ldc + kL, acc[r][1]);
+#pragma GCC unroll 2
+    for (int v = 0; v < kVecs; ++v) store<Isa>(c + r * ldc + v * kL, acc[r][v]);
   }
 }
 
-// Column panels of B (k x 2 kLanes, small enough for L1) outside, row blocks of A inside.
+// The last `rows` (< Isa::kMr) rows of a column panel: the block of exactly that height.
+template <class Isa, int kVecs, int kRows>
+inline void gemm_row_tail(int64_t rows, int64_t k, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
+                          int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  if constexpr (kRows > 0) {
+    if (rows == kRows) return gemm_block<Isa, kRows, kVecs>(k, a, a_rs, a_cs, b, ldb, c, ldc, accumulate);
+    gemm_row_tail<Isa, kVecs, kRows - 1>(rows, k, a, a_rs, a_cs, b, ldb, c, ldc, accumulate);
+  }
+}
+
+// One column panel of B (k x kVecs kLanes, small enough for L1) against every row block of A.
+template <class Isa, int kVecs>
+inline void gemm_panel(int64_t m, int64_t k, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t ldb,
+                       float* c, int64_t ldc, bool accumulate) {
+  constexpr int kMr = Isa::kMr;
+  int64_t r = 0;
+  for (; r + kMr <= m; r += kMr) {
+    gemm_block<Isa, kMr, kVecs>(k, a + r * a_rs, a_rs, a_cs, b, ldb, c + r * ldc, ldc, accumulate);
+  }
+  gemm_row_tail<Isa, kVecs, kMr - 1>(m - r, k, a + r * a_rs, a_rs, a_cs, b, ldb, c + r * ldc, ldc, accumulate);
+}
+
+// Column panels of two vectors outside, row blocks of A inside; n is a multiple of Isa::kNr
+// (two vectors, or one where the Isa says so: then a last panel of one vector).
 template <class Isa>
 void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t ldb,
           float* c, int64_t ldc, bool accumulate) {
-  constexpr int64_t kNr = 2 * Isa::kLanes;
-  for (int64_t c0 = 0; c0 < n; c0 += kNr) {
-    int64_t r = 0;
-    for (; r + kMr <= m; r += kMr) {
-      gemm_block<Isa, kMr>(k, a + r * a_rs, a_rs, a_cs, b + c0, ldb, c + r * ldc + c0, ldc, accumulate);
-    }
-    const float* a_r = a + r * a_rs;
-    float* c_r = c + r * ldc + c0;
-    switch (m - r) {
-      case 1: gemm_block<Isa, 1>(k, a_r, a_rs, a_cs, b + c0, ldb, c_r, ldc, accumulate); break;
-      case 2: gemm_block<Isa, 2>(k, a_r, a_rs, a_cs, b + c0, ldb, c_r, ldc, accumulate); break;
-      case 3: gemm_block<Isa, 3>(k, a_r, a_rs, a_cs, b + c0, ldb, c_r, ldc, accumulate); break;
-      case 4: gemm_block<Isa, 4>(k, a_r, a_rs, a_cs, b + c0, ldb, c_r, ldc, accumulate); break;
-      case 5: gemm_block<Isa, 5>(k, a_r, a_rs, a_cs, b + c0, ldb, c_r, ldc, accumulate); break;
-      default: break;
-    }
-  }
+  constexpr int64_t kL = Isa::kLanes;
+  int64_t c0 = 0;
+  for (; c0 + 2 * kL <= n; c0 += 2 * kL) gemm_panel<Isa, 2>(m, k, a, a_rs, a_cs, b + c0, ldb, c + c0, ldc, accumulate);
+  if (c0 < n) gemm_panel<Isa, 1>(m, k, a, a_rs, a_cs, b + c0, ldb, c + c0, ldc, accumulate);
 }
 
 // ---- sigmoid ----------------------------------------------------------------------------------------
@@ -283,7 +296,7 @@ void widen(FlashSigmoidDType dtype, const void* src, int64_t n, float* dst) {
 
 template <class Isa>
 CpuKernels make_kernels(const char* name) {
-  return CpuKernels{name, 2 * Isa::kLanes, &gemm<Isa>, &sigmoid_tile<Isa>, &sigmoid_grad_tile<Isa>, &widen<Isa>};
+  return CpuKernels{name, Isa::kNr, &gemm<Isa>, &sigmoid_tile<Isa>, &sigmoid_grad_tile<Isa>, &widen<Isa>};
 }
 
 }  // namespace flash_sigmoid::cpu_impl::kernels

@@ -11,6 +11,8 @@ namespace {
 
 struct PortableIsa {
   static constexpr int kLanes = 4;
+  static constexpr int kMr = 6;
+  static constexpr int kNr = 2 * kLanes;
   using F = float __attribute__((vector_size(16)));
   using I = int32_t __attribute__((vector_size(16)));
   using U16 = uint16_t __attribute__((vector_size(8)));

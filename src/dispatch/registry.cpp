@@ -51,6 +51,50 @@ std::string built_summary(Direction direction) {
   return n ? os.str() : std::string("none");
 }
 
+// The build option that left the query's key out of this build, and how to rebuild with it: the
+// first condition, in the order the kernel table is filtered, that no compiled kernel meets.
+// Every answer names FLASH_SIGMOID_ARCHS (what this build compiled) so that a user can rebuild.
+std::string rebuild_hint(const KernelQuery& q) {
+  bool any = false, arch = false, direction = false, dtype = false, head_dim = false, mask = false;
+  for (const KernelEntry* e = kCompiledKernels; e->name != nullptr; ++e) {
+    any = true;
+    if (q.arch != 0 && e->arch != q.arch) continue;
+    arch = true;
+    if (e->direction != q.direction) continue;
+    direction = true;
+    if (e->dtype != q.dtype) continue;
+    dtype = true;
+    if (e->head_dim < q.head_dim) continue;
+    head_dim = true;
+    if (e->mask == q.mask) mask = true;
+  }
+  const char* dir = q.direction == Direction::kFwd ? "fwd" : "bwd";
+  std::ostringstream os;
+  os << "; ";
+  if (!any) {
+    os << "this build has no GPU kernels: rebuild with FLASH_SIGMOID_ARCHS (e.g. 80;90a)";
+  } else if (!arch) {
+    os << "FLASH_SIGMOID_ARCHS left out the sm" << q.arch << " family: add " << q.arch << (q.arch == 90 ? "a" : "")
+       << " to it and rebuild";
+  } else if (!direction) {
+    os << "FLASH_SIGMOID_DIRECTIONS left out " << dir << ": add it and rebuild";
+  } else if (!dtype) {
+    os << "FLASH_SIGMOID_DTYPES left out " << dtype_name(q.dtype) << ": add it and rebuild";
+  } else if (!head_dim) {
+    os << (q.direction == Direction::kBwd ? "FLASH_SIGMOID_BWD_HEAD_DIMS / " : "")
+       << "FLASH_SIGMOID_HEAD_DIMS left out every bucket >= " << q.head_dim << ": add one and rebuild";
+  } else if (!mask) {
+    os << "FLASH_SIGMOID_MASKS left out mask " << mask_name(q.mask) << ": add it and rebuild";
+  } else if (named_variant(q.variant)) {
+    os << "FLASH_SIGMOID_VARIANTS left out variant '" << q.variant << "': add it and rebuild";
+  } else {
+    os << "no family of this build has it (the sm80 family has the deterministic backward: "
+       << "rebuild with 80 in FLASH_SIGMOID_ARCHS)";
+  }
+  os << " (this build: FLASH_SIGMOID_ARCHS=" << FLASH_SIGMOID_BUILT_ARCHS << ", docs/install.md)";
+  return os.str();
+}
+
 }  // namespace
 
 const char* mask_name(MaskKind mask) {
@@ -79,7 +123,8 @@ bool any_kernel_for(const KernelQuery& q, std::string* why) {
   }
   std::ostringstream os;
   os << describe(q) << " is built for dtype " << dtype_name(q.dtype) << ", head_dim " << q.head_dim << ", mask "
-     << mask_name(q.mask) << "; built " << direction_name(q.direction) << " kernels: " << built_summary(q.direction);
+     << mask_name(q.mask) << "; built " << direction_name(q.direction) << " kernels: " << built_summary(q.direction)
+     << rebuild_hint(q);
   *why = os.str();
   return false;
 }
@@ -101,7 +146,9 @@ const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
     std::ostringstream os;
     os << describe(q) << " for dtype " << dtype_name(q.dtype) << ", head_dim " << q.head_dim << ", mask "
        << mask_name(q.mask) << " runs on this device (compute capability " << q.device_arch / 10 << "."
-       << q.device_arch % 10 << "); built " << direction_name(q.direction) << " kernels: " << built_summary(q.direction);
+       << q.device_arch % 10 << "); built " << direction_name(q.direction) << " kernels: " << built_summary(q.direction)
+       << "; rebuild with this device's family in FLASH_SIGMOID_ARCHS (this build: FLASH_SIGMOID_ARCHS="
+       << FLASH_SIGMOID_BUILT_ARCHS << "; sm80-family machine code: FLASH_SIGMOID_SM80_SASS, docs/install.md)";
     *why = os.str();
   }
   return best;

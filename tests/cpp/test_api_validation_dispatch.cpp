@@ -5,6 +5,7 @@
 // These run on any machine: which keys are built is read from build_info(), and a test whose
 // premise does not hold for this build or machine skips itself. No test launches a kernel: every
 // GPU call here fails before the launch or has nothing to do.
+#include <algorithm>
 #include <cmath>
 #include <thread>
 
@@ -119,9 +120,69 @@ TEST_F(ApiValidation, BackwardWithExactWorkspacePassesTheWorkspaceCheck) {
 TEST_F(ApiValidation, BackwardIsUnsupportedWhileNoBackwardKernelIsBuilt) {
   if (is_built("bwd", "fp16", kHeadDim, "none")) GTEST_SKIP() << "a backward kernel for this key is built";
   EXPECT_EQ(backward(bwd_, ample_workspace(), nullptr), Status::kUnsupported);
-  EXPECT_TRUE(message_has("backward: ", {"bwd", "head_dim 64", "built"}));
+  EXPECT_TRUE(message_has("backward: ", {"bwd", "head_dim 64", "built", "FLASH_SIGMOID_ARCHS"}));
   EXPECT_EQ(can_implement(bwd_), Status::kUnsupported);
-  EXPECT_TRUE(message_has("can_implement: ", {"bwd", "head_dim 64", "built"}));
+  EXPECT_TRUE(message_has("can_implement: ", {"bwd", "head_dim 64", "built", "FLASH_SIGMOID_ARCHS"}));
+}
+
+// The "not built" answer names the build option that left the key out (issue 22): with no GPU
+// kernels at all FLASH_SIGMOID_ARCHS, else the first filter of the kernel table (architectures,
+// directions, dtypes, head dims, masks) that no compiled kernel passes; and always what this build's
+// FLASH_SIGMOID_ARCHS was.
+TEST_F(ApiValidation, NotBuiltMessageNamesTheBuildOption) {
+  const std::vector<BuiltKey> keys = built_keys();
+  auto any = [&](auto&& pred) { return std::any_of(keys.begin(), keys.end(), pred); };
+  const std::string this_build = "(this build: FLASH_SIGMOID_ARCHS=";
+  if (keys.empty()) {
+    for (FlashSigmoidDType dtype : {FLASH_SIGMOID_FLOAT16, FLASH_SIGMOID_BFLOAT16}) {
+      fwd_.problem.dtype = bwd_.problem.dtype = dtype;
+      EXPECT_EQ(can_implement(fwd_), Status::kUnsupported);
+      EXPECT_TRUE(
+          message_has("can_implement: ", {"no GPU kernels", "rebuild with FLASH_SIGMOID_ARCHS", this_build + "none"}));
+      EXPECT_EQ(forward(fwd_, Workspace{}, nullptr), Status::kUnsupported);
+      EXPECT_TRUE(message_has("forward: ", {"rebuild with FLASH_SIGMOID_ARCHS", this_build + "none"}));
+      EXPECT_EQ(can_implement(bwd_), Status::kUnsupported);
+      EXPECT_TRUE(message_has("can_implement: ", {"bwd", "rebuild with FLASH_SIGMOID_ARCHS", this_build + "none"}));
+    }
+    return;
+  }
+  // fp16, head dim 64, no mask (the fixture's key), forward.
+  const bool fwd_built = any([](const BuiltKey& k) { return k.direction == "fwd"; });
+  const bool bwd_built = any([](const BuiltKey& k) { return k.direction == "bwd"; });
+  const bool fp16_fwd = any([](const BuiltKey& k) { return k.direction == "fwd" && k.dtype == "fp16"; });
+  if (!bwd_built) {
+    EXPECT_EQ(can_implement(bwd_), Status::kUnsupported);
+    EXPECT_TRUE(message_has("can_implement: ", {"FLASH_SIGMOID_DIRECTIONS left out bwd", this_build}));
+  }
+  if (fwd_built && !fp16_fwd) {
+    EXPECT_EQ(can_implement(fwd_), Status::kUnsupported);
+    EXPECT_TRUE(message_has("can_implement: ", {"FLASH_SIGMOID_DTYPES left out fp16", this_build}));
+  }
+  // A head dim above every built bucket of a built dtype's forward.
+  for (const BuiltKey& built : keys) {
+    if (built.direction != "fwd" || !built.variant.empty()) continue;
+    int top = 0;
+    for (const BuiltKey& k : keys) {
+      if (k.direction == "fwd" && k.dtype == built.dtype) top = std::max(top, k.head_dim);
+    }
+    if (top >= 256) continue;
+    ForwardArgs args = fwd_;
+    args.problem.dtype = built.dtype == "fp16" ? FLASH_SIGMOID_FLOAT16 : FLASH_SIGMOID_BFLOAT16;
+    args.problem.head_dim = top + 8;
+    args.problem.scale = 0.125f;
+    for (Tensor* t : {&args.q, &args.out}) *t = contiguous_tensor(t->data, kSeqlenQ, kHeadsQ, top + 8);
+    for (Tensor* t : {&args.k, &args.v}) *t = contiguous_tensor(t->data, kSeqlenK, kHeadsKv, top + 8);
+    EXPECT_EQ(can_implement(args), Status::kUnsupported);
+    const std::string left_out = "FLASH_SIGMOID_HEAD_DIMS left out every bucket >= " + std::to_string(top + 8);
+    EXPECT_TRUE(message_has("can_implement: ", {left_out, this_build}));
+    break;
+  }
+  // The sm90 family asked for by a build without it.
+  if (!any([](const BuiltKey& k) { return k.arch == 90; })) {
+    fwd_.problem.kernel_arch = 90;
+    EXPECT_EQ(can_implement(fwd_), Status::kUnsupported);
+    EXPECT_TRUE(message_has("can_implement: ", {"FLASH_SIGMOID_ARCHS left out the sm90 family", this_build}));
+  }
 }
 
 TEST_F(ApiValidation, HeadDimWhoseBucketIsNotBuiltIsUnsupported) {

@@ -1,5 +1,5 @@
 // Tests of the CPU kernels (src/cpu/cpu_kernels.hpp) one by one, for every build this CPU runs
-// (portable always; avx2 where the CPU has it): the GEMM against an fp64 product at odd sizes and
+// (portable always; avx2 and avx512 where the CPU has them): the GEMM against an fp64 product at odd sizes and
 // both operand layouts, the widening of every fp16 and bf16 value against the scalar conversions,
 // the sigmoid and its derivative against fp64 over the whole float range (tails, +-inf, NaN), and
 // the tile band (mask and ALiBi distance) against the definition, in both tile orientations.
@@ -22,44 +22,49 @@ namespace {
 std::vector<const CpuKernels*> builds() {
   std::vector<const CpuKernels*> out{&portable_kernels()};
   if (const CpuKernels* avx2 = avx2_kernels()) out.push_back(avx2);
+  if (const CpuKernels* avx512 = avx512_kernels()) out.push_back(avx512);
   return out;
 }
 
 TEST(CpuKernels, SelectionFollowsTheEnvironment) {
   ::setenv("FLASH_SIGMOID_CPU_KERNELS", "portable", 1);
   EXPECT_STREQ(select_kernels().name, "portable");
-  ::unsetenv("FLASH_SIGMOID_CPU_KERNELS");
+  ::setenv("FLASH_SIGMOID_CPU_KERNELS", "avx2", 1);
   EXPECT_STREQ(select_kernels().name, avx2_kernels() ? "avx2" : "portable");
+  ::unsetenv("FLASH_SIGMOID_CPU_KERNELS");
+  EXPECT_STREQ(select_kernels().name, avx512_kernels() ? "avx512" : avx2_kernels() ? "avx2" : "portable");
 }
 
 TEST(CpuKernels, GemmMatchesFp64) {
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (const CpuKernels* kernels : builds()) {
-    for (int64_t m : {1, 5, 6, 7, 13, 64}) {
+    for (int64_t m : {1, 5, 6, 7, 11, 12, 13, 25, 64}) {
       for (int64_t k : {1, 17, 64}) {
-        for (bool a_transposed : {false, true}) {
-          for (bool accumulate : {false, true}) {
-            const int64_t n = 2 * kernels->nr, ldb = n + 3, ldc = n + 5;
-            const int64_t a_rs = a_transposed ? 1 : k + 2, a_cs = a_transposed ? m + 1 : 1;
-            std::vector<float> a(static_cast<size_t>((m + 1) * (k + 2))), b(static_cast<size_t>(k * ldb)),
-                c(static_cast<size_t>(m * ldc));
-            for (float& x : a) x = u(rng);
-            for (float& x : b) x = u(rng);
-            for (float& x : c) x = u(rng);
-            const std::vector<float> c0 = c;
-            kernels->gemm(m, n, k, a.data(), a_rs, a_cs, b.data(), ldb, c.data(), ldc, accumulate);
-            for (int64_t r = 0; r < m; ++r) {
-              for (int64_t col = 0; col < ldc; ++col) {
-                const float got = c[r * ldc + col];
-                if (col >= n) {  // outside the n columns: untouched
-                  ASSERT_EQ(got, c0[r * ldc + col]);
-                  continue;
+        for (int64_t n_panels : {1, 2, 3}) {  // with kNr of one vector, 1 and 3 end in a one-vector panel
+          for (bool a_transposed : {false, true}) {
+            for (bool accumulate : {false, true}) {
+              const int64_t n = n_panels * kernels->nr, ldb = n + 3, ldc = n + 5;
+              const int64_t a_rs = a_transposed ? 1 : k + 2, a_cs = a_transposed ? m + 1 : 1;
+              std::vector<float> a(static_cast<size_t>((m + 1) * (k + 2))), b(static_cast<size_t>(k * ldb)),
+                  c(static_cast<size_t>(m * ldc));
+              for (float& x : a) x = u(rng);
+              for (float& x : b) x = u(rng);
+              for (float& x : c) x = u(rng);
+              const std::vector<float> c0 = c;
+              kernels->gemm(m, n, k, a.data(), a_rs, a_cs, b.data(), ldb, c.data(), ldc, accumulate);
+              for (int64_t r = 0; r < m; ++r) {
+                for (int64_t col = 0; col < ldc; ++col) {
+                  const float got = c[r * ldc + col];
+                  if (col >= n) {  // outside the n columns: untouched
+                    ASSERT_EQ(got, c0[r * ldc + col]);
+                    continue;
+                  }
+                  double want = accumulate ? c0[r * ldc + col] : 0.0;
+                  for (int64_t t = 0; t < k; ++t) want += double(a[r * a_rs + t * a_cs]) * b[t * ldb + col];
+                  ASSERT_NEAR(got, want, 1e-5 * (k + 1))
+                      << kernels->name << " m " << m << " k " << k << " r " << r << " c " << col;
                 }
-                double want = accumulate ? c0[r * ldc + col] : 0.0;
-                for (int64_t t = 0; t < k; ++t) want += double(a[r * a_rs + t * a_cs]) * b[t * ldb + col];
-                ASSERT_NEAR(got, want, 1e-5 * (k + 1))
-                    << kernels->name << " m " << m << " k " << k << " r " << r << " c " << col;
               }
             }
           }
