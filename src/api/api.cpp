@@ -44,9 +44,10 @@ dispatch::KernelQuery kernel_query(Direction direction, const Problem& p, MaskKi
 // Finds the kernel for a validated problem: first whether any arch has it built (no device
 // needed), then the best one that runs on the current device.
 Status select_kernel(Direction direction, const Problem& p, MaskKind mask, bool deterministic, const char* where,
-                     const KernelEntry** kernel) {
+                     const KernelEntry** kernel, const ForwardParams* forward = nullptr) {
   std::string why;
   dispatch::KernelQuery query = kernel_query(direction, p, mask, deterministic);
+  query.forward = forward;  // a kernel that cannot serve these tensors (e.g. TMA's alignment) is passed over
   // Known without a device: whether the key (of the requested family and variant, if named) is
   // built, so a machine without a GPU answers Unsupported rather than a CUDA error.
   if (!dispatch::any_kernel_for(query, &why)) {
@@ -121,7 +122,7 @@ Status can_implement(const ForwardArgs& args) {
   if (Status s = api::validate(&args, api::Backend::kCuda, "can_implement"); s != Status::kSuccess) return s;
   const KernelEntry* kernel = nullptr;
   const ForwardParams params = api::make_params(args);
-  if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, false, "can_implement", &kernel);
+  if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, false, "can_implement", &kernel, &params);
       s != Status::kSuccess) {
     return s;
   }
@@ -158,7 +159,7 @@ Status forward(const ForwardArgs& args, Workspace /*workspace: the forward needs
   if (api::nothing_to_do(args)) return api::succeed();
   const ForwardParams params = api::make_params(args);
   const KernelEntry* kernel = nullptr;
-  if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, false, "forward", &kernel);
+  if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, false, "forward", &kernel, &params);
       s != Status::kSuccess) {
     return s;
   }

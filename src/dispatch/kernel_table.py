@@ -36,13 +36,19 @@ DIRECTIONS = ("fwd", "bwd")
 # The sm80 backward is compiled with ptxas -O2: at -O3 ptxas pre-loads ldmatrix fragments of
 # several k-steps ahead and then spills the dK/dV accumulators (255 registers, 270-390 bytes of
 # spills at head dim 128 on sm_80 and sm_90), while -O2 fits in 227-239 registers with none
-# (docs/sm80_backward.md). The sm90 family (wgmma) exists for head dims 64 and 128, its backward for
-# the default mode only (docs/sm90.md).
+# (docs/sm80_backward.md). The sm90 family (wgmma) exists for head dims 64 and 128 (its forward also
+# for 192 and 256), its backward for the default mode only (docs/sm90.md).
+#   declines           forward: the kernel has ::declines(params) (nullptr, or why it cannot serve
+#                      these tensors), so that the registry picks another family for them
 class Family:
-    def __init__(self, header, kernel, options=(), head_dims=None, deterministic=True):
+    def __init__(self, header, kernel, options=(), head_dims=None, deterministic=True, declines=False):
         self.header, self.kernel, self.options = header, kernel, options
-        self.head_dims, self.deterministic = head_dims, deterministic
+        self.head_dims, self.deterministic, self.declines = head_dims, deterministic, declines
 
+
+# CuTe offers wgmma's N = 8 .. 256 in steps of 8 only with this macro; without it a key tile of
+# 80, 112 or 176 becomes several 64 x 16 instructions (fwd_ws_traits.hpp asserts it).
+SM90_OPTIONS = ("-DCUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED",)
 
 DEFAULT_VARIANT = ""
 FAMILIES = {
@@ -50,8 +56,10 @@ FAMILIES = {
     ("80", "bwd", DEFAULT_VARIANT): Family("sm80/bwd_launch.hpp", "sm80::Sm80Bwd", ("-Xptxas=-O2",)),
     # The sm90 forward is the warp-specialized TMA kernel with ping-pong (docs/sm90.md); it won
     # the same-run A/B against the cp.async kernel, which stays by name ("cp_async") and serves
-    # the tensors TMA cannot describe.
-    ("90a", "fwd", DEFAULT_VARIANT): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWs", head_dims=(64, 128)),
+    # the tensors TMA cannot describe at D 64 and 128; above, no cp.async kernel exists and the
+    # TMA kernels decline such tensors, which the sm80 family then serves.
+    ("90a", "fwd", DEFAULT_VARIANT): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWs", SM90_OPTIONS,
+                                            head_dims=(64, 128, 192, 256), declines=True),
     ("90a", "bwd", DEFAULT_VARIANT): Family("sm90/bwd_launch.hpp", "sm90::Sm90Bwd", head_dims=(64, 128),
                                             deterministic=False),
     # Candidates measured against the default by name (benchmarks/bench_variants.py): the lockstep
@@ -59,10 +67,14 @@ FAMILIES = {
     # (192 x 128 at D 64, 128 x 176 at D 128: "ws_wide"); with three K/V stages ("ws_deep"); one
     # block per SM looping over tiles ("ws_persistent").
     ("90a", "fwd", "cp_async"): Family("sm90/fwd_launch.hpp", "sm90::Sm90Fwd", head_dims=(64, 128)),
-    ("90a", "fwd", "ws_lockstep"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsLockstep", head_dims=(64, 128)),
-    ("90a", "fwd", "ws_wide"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsWide", head_dims=(64, 128)),
-    ("90a", "fwd", "ws_deep"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsDeep", head_dims=(64, 128)),
-    ("90a", "fwd", "ws_persistent"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsPersistent", head_dims=(64, 128)),
+    ("90a", "fwd", "ws_lockstep"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsLockstep", SM90_OPTIONS,
+                                          head_dims=(64, 128, 192, 256), declines=True),
+    ("90a", "fwd", "ws_wide"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsWide", SM90_OPTIONS,
+                                      head_dims=(64, 128), declines=True),
+    ("90a", "fwd", "ws_deep"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsDeep", SM90_OPTIONS,
+                                      head_dims=(64, 128), declines=True),
+    ("90a", "fwd", "ws_persistent"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsPersistent", SM90_OPTIONS,
+                                            head_dims=(64, 128), declines=True),
 }
 VARIANTS = sorted({variant for (_, _, variant) in FAMILIES if variant != DEFAULT_VARIANT})
 
@@ -142,7 +154,9 @@ def generate(out_dir, selected, sm80_sass):
             f"  return {kernel}::run(params, stream);\n"
             f"}}\n"
             f"size_t workspace_{name}(const {params}& params) {{ return {kernel}::workspace_bytes(params); }}\n"
-            f"}}  // namespace flash_sigmoid::dispatch\n"
+            + (f"const char* declines_{name}(const ForwardParams& params) {{ return {kernel}::declines(params); }}\n"
+               if family.declines else "")
+            + f"}}  // namespace flash_sigmoid::dispatch\n"
         )
         path = os.path.join(out_dir, f"{name}.cu")
         write_if_changed(path, text)
@@ -150,6 +164,9 @@ def generate(out_dir, selected, sm80_sass):
 
         decls.append(f"cudaError_t launch_{name}(const {params}&, cudaStream_t);")
         decls.append(f"size_t workspace_{name}(const {params}&);")
+        if family.declines:
+            decls.append(f"const char* declines_{name}(const ForwardParams&);")
+        declines = f"&declines_{name}" if family.declines else "nullptr"
         fwd = f"&launch_{name}" if direction == "fwd" else "nullptr"
         bwd = f"&launch_{name}" if direction == "bwd" else "nullptr"
         fwd_ws = f"&workspace_{name}" if direction == "fwd" else "nullptr"
@@ -157,7 +174,7 @@ def generate(out_dir, selected, sm80_sass):
         deterministic = "true" if family.deterministic else "false"
         entries.append(
             f'    {{"{name}", {ARCH_NUMBER[arch]}, Direction::k{direction.capitalize()}, "{variant}", '
-            f"{DTYPES[dtype][1]}, {head_dim}, {MASKS[mask]}, {fwd}, {bwd}, {fwd_ws}, {bwd_ws}, {deterministic}}},"
+            f"{DTYPES[dtype][1]}, {head_dim}, {MASKS[mask]}, {fwd}, {bwd}, {fwd_ws}, {bwd_ws}, {deterministic}, {declines}}},"
         )
     registry = (
         "// Generated by src/dispatch/kernel_table.py: the compiled kernels. Do not edit.\n"
@@ -166,7 +183,7 @@ def generate(out_dir, selected, sm80_sass):
         + "\n".join(entries)
         + ("\n" if entries else "")
         + '    {nullptr, 0, Direction::kFwd, "", DType::kFloat16, 0, MaskKind::kNone, nullptr, nullptr, nullptr, nullptr, '
-          'false},  // end\n'
+          'false, nullptr},  // end\n'
         + "};\n\n"
         + f"inline constexpr int kSm80FamilyMinDeviceArch = {sm80_min_device_arch(sm80_sass)};\n"
     )

@@ -131,18 +131,32 @@ bool any_kernel_for(const KernelQuery& q, std::string* why) {
 
 const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
   const KernelEntry* best = nullptr;
+  std::ostringstream declined;  // "name: reason; " for each kernel that declined the tensors
   for (const KernelEntry* e = kCompiledKernels; e->name != nullptr; ++e) {
     if (!matches_build(*e, q)) continue;
     // sm80-family code runs on any device from kSm80FamilyMinDeviceArch up (8.x through its
     // compute_80 PTX, or 9.x only when the build holds sm_90 code alone); sm_90a code only on 9.0.
     const bool runs = e->arch == 80 ? q.device_arch >= kSm80FamilyMinDeviceArch : q.device_arch == 90;
     if (!runs) continue;
+    if (q.forward != nullptr && e->forward_declines != nullptr) {
+      if (const char* reason = e->forward_declines(*q.forward)) {
+        declined << e->name << ": " << reason << "; ";
+        continue;
+      }
+    }
     if (best == nullptr || e->head_dim < best->head_dim ||
         (e->head_dim == best->head_dim && e->arch > best->arch)) {
       best = e;
     }
   }
-  if (best == nullptr) {
+  if (best == nullptr && !declined.str().empty()) {
+    std::ostringstream os;
+    os << describe(q) << " for dtype " << dtype_name(q.dtype) << ", head_dim " << q.head_dim << ", mask "
+       << mask_name(q.mask) << " serves these tensors (" << declined.str()
+       << "the sm80 family takes any strides: rebuild with 80 in FLASH_SIGMOID_ARCHS; this build: FLASH_SIGMOID_ARCHS="
+       << FLASH_SIGMOID_BUILT_ARCHS << ", docs/install.md)";
+    *why = os.str();
+  } else if (best == nullptr) {
     std::ostringstream os;
     os << describe(q) << " for dtype " << dtype_name(q.dtype) << ", head_dim " << q.head_dim << ", mask "
        << mask_name(q.mask) << " runs on this device (compute capability " << q.device_arch / 10 << "."

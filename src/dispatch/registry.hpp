@@ -19,6 +19,9 @@ using BackwardLauncher = cudaError_t (*)(const BackwardParams&, cudaStream_t);
 // The workspace bytes a kernel's launcher uses for these params (each kernel owns its size).
 using ForwardWorkspace = size_t (*)(const ForwardParams&);
 using BackwardWorkspace = size_t (*)(const BackwardParams&);
+// nullptr when the kernel serves these params, else why it does not (a kernel whose tensors must
+// meet conditions beyond validation's, such as TMA's alignment; the registry then picks another).
+using ForwardDeclines = const char* (*)(const ForwardParams&);
 
 struct KernelEntry {
   const char* name;  // nullptr ends the table
@@ -33,6 +36,7 @@ struct KernelEntry {
   ForwardWorkspace forward_workspace;
   BackwardWorkspace backward_workspace;
   bool deterministic;  // backward: also serves BackwardParams::deterministic
+  ForwardDeclines forward_declines;  // forward: nullptr when it serves every validated problem
 };
 
 // What a caller asks for. Without a device (device_arch 0) only the build is consulted.
@@ -45,11 +49,13 @@ struct KernelQuery {
   int device_arch;  // compute capability * 10 of the device, e.g. 90
   bool deterministic = false;  // backward: bitwise-reproducible gradients asked for
   const char* variant = nullptr;  // nullptr or "": default mainloops only; else only this variant
+  const ForwardParams* forward = nullptr;  // the forward's params, where known: entries that decline them are skipped
 };
 
 // The entry with the smallest bucket >= head_dim among those that run on device_arch and serve the
 // query's mode (a deterministic backward only from entries that have one) and variant, preferring
-// arch 90 on a 9.x device when arch == 0; nullptr if none. `why` then says what was built.
+// arch 90 on a 9.x device when arch == 0, and not declining query.forward; nullptr if none. `why`
+// then says what was built, or which kernels declined the tensors and why.
 const KernelEntry* find_kernel(const KernelQuery& query, std::string* why);
 
 // Whether a kernel for the query's key, arch (0: any), mode and variant is built; no device needed

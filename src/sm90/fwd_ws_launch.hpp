@@ -2,8 +2,9 @@
 // head-dim bucket, mask kind): builds the TMA descriptors of Q, K and V from the validated
 // problem, picks the kernel for the run-time choices (ALiBi on/off, score function) and launches it.
 //
-// Owns: whether TMA can describe the problem's tensors, and what happens when it cannot: the
-// lockstep sm90 forward (fwd_launch.hpp) serves the call, with the same results. TMA needs a
+// Owns: whether TMA can describe the problem's tensors, and what happens when it cannot: at D 64
+// and 128 the lockstep sm90 forward (fwd_launch.hpp) serves the call, with the same results; above,
+// declines() tells the registry to pick another family. TMA needs a
 // 16-byte-aligned base, strides that are multiples of 16 bytes below 2^40 bytes, and extents
 // below 2^31; a zero extent (an empty problem) has no descriptor either.
 #pragma once
@@ -48,6 +49,17 @@ struct Sm90FwdWsLaunch {
 
   static size_t workspace_bytes(const ForwardParams& /*params*/) { return 0; }
 
+  // The lockstep cp.async kernel exists at D 64 and 128 only (fwd_traits.hpp).
+  static constexpr bool kHasCpAsyncFallback = sm90_fwd_tile_shape(kHeadDim).head_dim == kHeadDim;
+
+  // nullptr when this kernel serves the problem; otherwise why not (the registry then asks the
+  // next family, the sm80 one).
+  static const char* declines(const ForwardParams& params) {
+    if (kHasCpAsyncFallback || tma_can_serve(params)) return nullptr;
+    return "TMA cannot describe q, k or v (it needs a 16-byte aligned base and strides that are positive multiples "
+           "of 8 elements below 2^39) and the sm90 family has no cp.async forward at this head dim";
+  }
+
   static bool tma_can_serve(const ForwardParams& params) {
     const ProblemParams& p = params.problem;
     return tma_can_describe(params.q, p.seqlen_q, p.heads_q, p.batch) &&
@@ -81,7 +93,13 @@ struct Sm90FwdWsLaunch {
   }
 
   static cudaError_t run(const ForwardParams& params, cudaStream_t stream) {
-    if (!tma_can_serve(params)) return Sm90Fwd<Element, kHeadDim, kMask>::run(params, stream);
+    if (!tma_can_serve(params)) {
+      if constexpr (kHasCpAsyncFallback) {
+        return Sm90Fwd<Element, kHeadDim, kMask>::run(params, stream);
+      } else {
+        return cudaErrorNotSupported;  // declines() said so; the registry does not pick this kernel
+      }
+    }
     const Params kernel_params = make_params(params);
     dim3 grid = Sm90FwdWsScheduler<Traits>::grid(params.problem);
     if constexpr (kPersistent) {

@@ -21,8 +21,8 @@
 
 namespace flash_sigmoid::sm90 {
 
-// Two tile shapes per head dim, both in the table so one run can compare them: kSquare, 128 x 128
-// on two consumer warpgroups; kWide, after FlashAttention-3's choice, 3 consumer warpgroups of 64
+// The tile shapes per head dim, in one table so one run can compare them: kSquare, 128 query rows
+// on two consumer warpgroups (128 keys up to D = 128, fewer above); kWide, after FlashAttention-3's choice, 3 consumer warpgroups of 64
 // rows at D = 64 (fewer Q re-reads per key tile, more math per barrier) and 176-key tiles at D = 128;
 // kDeep, 128 x 128 with three K/V stages.
 enum class WsTiles : int { kSquare = 0, kWide = 1, kDeep = 2 };
@@ -43,6 +43,11 @@ inline constexpr Sm90FwdWsTileShape kSm90FwdWsTileTable[] = {
     {WsTiles::kWide, 128, 128, 176, 2},
     {WsTiles::kDeep, 64, 128, 128, 3},
     {WsTiles::kDeep, 128, 128, 128, 3},
+    // Above D = 128 the O accumulator (64 x D fp32 per warpgroup: 96 or 128 registers a thread)
+    // and the shared memory (Q plus two K and two V stages: 216 KB at 192, 224 KB at 256) set the
+    // key tile: FlashAttention-3's 112 and 80.
+    {WsTiles::kSquare, 192, 128, 112, 2},
+    {WsTiles::kSquare, 256, 128, 80, 2},
 };
 
 constexpr Sm90FwdWsTileShape sm90_fwd_ws_tile_shape(WsTiles tiles, int head_dim) {
@@ -94,6 +99,13 @@ struct Sm90FwdWsTraits {
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
       cute::Layout<cute::Shape<cute::Int<kNConsumerWarpGroups>, cute::_1, cute::_1>>{}));
 
+  // One wgmma instruction spans a whole key tile (or the whole head dim): N = 80, 112 or 176 exist
+  // only with CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED (kernel_table.py passes it to the sm90 units);
+  // without it CuTe quietly splits such a tile into 64 x 16 instructions, five to eleven per step.
+  static_assert(cute::size<1>(typename TiledMmaS::AtomShape_MNK{}) == kBlockN &&
+                    cute::size<1>(typename TiledMmaO::AtomShape_MNK{}) == kHeadDim,
+                "S or O split into narrower wgmma instructions: build with -DCUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED");
+
   using SmemLayoutQ = RowsLayout<Element, kBlockM, kHeadDim>;             // (BLK_M, HEAD_DIM)
   using SmemLayoutKV = RowsLayout<Element, kBlockN, kHeadDim, kStages>;  // (BLK_N, HEAD_DIM, STAGE)
   using SmemLayoutVt = TransposedLayout<SmemLayoutKV>;                   // (HEAD_DIM, BLK_N, STAGE)
@@ -128,6 +140,7 @@ struct Sm90FwdWsTraits {
     uint64_t v_full[kStages], v_empty[kStages];
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;  // + alignment slack of the dynamic base
+  static_assert(kSmemBytes <= 227 * 1024, "Q and the K/V stages exceed the 227 KB of shared memory a block may have");
 };
 
 }  // namespace flash_sigmoid::sm90

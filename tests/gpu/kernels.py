@@ -23,12 +23,22 @@ def skip_unless_built(direction, dtype, head_dim):
                     f"(built buckets: {built_buckets(direction, dtype)})")
 
 
+def built_keys_match(pattern):
+    """Whether any compiled key matches the regular expression."""
+    return re.search(pattern, flash_sigmoid.build_info()) is not None
+
+
+def sm90_bucket(head_dim):
+    """The sm90 family's buckets are multiples of 64 (64 and 128; the forward also 192 and 256)."""
+    return (head_dim + 63) // 64 * 64
+
+
 def skip_unless_sm90(direction, head_dim):
     """Skips unless this GPU runs sm_90a code and the sm90 family's bf16 `direction` kernel for the
-    bucket of head_dim (64 or 128) is built."""
+    bucket of head_dim is built."""
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("sm_90a kernels run on compute capability 9.0 only")
-    bucket = 64 if head_dim <= 64 else 128
+    bucket = sm90_bucket(head_dim)
     if f"sm90a_{direction}_bf16_hdim{bucket}_mask_none" not in flash_sigmoid.build_info():
         pytest.skip(f"no sm90 {direction} kernel for bf16 head dim {bucket} in this build")
 
@@ -37,7 +47,7 @@ def skip_unless_sm90_variant(direction, head_dim, variant):
     """As skip_unless_sm90, for the sm90 kernels of a named variant."""
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("sm_90a kernels run on compute capability 9.0 only")
-    bucket = 64 if head_dim <= 64 else 128
+    bucket = sm90_bucket(head_dim)
     family = f"{direction}_{variant}" if variant else direction
     if f"sm90a_{family}_bf16_hdim{bucket}_mask_none" not in flash_sigmoid.build_info():
         pytest.skip(f"no sm90 {direction} kernel of variant '{variant}' for bf16 head dim {bucket} in this build")

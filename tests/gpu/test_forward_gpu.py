@@ -11,7 +11,7 @@ import torch
 
 import flash_sigmoid
 from cases import ALIBI, BIASES, HEADS, MASKS, bias_value, make_inputs, slopes_for
-from kernels import skip_unless_built, skip_unless_sm90, skip_unless_sm90_variant
+from kernels import built_keys_match, skip_unless_built, skip_unless_sm90, skip_unless_sm90_variant
 from reference import attention_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -148,7 +148,7 @@ def test_forward_fp16_overflow_is_inf():
 
 
 @pytest.mark.parametrize("kernel_arch", [80, 90])
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("d", [64, 128, 192, 256])
 def test_forward_named_arch(kernel_arch, d):
     if kernel_arch == 90:
         skip_unless_sm90("fwd", d)
@@ -158,13 +158,13 @@ def test_forward_named_arch(kernel_arch, d):
 
 
 @pytest.mark.parametrize("sq,sk", [(1, 1), (65, 1000), (1000, 65), (640, 640), (1023, 1537), (300, 129)])
-@pytest.mark.parametrize("d", [40, 64, 80, 111, 128])
+@pytest.mark.parametrize("d", [40, 64, 80, 111, 128, 136, 200, 256])
 def test_forward_sm90_sizes(sq, sk, d):
     # The sm90 kernel at odd sizes (one key tile, two, many; partial tiles) and head dims below its
     # bucket (columns past the head dim zero-filled), every mask; GQA with ALiBi per (batch, head).
     skip_unless_sm90("fwd", d)
     for mask in MASKS:
-        dtype = torch.bfloat16 if d in (64, 80, 111) else torch.float16
+        dtype = torch.bfloat16 if d in (64, 80, 111, 200) else torch.float16
         check_forward(2, sq, sk, 6, 2, d, dtype, mask, "batch_heads", "uniform", seed=sq * 7 + sk + d,
                       kernel_arch=90)
 
@@ -184,7 +184,7 @@ WS_VARIANTS = ["", "ws_lockstep", "ws_wide", "ws_deep", "ws_persistent", "cp_asy
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)
 @pytest.mark.parametrize("sq,sk", [(1, 1), (65, 1000), (1000, 65), (640, 640), (1023, 1537), (300, 129), (129, 4099)])
-@pytest.mark.parametrize("d", [40, 64, 96, 128])
+@pytest.mark.parametrize("d", [40, 64, 96, 128, 160, 192, 224, 256])
 def test_forward_sm90_ws_sizes(variant, sq, sk, d):
     # The warp-specialized TMA forward by name: one key tile, two, many, odd partial tiles (TMA zero
     # fill past the sequence), head dims below the bucket (zero fill past the head dim), every mask,
@@ -197,13 +197,13 @@ def test_forward_sm90_ws_sizes(variant, sq, sk, d):
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)
-def test_forward_sm90_ws_features(variant):
-    # Every mask x ALiBi x head layout (MHA, GQA, MQA) x bias at one odd size, head dims 64 and 128.
-    for d in (64, 128):
-        skip_unless_sm90_variant("fwd", d, variant)
-        for n, (mask, alibi, heads, bias) in enumerate(itertools.product(MASKS, ALIBI, HEADS, BIASES)):
-            check_forward(2, 113, 203, heads[1], heads[2], d, torch.bfloat16, mask, alibi, bias, seed=n,
-                          kernel_arch=90, kernel_variant=variant)
+@pytest.mark.parametrize("d", [64, 128, 192, 256])
+def test_forward_sm90_ws_features(variant, d):
+    # Every mask x ALiBi x head layout (MHA, GQA, MQA) x bias at one odd size, per head-dim bucket.
+    skip_unless_sm90_variant("fwd", d, variant)
+    for n, (mask, alibi, heads, bias) in enumerate(itertools.product(MASKS, ALIBI, HEADS, BIASES)):
+        check_forward(2, 113, 203, heads[1], heads[2], d, torch.bfloat16, mask, alibi, bias, seed=n,
+                      kernel_arch=90, kernel_variant=variant)
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)
@@ -248,6 +248,29 @@ def test_forward_sm90_ws_tensors_tma_cannot_describe(variant):
                   kernel_variant=variant)
     check_forward(2, 130, 150, 4, 2, 59, torch.bfloat16, MASKS[1], "none", "uniform", seed=4, kernel_arch=90,
                   kernel_variant=variant)
+
+
+@pytest.mark.parametrize("d", [192, 256])
+def test_forward_above_d128_tensors_tma_cannot_describe(d):
+    # Above D 128 the sm90 family has no cp.async kernel: its TMA forward declines tensors TMA cannot
+    # describe, the registry hands them to the sm80 family (correct results, nothing written outside
+    # the output), and naming the sm90 family gets an error that says why instead of a launch.
+    skip_unless_sm90_variant("fwd", d, "")
+    b, s, h = 2, 77, 4
+    buf = torch.randn(b * s * h * d + 1, device="cuda", dtype=torch.bfloat16)
+    q = buf[1:].view(b, s, h, d)  # 2-byte offset from an aligned allocation
+    k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    with pytest.raises(RuntimeError, match=r"TMA cannot describe q, k or v"):
+        flash_sigmoid.forward(q, k, v, causal=True, kernel_arch=90)
+    if not built_keys_match(rf"sm80_fwd_bf16_hdim{d}_mask_right"):
+        pytest.skip(f"the sm80 forward at head dim {d} is not built")
+    out_buf = torch.full((b, s, h, d + 8), float("nan"), device="cuda", dtype=torch.bfloat16)
+    out = out_buf[..., :d]
+    flash_sigmoid.forward(q, k, v, causal=True, out=out)
+    ref = attention_reference(q, k, v, causal=True)
+    same = attention_reference(q, k, v, causal=True, dtype=torch.bfloat16)
+    assert (out.double() - ref).abs().max() <= 2 * (same.double() - ref).abs().max() + 1e-5
+    assert torch.isnan(out_buf[..., d:]).all(), "wrote outside the output view"
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)

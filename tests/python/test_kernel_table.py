@@ -73,3 +73,24 @@ def test_variant_names_and_registry_entries(with_variant, tmp_path):
     text = (tmp_path / "kernel_registry.inc").read_text()
     assert '{"sm90a_fwd_bf16_hdim128_mask_none", 90, Direction::kFwd, "",' in text
     assert '{"sm90a_fwd_ws_bf16_hdim128_mask_none", 90, Direction::kFwd, "ws",' in text
+
+
+def test_sm90_tma_forward_declines_and_extended_wgmma_shapes(tmp_path):
+    # The TMA forward covers D 192 and 256 (no cp.async kernel there), so its entries carry a
+    # declines() hook that lets the registry pass over tensors TMA cannot describe; its units get
+    # CuTe's extended wgmma shapes (N = 80, 112, 176), without which the traits do not compile.
+    tma = ("90a", "fwd", "", "bf16", 256, "none")
+    sm80 = ("80", "fwd", "", "bf16", 256, "none")
+    assert tma in set(kernel_table.keys(["80", "90a"], [256], ["bf16"], ["fwd"], ["none"]))
+    paths = kernel_table.generate(str(tmp_path), [tma, sm80], ["90"])
+    options = {pathlib.Path(p).name: opts for p, _, opts in paths}
+    assert "-DCUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED" in options["sm90a_fwd_bf16_hdim256_mask_none.cu"]
+    assert "-DCUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED" not in options["sm80_fwd_bf16_hdim256_mask_none.cu"]
+    unit = (tmp_path / "sm90a_fwd_bf16_hdim256_mask_none.cu").read_text()
+    assert "declines_sm90a_fwd_bf16_hdim256_mask_none(const ForwardParams& params)" in unit
+    assert "::declines(params)" in unit
+    assert "declines" not in (tmp_path / "sm80_fwd_bf16_hdim256_mask_none.cu").read_text()
+    text = (tmp_path / "kernel_registry.inc").read_text()
+    assert "false, &declines_sm90a_fwd_bf16_hdim256_mask_none}," in text or \
+        "true, &declines_sm90a_fwd_bf16_hdim256_mask_none}," in text
+    assert "true, nullptr}," in text  # the sm80 entry declines nothing
