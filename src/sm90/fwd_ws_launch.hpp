@@ -4,9 +4,9 @@
 //
 // Owns: whether TMA can describe the problem's tensors, and what happens when it cannot: at D 64
 // and 128 the lockstep sm90 forward (fwd_launch.hpp) serves the call, with the same results; above,
-// declines() tells the registry to pick another family. TMA needs a
-// 16-byte-aligned base, strides that are multiples of 16 bytes below 2^40 bytes, and extents
-// below 2^31; a zero extent (an empty problem) has no descriptor either.
+// declines() tells the registry to pick another family. TMA needs a 16-byte-aligned base,
+// strides that are multiples of 16 bytes below 2^40 bytes, and non-zero extents below 2^31 (an
+// empty key set is served without K/V descriptors of its own).
 #pragma once
 
 #include <cstddef>
@@ -60,11 +60,13 @@ struct Sm90FwdWsLaunch {
            "of 8 elements below 2^39) and the sm90 family has no cp.async forward at this head dim";
   }
 
+  // An empty key set (seqlen_k == 0) loads nothing: every tile stores O = 0, and K's and V's
+  // descriptors, which no load uses, describe Q's memory (TMA has no zero extent).
   static bool tma_can_serve(const ForwardParams& params) {
     const ProblemParams& p = params.problem;
     return tma_can_describe(params.q, p.seqlen_q, p.heads_q, p.batch) &&
-           tma_can_describe(params.k, p.seqlen_k, p.heads_kv, p.batch) &&
-           tma_can_describe(params.v, p.seqlen_k, p.heads_kv, p.batch);
+           (p.seqlen_k == 0 || (tma_can_describe(params.k, p.seqlen_k, p.heads_kv, p.batch) &&
+                                tma_can_describe(params.v, p.seqlen_k, p.heads_kv, p.batch)));
   }
 
   static Params make_params(const ForwardParams& params) {
@@ -79,8 +81,9 @@ struct Sm90FwdWsLaunch {
                                      tma_stride(t.stride_batch, p.batch)));
     };
     auto q = gmem(params.q, p.seqlen_q, p.heads_q);
-    auto k = gmem(params.k, p.seqlen_k, p.heads_kv);
-    auto v = gmem(params.v, p.seqlen_k, p.heads_kv);
+    const bool no_keys = p.seqlen_k == 0;
+    auto k = no_keys ? q : gmem(params.k, p.seqlen_k, p.heads_kv);
+    auto v = no_keys ? q : gmem(params.v, p.seqlen_k, p.heads_kv);
     kp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, q, typename Traits::SmemLayoutQ{},
                              Shape<Int<Traits::kBlockM>, Int<kHeadDim>>{}, _1{});
     kp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, k, take<0, 2>(typename Traits::SmemLayoutKV{}),
