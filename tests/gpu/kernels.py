@@ -23,11 +23,6 @@ def skip_unless_built(direction, dtype, head_dim):
                     f"(built buckets: {built_buckets(direction, dtype)})")
 
 
-def built_keys_match(pattern):
-    """Whether any compiled key matches the regular expression."""
-    return re.search(pattern, flash_sigmoid.build_info()) is not None
-
-
 def sm90_bucket(head_dim):
     """The sm90 family's buckets are multiples of 64 (64 and 128; the forward also 192 and 256)."""
     return (head_dim + 63) // 64 * 64
