@@ -16,11 +16,13 @@ from ._library import build_info, library_path
 from .flash_attn_interface import flash_attn_func, flash_attn_kvpacked_func, flash_attn_qkvpacked_func
 from .varlen import (flash_attn_varlen_func, flash_attn_varlen_kvpacked_func,
                      flash_attn_varlen_qkvpacked_func)
+from .kvcache import flash_attn_with_kvcache
 from .modules import SigmoidSelfAttention, alibi_slopes, apply_rotary
 from .ops import backward, forward
 
 __all__ = ["flash_attn_func", "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func",
            "flash_attn_varlen_func", "flash_attn_varlen_kvpacked_func", "flash_attn_varlen_qkvpacked_func",
+           "flash_attn_with_kvcache",
            "SigmoidSelfAttention",
            "alibi_slopes", "apply_rotary", "forward", "backward", "build_info", "library_path"]
 __version__ = "0.1.0"
