@@ -101,7 +101,7 @@ TEST_P(GpuForward, MatchesFp64Oracle) {
                                        << ")";
 }
 
-bool key_built(const std::string& key) { return build_info().find(key) != std::string::npos; }
+bool key_built(const std::string& key) { return std::string(build_info()).find(key) != std::string::npos; }
 
 // Above D 128 the sm90 family has only its TMA forward. Rows of 250 elements (500 bytes) give a
 // head stride TMA cannot take (the Python layer pads such head dims; the C++ API does not): the
