@@ -11,7 +11,9 @@
 // Scores are laid out keys x queries so that the first product needs no transposed copy of k (k's
 // rows are the broadcast operand) and q is transposed once per task rather than k once per tile.
 // Every element of O sums its keys in ascending order, so results depend neither on the thread
-// count nor on which worker ran a task. Does not validate arguments (the API layer does).
+// count nor on which worker ran a task. Packed sequences and per-sequence biases run the same
+// tasks on each dense part of the call (cpu_sequences.hpp). Does not validate arguments (the API
+// layer does).
 #include "attention_cpu.hpp"
 
 #include <algorithm>

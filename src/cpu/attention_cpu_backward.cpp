@@ -14,7 +14,9 @@
 // The slab count per kv head (kSlabsPerHead at most) and the partials' memory are functions of the
 // problem alone, so every gradient element has one fixed summation order: gradients are bitwise
 // identical for any thread count (`deterministic` is always honoured). Key tasks are run in waves
-// of (batch, kv head) pairs so that the partials stay under kPartialBudgetBytes.
+// of (batch, kv head) pairs so that the partials stay under kPartialBudgetBytes. Packed sequences
+// and per-sequence biases: the pairs of every dense part of the call (cpu_sequences.hpp) share the
+// waves.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
