@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -140,26 +141,28 @@ void set_bias(Packed& t, BiasMode mode) {
   t.problem.sigmoid_bias_auto = mode == BiasMode::kAuto;
 }
 
+enum class Slopes { kNone, kPerHead, kPerBatchHead };  // ALiBi slopes [Hq] or [B, Hq]
 struct Case {
   const char* name;
   int causal;
   int64_t left, right;
-  bool alibi_per_batch;
+  Slopes slopes;
   BiasMode bias;
 };
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 const Case kCases[] = {
-    {"plain_scalar_bias", 0, -1, -1, false, BiasMode::kScalar},
-    {"causal_alibi_batch_per_batch_bias", 1, -1, -1, true, BiasMode::kPerBatch},
-    {"causal_left7_auto_bias", 1, 7, -1, false, BiasMode::kAuto},
-    {"window_4_2_alibi_heads_auto_bias", 0, 4, 2, false, BiasMode::kAuto},
+    {"plain_scalar_bias", 0, -1, -1, Slopes::kNone, BiasMode::kScalar},
+    {"causal_alibi_batch_per_batch_bias", 1, -1, -1, Slopes::kPerBatchHead, BiasMode::kPerBatch},
+    {"causal_left7_auto_bias", 1, 7, -1, Slopes::kNone, BiasMode::kAuto},
+    {"window_4_2_alibi_heads_auto_bias", 0, 4, 2, Slopes::kPerHead, BiasMode::kAuto},
 };
 
 void configure(Packed& t, const Case& c) {
   t.problem.causal = c.causal;
   t.problem.window_left = c.left;
   t.problem.window_right = c.right;
-  t.problem.alibi_slopes = c.alibi_per_batch || c.bias == BiasMode::kAuto ? t.slopes.data() : nullptr;
-  t.problem.alibi_stride_batch = c.alibi_per_batch ? t.hq : 0;
+  t.problem.alibi_slopes = c.slopes == Slopes::kNone ? nullptr : t.slopes.data();
+  t.problem.alibi_stride_batch = c.slopes == Slopes::kPerBatchHead ? t.hq : 0;
   set_bias(t, c.bias);
 }
 
