@@ -74,7 +74,7 @@ typedef struct FlashSigmoidProblem {
   int64_t heads_kv; /* heads_q % heads_kv == 0; query head h reads kv head h / (heads_q/heads_kv) */
   int64_t head_dim; /* 1..256; the CUDA kernels need a multiple of 8 */
   float scale;      /* multiplies q.k; flash_sigmoid_problem_init sets 1/sqrt(head_dim) */
-  float sigmoid_bias;
+  float sigmoid_bias; /* added to every score; see sigmoid_bias_per_batch and sigmoid_bias_auto below */
   /* Mask, bottom-right aligned (offset = seqlen_k - seqlen_q): key j is visible from query i when
    *   i + offset - window_left <= j <= i + offset + window_right,   -1 meaning unbounded.
    * causal != 0 is the window (-1, 0); it needs window_right to be -1 or 0. */
@@ -95,6 +95,30 @@ typedef struct FlashSigmoidProblem {
    * beside the default, listed in flash_sigmoid_build_info()) = that one only, for A/B
    * measurement. A variant that is not built is Unsupported. */
   const char* kernel_variant;
+  /* Packed variable-length sequences (docs/varlen.md). Both NULL: the dense problem above. Both
+   * set: `batch` sequences packed along the seqlen dimension of q/out (and of k, v): sequence b is
+   * rows cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1 of q (cu_seqlens_k likewise for k and v), int32
+   * offsets [batch + 1], 0 first, non-decreasing. seqlen_q and seqlen_k are then the total rows
+   * (the last offsets), the tensors' stride_batch is ignored, and each sequence is its own problem:
+   * masks bottom-right aligned with its own lengths (offset = Sk_b - Sq_b), ALiBi distances
+   * likewise. A sequence without keys gives O = 0 for its rows. Host pointers for the CPU
+   * implementation (read and checked there); device pointers for the GPU path, never read on the
+   * host (the GPU kernels do not implement packed sequences yet: Unsupported). */
+  const int32_t* cu_seqlens_q;
+  const int32_t* cu_seqlens_k;
+  /* The longest sequence of each (>= 0; at least the longest, which the CPU path checks). The GPU
+   * kernels size their grid by them. Ignored when cu_seqlens_* are NULL. */
+  int64_t max_seqlen_q;
+  int64_t max_seqlen_k;
+  /* Per-sequence bias: NULL = sigmoid_bias for every sequence; else fp32 [batch], sequence (or
+   * batch entry) b adds sigmoid_bias_per_batch[b] (a constant: no gradient; sigmoid_bias must then be
+   * 0). Host memory for the CPU implementation; the GPU kernels do not read it yet (Unsupported). */
+  const float* sigmoid_bias_per_batch;
+  /* Nonzero: each sequence's bias is -log(its seqlen_k) (the paper's recommendation; dense: one
+   * -log(seqlen_k) for all), computed where the lengths are known, so no host value is needed.
+   * A sequence without keys has no scores, so its bias never matters. With it, sigmoid_bias must be
+   * 0 and sigmoid_bias_per_batch NULL. */
+  int32_t sigmoid_bias_auto;
 } FlashSigmoidProblem;
 
 typedef struct FlashSigmoidForwardArgs {
@@ -116,7 +140,8 @@ typedef struct FlashSigmoidBackwardArgs {
 } FlashSigmoidBackwardArgs;
 
 /* Defaults for a problem of this head dim: fp16, scale 1/sqrt(head_dim), bias 0, no mask, no
- * ALiBi, sigmoid via exp2, best kernel; sizes other than head_dim are 0 and must be set. */
+ * ALiBi, sigmoid via exp2, best kernel, dense (cu_seqlens NULL, max lengths 0, no per-sequence or
+ * auto bias); sizes other than head_dim are 0 and must be set. */
 FLASH_SIGMOID_EXPORT FlashSigmoidProblem flash_sigmoid_problem_init(int64_t head_dim);
 
 /* A tensor view of contiguous [batch, seqlen, heads, head_dim] memory. */

@@ -2,7 +2,8 @@
 
 Layer: Python package (low level). The ops themselves are registered in C++ (src/torch/ops.cpp,
 torch's stable ABI); this module finds and loads that library, then registers their fake (meta)
-functions, so torch.compile and FakeTensor can trace them, and the autograd formula of `fwd`.
+functions, so torch.compile and FakeTensor can trace them, and the autograd formulas of `fwd` and
+`varlen_fwd`.
 Knows the op schemas; nothing of kernels.
 """
 import os
@@ -83,6 +84,47 @@ def _fwd_backward(ctx, dout):
 
 
 torch.library.register_autograd("flash_sigmoid::fwd", _fwd_backward, setup_context=_fwd_setup_context)
+
+
+# The varlen ops (packed sequences, docs/varlen.md): outputs shaped like the packed inputs.
+@torch.library.register_fake("flash_sigmoid::varlen_fwd")
+def _varlen_fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias,
+                     sigmoid_bias_per_batch, sigmoid_bias_auto, causal, window_left, window_right, alibi_slopes,
+                     score_function, kernel_arch, kernel_variant, deterministic):
+    return q.new_empty(q.shape)
+
+
+@torch.library.register_fake("flash_sigmoid::varlen_bwd")
+def _varlen_bwd_fake(dout, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias,
+                     sigmoid_bias_per_batch, sigmoid_bias_auto, causal, window_left, window_right, alibi_slopes,
+                     score_function, kernel_arch, kernel_variant, deterministic):
+    return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
+
+
+# Autograd of varlen_fwd, as of fwd: q, k, v, the offsets, the slopes and the per-sequence biases are
+# saved; only q, k, v get gradients.
+def _varlen_fwd_setup_context(ctx, inputs, output):
+    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias, sigmoid_bias_per_batch, \
+        sigmoid_bias_auto, causal, window_left, window_right, alibi_slopes, score_function, kernel_arch, \
+        kernel_variant, deterministic = inputs
+    ctx.save_for_backward(q, k, v, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_per_batch, alibi_slopes)
+    ctx.params = (max_seqlen_q, max_seqlen_k, scale, sigmoid_bias, sigmoid_bias_auto, causal, window_left,
+                  window_right, score_function, kernel_arch, kernel_variant, deterministic)
+
+
+def _varlen_fwd_backward(ctx, dout):
+    q, k, v, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_per_batch, alibi_slopes = ctx.saved_tensors
+    max_seqlen_q, max_seqlen_k, scale, sigmoid_bias, sigmoid_bias_auto, causal, window_left, window_right, \
+        score_function, kernel_arch, kernel_variant, deterministic = ctx.params
+    dq, dk, dv = ops.varlen_bwd(dout, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale,
+                                sigmoid_bias, sigmoid_bias_per_batch, sigmoid_bias_auto, causal, window_left,
+                                window_right, alibi_slopes, score_function, kernel_arch, kernel_variant,
+                                deterministic)
+    return (dq, dk, dv) + (None,) * 16
+
+
+torch.library.register_autograd("flash_sigmoid::varlen_fwd", _varlen_fwd_backward,
+                                setup_context=_varlen_fwd_setup_context)
 
 
 def build_info():

@@ -1,26 +1,34 @@
 """flash-attn 2.5.6's varlen entry points (packed sequences) with a trailing `sigmoid_bias`.
 
-Layer: Python package, over flash_attn_interface's dense path. This first step (issue 18) serves
-CPU tensors only, by running the dense CPU op once per sequence and concatenating the outputs:
-each sequence is its own problem, so causal and window are bottom-right aligned per sequence,
-GQA/MQA and ALiBi ([Hq] or [B, Hq]) carry over, and autograd flows through the slices and the
-concatenation. It needs the lengths on the host, which is free for CPU tensors. CUDA tensors raise
+Layer: Python package, over the flash_sigmoid::varlen_fwd/varlen_bwd ops (src/torch/ops.cpp). One op
+call serves the whole packed batch (one graph node under torch.compile); the C++ CPU
+implementation loops over the sequences (docs/varlen.md): each sequence is its own problem, so
+causal and window are bottom-right aligned per sequence, ALiBi ([Hq] or [B, Hq]) uses the
+sequence's lengths, GQA/MQA carries over. Differentiable in q, k, v (the varlen_bwd op).
+
+Checks here read only metadata (types, dtypes, devices, shapes), which torch.compile traces. In
+eager mode the offsets' values are checked here too (a CPU tensor's values are on the host: no
+sync), raising ValueError naming the argument; under torch.compile that check is left to the op,
+which reads the host offsets and raises RuntimeError with the same wording. CUDA tensors raise
 NotImplementedError: the GPU kernels do not yet read cu_seqlens (docs/varlen.md has the plan,
 which keeps the GPU path free of host syncs).
 
-sigmoid_bias: a float (every sequence), "auto" (-log(seqlen_k) of each sequence; a sequence with
-no keys has no scores, so its bias is irrelevant), or a [B] tensor (one per sequence).
+sigmoid_bias: a float (every sequence), "auto" (-log(seqlen_k) of each sequence, computed by the
+op from the offsets; a sequence with no keys has no scores, so its bias is irrelevant), or a [B]
+tensor (one per sequence, a constant). Window bounds >= max_seqlen_k are unbounded, as in
+flash-attn's mha_varlen_fwd.
 """
-import math
 import numbers
 
 import torch
 
 from . import flash_attn_interface as _dense
+from . import ops as _ops
+from ._library import ops as _lib
 
 
-def _check_cu_seqlens(name, cu, total, total_name, device):
-    """cu_seqlens: int32, 1-D [B+1], on `device`, 0 first, non-decreasing, last == total rows."""
+def _check_cu_meta(name, cu, device):
+    """cu_seqlens: an int32 1-D [B+1] tensor on `device` (metadata only)."""
     if not isinstance(cu, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(cu).__name__}")
     if cu.dtype != torch.int32:
@@ -29,6 +37,10 @@ def _check_cu_seqlens(name, cu, total, total_name, device):
         raise ValueError(f"{name}: expected device {device} like q, got {cu.device}")
     if cu.dim() != 1 or cu.shape[0] < 2:
         raise ValueError(f"{name}: expected shape [batch + 1] with batch >= 1, got {tuple(cu.shape)}")
+
+
+def _check_cu_values(name, cu, total, total_name):
+    """0 first, non-decreasing, last == total rows; returns the sequence lengths."""
     values = cu.tolist()
     if values[0] != 0:
         raise ValueError(f"{name}: expected the first entry to be 0, got {values[0]}")
@@ -38,33 +50,75 @@ def _check_cu_seqlens(name, cu, total, total_name, device):
                              f"at index {b}")
     if values[-1] != total:
         raise ValueError(f"{name}: expected the last entry to equal {total_name} ({total}), got {values[-1]}")
-    return values
+    return [values[b + 1] - values[b] for b in range(len(values) - 1)]
+
+
+def _check_max_type(name, max_seqlen):
+    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, (numbers.Integral, torch.SymInt)):
+        raise TypeError(f"{name}: expected an int, got {type(max_seqlen).__name__}")
+    if max_seqlen < 0:
+        raise ValueError(f"{name}: expected an int >= 0, got {max_seqlen}")
 
 
 def _check_max(name, max_seqlen, cu_name, lengths):
-    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, got {type(max_seqlen).__name__}")
     longest = max(lengths)
     if max_seqlen < longest:
         raise ValueError(f"{name}: expected at least the longest sequence of {cu_name} ({longest}), "
                          f"got {max_seqlen}")
 
 
-def _biases(sigmoid_bias, lengths_k, device):
-    """One float per sequence."""
-    batch = len(lengths_k)
+def _check_packed(q, k, v, names):
+    """dtypes, devices and shapes of q [total_q, Hq, D], k and v [total_k, Hkv, D]."""
+    for name, t in zip(names[1:], (k, v)):
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name}: expected dtype {q.dtype} like {names[0]}, got {t.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name}: expected device {q.device} like {names[0]}, got {t.device}")
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"{names[0]}: expected dtype float16, bfloat16 or float32 on cpu, got {q.dtype}")
+    if v.shape != k.shape:
+        raise ValueError(f"{names[2]}: expected the shape of {names[1]} {tuple(k.shape)}, got {tuple(v.shape)}")
+    hkv, d = k.shape[1], k.shape[2]
+    if q.shape[2] != d:
+        raise ValueError(f"{names[1]}: expected head_dim {q.shape[2]} like {names[0]}, got shape {tuple(k.shape)}")
+    if hkv < 1 or q.shape[1] % hkv != 0:
+        raise ValueError(f"{names[1]}: expected heads ({hkv}) to divide the query heads ({q.shape[1]})")
+    if not 1 <= d <= 256:
+        raise ValueError(f"{names[0]}: expected head_dim 1..256, got {d}")
+
+
+def _check_alibi(alibi_slopes, q, batch):
+    if alibi_slopes is None:
+        return
+    if not isinstance(alibi_slopes, torch.Tensor):
+        raise TypeError(f"alibi_slopes: expected a torch.Tensor or None, got {type(alibi_slopes).__name__}")
+    if alibi_slopes.dtype != torch.float32:
+        raise TypeError(f"alibi_slopes: expected dtype float32, got {alibi_slopes.dtype}")
+    if alibi_slopes.device != q.device:
+        raise ValueError(f"alibi_slopes: expected device {q.device} like q, got {alibi_slopes.device}")
+    hq = q.shape[1]
+    if tuple(alibi_slopes.shape) not in ((hq,), (batch, hq)):
+        raise ValueError(f"alibi_slopes: expected shape ({hq},) or ({batch}, {hq}), got {tuple(alibi_slopes.shape)}")
+
+
+def _bias_args(sigmoid_bias, batch, device, check_values):
+    """(scalar, [B] fp32 tensor or None, auto) for the op."""
     if isinstance(sigmoid_bias, str):
         if sigmoid_bias != "auto":
             raise ValueError(f"sigmoid_bias: expected a number, \"auto\" or a [batch] tensor, got {sigmoid_bias!r}")
-        return [-math.log(n) if n > 0 else 0.0 for n in lengths_k]
+        return 0.0, None, True
     if isinstance(sigmoid_bias, torch.Tensor) and sigmoid_bias.dim() == 1:
         if sigmoid_bias.shape[0] != batch:
             raise ValueError(f"sigmoid_bias: expected shape ({batch},) (one per sequence), "
                              f"got {tuple(sigmoid_bias.shape)}")
-        values = sigmoid_bias.tolist()
-        return [_dense._ops.as_float(f"sigmoid_bias[{b}]", x) for b, x in enumerate(values)]
-    bias = _dense._ops.as_float("sigmoid_bias", sigmoid_bias)
-    return [bias] * batch
+        if sigmoid_bias.device != device:
+            raise ValueError(f"sigmoid_bias: expected device {device} like q, got {sigmoid_bias.device}")
+        biases = sigmoid_bias.detach().to(torch.float32)
+        if check_values:
+            for b, x in enumerate(biases.tolist()):
+                _ops.as_float(f"sigmoid_bias[{b}]", x)
+        return 0.0, biases, False
+    return _ops.as_float("sigmoid_bias", sigmoid_bias), None, False
 
 
 def _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
@@ -74,45 +128,35 @@ def _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dro
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 3:
             raise ValueError(f"{name}: expected 3 dims [total_tokens, heads, head_dim], got shape {tuple(t.shape)}")
+    _dense._check_dropout(dropout_p)
+    _dense._check_return_attn_probs(return_attn_probs)
     if q.is_cuda:
         raise NotImplementedError("flash_attn_varlen_func: CUDA tensors are not supported yet (the GPU kernels "
                                   "do not read cu_seqlens; see docs/varlen.md); CPU tensors are")
-    off_q = _check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], f"{names[0]}.shape[0]", q.device)
-    off_k = _check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], f"{names[1]}.shape[0]", q.device)
-    if len(off_k) != len(off_q):
-        raise ValueError(f"cu_seqlens_k: expected shape ({len(off_q)},) like cu_seqlens_q, "
+    _check_cu_meta("cu_seqlens_q", cu_seqlens_q, q.device)
+    _check_cu_meta("cu_seqlens_k", cu_seqlens_k, q.device)
+    eager = not torch.compiler.is_compiling()
+    if eager:
+        # The offsets' values, on the host already (CPU tensors); under torch.compile the op checks them.
+        len_q = _check_cu_values("cu_seqlens_q", cu_seqlens_q, q.shape[0], f"{names[0]}.shape[0]")
+        len_k = _check_cu_values("cu_seqlens_k", cu_seqlens_k, k.shape[0], f"{names[1]}.shape[0]")
+    if cu_seqlens_k.shape != cu_seqlens_q.shape:
+        raise ValueError(f"cu_seqlens_k: expected shape ({cu_seqlens_q.shape[0]},) like cu_seqlens_q, "
                          f"got {tuple(cu_seqlens_k.shape)}")
-    len_q = [off_q[b + 1] - off_q[b] for b in range(len(off_q) - 1)]
-    len_k = [off_k[b + 1] - off_k[b] for b in range(len(off_k) - 1)]
-    _check_max("max_seqlen_q", max_seqlen_q, "cu_seqlens_q", len_q)
-    _check_max("max_seqlen_k", max_seqlen_k, "cu_seqlens_k", len_k)
-    if v.shape != k.shape:
-        raise ValueError(f"{names[2]}: expected the shape of {names[1]} {tuple(k.shape)}, got {tuple(v.shape)}")
-    batch = len(len_q)
-    if alibi_slopes is not None and isinstance(alibi_slopes, torch.Tensor) and alibi_slopes.dim() == 2 \
-            and alibi_slopes.shape[0] != batch:
-        raise ValueError(f"alibi_slopes: expected shape ({q.shape[1]},) or ({batch}, {q.shape[1]}), "
-                         f"got {tuple(alibi_slopes.shape)}")
-    biases = _biases(sigmoid_bias, len_k, q.device)
-    outs = []
-    for b in range(batch):
-        qb = q[off_q[b]:off_q[b + 1]].unsqueeze(0)
-        kb = k[off_k[b]:off_k[b + 1]].unsqueeze(0)
-        vb = v[off_k[b]:off_k[b + 1]].unsqueeze(0)
-        slopes = alibi_slopes
-        if isinstance(alibi_slopes, torch.Tensor) and alibi_slopes.dim() == 2:
-            slopes = alibi_slopes[b:b + 1]
-        if len_q[b] == 0:
-            outs.append(q[off_q[b]:off_q[b + 1]])
-            continue
-        if len_k[b] == 0:
-            # No keys: every row is fully masked, O = 0 (and no gradient reaches k or v).
-            outs.append(q[off_q[b]:off_q[b + 1]] * 0)
-            continue
-        ob = _dense._attention(qb, kb, vb, dropout_p, softmax_scale, causal, window_size, slopes, deterministic,
-                               return_attn_probs, biases[b], names)
-        outs.append(ob[0])
-    return torch.cat(outs, dim=0) if outs else q.new_zeros(q.shape)
+    _check_max_type("max_seqlen_q", max_seqlen_q)
+    _check_max_type("max_seqlen_k", max_seqlen_k)
+    _check_packed(q, k, v, names)
+    batch = cu_seqlens_q.shape[0] - 1
+    _check_alibi(alibi_slopes, q, batch)
+    if eager:
+        _check_max("max_seqlen_q", max_seqlen_q, "cu_seqlens_q", len_q)
+        _check_max("max_seqlen_k", max_seqlen_k, "cu_seqlens_k", len_k)
+    bias, bias_per_batch, bias_auto = _bias_args(sigmoid_bias, batch, q.device, eager)
+    left, right = _dense._flash_window(window_size, bool(causal), max_seqlen_k)
+    scale = q.shape[-1] ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
+    return _lib.varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, bias,
+                           bias_per_batch, bias_auto, bool(causal), left, right, alibi_slopes,
+                           _ops.SCORE_FUNCTIONS["exp2"], 0, "", bool(deterministic))
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
@@ -122,7 +166,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     (total_k, nheads_k, headdim); sequence b is rows cu_seqlens_q[b]:cu_seqlens_q[b+1] of q and
     cu_seqlens_k[b]:cu_seqlens_k[b+1] of k and v (cu_seqlens_* int32 [batch + 1]). Masks are
     bottom-right aligned per sequence; a sequence with no keys gives O = 0. sigmoid_bias: float,
-    "auto" (-log(seqlen_k) per sequence) or a (batch,) tensor. CPU tensors only for now.
+    "auto" (-log(seqlen_k) per sequence) or a (batch,) tensor. Window bounds >= max_seqlen_k are
+    unbounded (flash-attn's rule). CPU tensors only for now.
     Returns out (total_q, nheads, headdim)."""
     return _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
                    causal, window_size, alibi_slopes, deterministic, return_attn_probs, sigmoid_bias,

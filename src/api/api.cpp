@@ -111,6 +111,12 @@ Problem problem_init(int64_t head_dim) {
   p.score_function = FLASH_SIGMOID_SIGMOID_VIA_EXP2;
   p.kernel_arch = 0;
   p.kernel_variant = nullptr;
+  p.cu_seqlens_q = nullptr;
+  p.cu_seqlens_k = nullptr;
+  p.max_seqlen_q = 0;
+  p.max_seqlen_k = 0;
+  p.sigmoid_bias_per_batch = nullptr;
+  p.sigmoid_bias_auto = 0;
   return p;
 }
 
@@ -183,6 +189,7 @@ namespace cpu {
 
 Status forward(const ForwardArgs& args, int num_threads) {
   if (Status s = api::validate(&args, api::Backend::kCpu, "cpu::forward"); s != Status::kSuccess) return s;
+  if (Status s = api::check_host_sequences(args.problem, "cpu::forward"); s != Status::kSuccess) return s;
   if (num_threads < 0) {
     return api::fail(Status::kInvalidArgument, "cpu::forward: num_threads: expected >= 0 (0: one per hardware thread), got " +
                                                    std::to_string(num_threads));
@@ -196,6 +203,7 @@ Status forward(const ForwardArgs& args, int num_threads) {
 
 Status backward(const BackwardArgs& args, int num_threads) {
   if (Status s = api::validate(&args, api::Backend::kCpu, "cpu::backward"); s != Status::kSuccess) return s;
+  if (Status s = api::check_host_sequences(args.problem, "cpu::backward"); s != Status::kSuccess) return s;
   if (num_threads < 0) {
     return api::fail(Status::kInvalidArgument, "cpu::backward: num_threads: expected >= 0 (0: one per hardware thread), got " +
                                                    std::to_string(num_threads));

@@ -1,12 +1,16 @@
 // Layer: public API. Argument validation: every rejected argument gets a message that names it and
-// says what was expected. Reads only the structs, never memory behind their pointers.
+// says what was expected. validate() reads only the structs, never memory behind their pointers;
+// check_host_sequences() reads the host offsets and biases of a CPU call, and nothing else.
 #include "api/validate.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include "api/error.hpp"
 #include "common/dq_accum_layout.hpp"
@@ -85,6 +89,7 @@ class Checker {
             static_cast<int>(p.score_function));
     require(p.kernel_arch == 0 || p.kernel_arch == 80 || p.kernel_arch == 90, "problem.kernel_arch",
             "0 (best available), 80 or 90", p.kernel_arch);
+    check_sequences(p);
     if (cuda) {
       require(p.batch <= kMaxGridYZ, "problem.batch", "<= 65535 for the GPU kernels", p.batch);
       require(p.heads_q <= kMaxGridYZ, "problem.heads_q", "<= 65535 for the GPU kernels", p.heads_q);
@@ -93,16 +98,53 @@ class Checker {
     }
   }
 
-  // A [batch, seqlen, heads, head_dim] tensor; `name` is the argument ("q", "dout", ...).
+  // The packed-sequence fields (cu_seqlens, max lengths) and the per-sequence bias: what costs
+  // nothing. The offsets themselves are host memory only on the CPU path (check_host_sequences).
+  void check_sequences(const Problem& p) {
+    const bool has_q = p.cu_seqlens_q != nullptr, has_k = p.cu_seqlens_k != nullptr;
+    require(has_q == has_k, has_q ? "problem.cu_seqlens_k" : "problem.cu_seqlens_q",
+            std::string("a non-null pointer like ") + (has_q ? "problem.cu_seqlens_q" : "problem.cu_seqlens_k") +
+                " (both set: packed sequences; both NULL: dense)",
+            "NULL");
+    require(p.max_seqlen_q >= 0, "problem.max_seqlen_q", ">= 0", p.max_seqlen_q);
+    require(p.max_seqlen_k >= 0, "problem.max_seqlen_k", ">= 0", p.max_seqlen_k);
+    for (const auto& [ptr, name] : {std::pair{p.cu_seqlens_q, "problem.cu_seqlens_q"},
+                                    std::pair{p.cu_seqlens_k, "problem.cu_seqlens_k"}}) {
+      require(reinterpret_cast<uintptr_t>(ptr) % alignof(int32_t) == 0, name, "a 4-byte aligned pointer to int32 offsets",
+              static_cast<const void*>(ptr));
+    }
+    require(reinterpret_cast<uintptr_t>(p.sigmoid_bias_per_batch) % alignof(float) == 0,
+            "problem.sigmoid_bias_per_batch", "a 4-byte aligned pointer to fp32 biases",
+            static_cast<const void*>(p.sigmoid_bias_per_batch));
+    require(!p.sigmoid_bias_auto || p.sigmoid_bias_per_batch == nullptr, "problem.sigmoid_bias_per_batch",
+            "NULL with problem.sigmoid_bias_auto (the bias is -log(seqlen_k) of each sequence)",
+            static_cast<const void*>(p.sigmoid_bias_per_batch));
+    require((!p.sigmoid_bias_auto && p.sigmoid_bias_per_batch == nullptr) || p.sigmoid_bias == 0.0f,
+            "problem.sigmoid_bias",
+            p.sigmoid_bias_auto ? "0 with problem.sigmoid_bias_auto (which replaces it)"
+                                : "0 with problem.sigmoid_bias_per_batch (which replaces it)",
+            p.sigmoid_bias);
+    if (backend_ == Backend::kCuda && has_q && has_k) {
+      require(p.max_seqlen_q < kMaxSeqlen, "problem.max_seqlen_q", "< 2^30 for the GPU kernels", p.max_seqlen_q);
+      require(p.max_seqlen_k < kMaxSeqlen, "problem.max_seqlen_k", "< 2^30 for the GPU kernels", p.max_seqlen_k);
+    }
+  }
+
+  // A [batch, seqlen, heads, head_dim] tensor; `name` is the argument ("q", "dout", ...). Packed
+  // (cu_seqlens set), it is one [1, seqlen (total rows), heads, head_dim] tensor: stride_batch is
+  // never used, so it is not checked.
   void check_tensor(const Tensor& t, const char* name, const Problem& p, int64_t seqlen, int64_t heads,
                     int element_bytes) {
     if (!ok_) return;
     const std::string n(name);
+    const bool packed = p.cu_seqlens_q != nullptr;
+    const int64_t batches = packed ? std::min<int64_t>(p.batch, 1) : p.batch;
+    const int64_t stride_batch = packed ? 0 : t.stride_batch;
     require(t.stride_dim == 1, (n + ".stride_dim").c_str(), "1 (the head dim must be contiguous)", t.stride_dim);
-    require(t.stride_batch >= 0, (n + ".stride_batch").c_str(), ">= 0", t.stride_batch);
+    require(stride_batch >= 0, (n + ".stride_batch").c_str(), ">= 0", t.stride_batch);
     require(t.stride_seq >= 0, (n + ".stride_seq").c_str(), ">= 0", t.stride_seq);
     require(t.stride_head >= 0, (n + ".stride_head").c_str(), ">= 0", t.stride_head);
-    const bool has_elements = p.batch > 0 && seqlen > 0 && heads > 0 && p.head_dim > 0;
+    const bool has_elements = batches > 0 && seqlen > 0 && heads > 0 && p.head_dim > 0;
     if (!ok_ || !has_elements) return;
     require(t.data != nullptr, (n + ".data").c_str(), "a non-null pointer", "NULL");
     // Largest element offset, computed without overflow. If it overflows, the message names the
@@ -111,8 +153,8 @@ class Checker {
     bool overflow = false;
     int largest = 0;
     int64_t largest_term = -1;
-    const int64_t extents[3] = {p.batch - 1, seqlen - 1, heads - 1};
-    const int64_t strides[3] = {t.stride_batch, t.stride_seq, t.stride_head};
+    const int64_t extents[3] = {batches - 1, seqlen - 1, heads - 1};
+    const int64_t strides[3] = {stride_batch, t.stride_seq, t.stride_head};
     const char* const stride_names[3] = {".stride_batch", ".stride_seq", ".stride_head"};
     for (int i = 0; i < 3; ++i) {
       int64_t term = 0;
@@ -128,7 +170,7 @@ class Checker {
     const int64_t vector = 16 / element_bytes;  // elements per 16-byte vector access
     require(reinterpret_cast<uintptr_t>(t.data) % 16 == 0, (n + ".data").c_str(),
             "a 16-byte aligned pointer for the GPU kernels", t.data);
-    require(t.stride_batch % vector == 0, (n + ".stride_batch").c_str(),
+    require(stride_batch % vector == 0, (n + ".stride_batch").c_str(),
             "a multiple of 8 elements (16 bytes) for the GPU kernels", t.stride_batch);
     require(t.stride_seq % vector == 0, (n + ".stride_seq").c_str(),
             "a multiple of 8 elements (16 bytes) for the GPU kernels", t.stride_seq);
@@ -150,6 +192,31 @@ class Checker {
 
 int element_bytes(FlashSigmoidDType dtype) { return dtype == FLASH_SIGMOID_FLOAT32 ? 4 : 2; }
 
+// What is valid but not implemented by the GPU kernels yet (issue 18, step 3): Unsupported, never a
+// kernel that would ignore the field and return a wrong answer.
+Status gpu_implements(const Problem& p, const char* where) {
+  if (p.cu_seqlens_q != nullptr) {
+    return fail(Status::kUnsupported, std::string(where) +
+                                          ": problem.cu_seqlens_q: varlen is not implemented on the GPU yet "
+                                          "(docs/varlen.md); the CPU implementation (cpu::forward/backward) has it");
+  }
+  if (p.sigmoid_bias_per_batch != nullptr) {
+    return fail(Status::kUnsupported, std::string(where) +
+                                          ": problem.sigmoid_bias_per_batch: a per-sequence bias is not implemented "
+                                          "on the GPU yet (docs/varlen.md); the CPU implementation has it");
+  }
+  return Status::kSuccess;
+}
+
+template <class Args>
+Status finish(const Checker& c, const Args& args, Backend backend, const char* where) {
+  if (!c.ok()) return c.status();
+  if (backend == Backend::kCuda) {
+    if (Status s = gpu_implements(args.problem, where); s != Status::kSuccess) return s;
+  }
+  return succeed();
+}
+
 }  // namespace
 
 Status validate(const ForwardArgs* args, Backend backend, const char* where) {
@@ -163,7 +230,7 @@ Status validate(const ForwardArgs* args, Backend backend, const char* where) {
   c.check_tensor(args->k, "k", p, p.seqlen_k, p.heads_kv, eb);
   c.check_tensor(args->v, "v", p, p.seqlen_k, p.heads_kv, eb);
   c.check_tensor(args->out, "out", p, p.seqlen_q, p.heads_q, eb);
-  return c.ok() ? succeed() : c.status();
+  return finish(c, *args, backend, where);
 }
 
 Status validate(const BackwardArgs* args, Backend backend, const char* where) {
@@ -191,6 +258,43 @@ Status validate(const BackwardArgs* args, Backend backend, const char* where) {
               "(at most 2^63 - 1)",
               got.str());
   }
+  return finish(c, *args, backend, where);
+}
+
+Status check_host_sequences(const Problem& p, const char* where) {
+  Checker c(where, Backend::kCpu);
+  if (p.cu_seqlens_q != nullptr) {
+    for (const auto& [cu, side, total, max_seqlen] : {std::tuple{p.cu_seqlens_q, "q", p.seqlen_q, p.max_seqlen_q},
+                                                      std::tuple{p.cu_seqlens_k, "k", p.seqlen_k, p.max_seqlen_k}}) {
+      const std::string cu_name = std::string("cu_seqlens_") + side;
+      const std::string name_text = "problem." + cu_name;
+      const std::string max_name = std::string("problem.max_seqlen_") + side;
+      const char* name = name_text.c_str();
+      c.require(cu[0] == 0, name, "the first entry to be 0", cu[0]);
+      int64_t longest = 0;
+      for (int64_t b = 0; c.ok() && b < p.batch; ++b) {
+        if (cu[b + 1] < cu[b]) {
+          std::ostringstream got;
+          got << cu[b] << " then " << cu[b + 1] << " at index " << b;
+          c.require(false, name, "non-decreasing entries", got.str());
+        }
+        longest = std::max<int64_t>(longest, int64_t{cu[b + 1]} - cu[b]);
+      }
+      std::ostringstream total_text;
+      total_text << "the last entry to equal problem.seqlen_" << side << " (" << total << ", the total rows)";
+      c.require(cu[p.batch] == total, name, total_text.str(), cu[p.batch]);
+      std::ostringstream longest_text;
+      longest_text << "at least the longest sequence of " << cu_name << " (" << longest << ")";
+      c.require(max_seqlen >= longest, max_name.c_str(), longest_text.str(), max_seqlen);
+    }
+  }
+  if (p.sigmoid_bias_per_batch != nullptr) {
+    for (int64_t b = 0; c.ok() && b < p.batch; ++b) {
+      const std::string name = "problem.sigmoid_bias_per_batch[" + std::to_string(b) + "]";
+      c.require(std::isfinite(p.sigmoid_bias_per_batch[b]), name.c_str(), "a finite number",
+                p.sigmoid_bias_per_batch[b]);
+    }
+  }
   return c.ok() ? succeed() : c.status();
 }
 
@@ -215,7 +319,10 @@ ProblemParams problem_params(const Problem& p) {
   q.head_dim = static_cast<int>(p.head_dim);
   q.group_size = static_cast<int>(p.heads_q / p.heads_kv);
   q.scale = p.scale;
+  // Dense, "auto" is one bias known on the host. (Packed sequences and per-sequence biases never
+  // reach the kernels: gpu_implements.)
   q.bias = p.sigmoid_bias;
+  if (p.sigmoid_bias_auto) q.bias = p.seqlen_k > 0 ? static_cast<float>(-std::log(static_cast<double>(p.seqlen_k))) : 0.0f;
   q.mask = resolve_mask(p.causal != 0, p.window_left, p.window_right, p.seqlen_q, p.seqlen_k);
   q.alibi_slopes = p.alibi_slopes;
   q.alibi_stride_batch = p.alibi_stride_batch;

@@ -1,6 +1,6 @@
 // Layer: public API (internal). Argument validation shared by the GPU and CPU entry points, and the
 // translation of valid public structs into the kernels' ForwardParams/BackwardParams.
-// Validation touches no memory behind any pointer: it reads only the structs.
+// validate() touches no memory behind any pointer: it reads only the structs.
 #pragma once
 
 #include <cstddef>
@@ -13,9 +13,17 @@ namespace flash_sigmoid::api {
 enum class Backend { kCuda, kCpu };
 
 // kSuccess, or kInvalidArgument with last_error() naming the argument and what was expected.
-// `where` prefixes the message (the public function's name).
+// `where` prefixes the message (the public function's name). For kCuda, a valid problem the GPU
+// kernels do not implement yet (packed sequences, a per-sequence bias) is kUnsupported, naming the
+// field (docs/varlen.md).
 Status validate(const ForwardArgs* args, Backend backend, const char* where);
 Status validate(const BackwardArgs* args, Backend backend, const char* where);
+
+// The CPU path's checks of host memory, after validate(): cu_seqlens_q/k start at 0, never
+// decrease and end at seqlen_q/seqlen_k (the total rows), max_seqlen_q/k are at least the longest
+// sequence, and sigmoid_bias_per_batch holds finite numbers. kSuccess or kInvalidArgument naming
+// the argument. Never called for the GPU path (the pointers are device memory there).
+Status check_host_sequences(const Problem& p, const char* where);
 
 // Whether the problem has no output element at all (nothing to launch).
 bool nothing_to_do(const ForwardArgs& args);

@@ -11,7 +11,9 @@
 // Scores are laid out keys x queries so that the first product needs no transposed copy of k (k's
 // rows are the broadcast operand) and q is transposed once per task rather than k once per tile.
 // Every element of O sums its keys in ascending order, so results depend neither on the thread
-// count nor on which worker ran a task. Does not validate arguments (the API layer does).
+// count nor on which worker ran a task. Packed sequences and per-sequence biases run the same
+// tasks on each dense part of the call (cpu_sequences.hpp). Does not validate arguments (the API
+// layer does).
 #include "attention_cpu.hpp"
 
 #include <algorithm>
@@ -20,6 +22,7 @@
 
 #include "cpu_kernels.hpp"
 #include "cpu_parallel.hpp"
+#include "cpu_sequences.hpp"
 #include "cpu_tiles.hpp"
 
 namespace flash_sigmoid::cpu_impl {
@@ -100,15 +103,33 @@ void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, cons
 
 }  // namespace
 
+// One parallel loop over every part's tasks (cpu_sequences.hpp: the whole dense batch, or one
+// part per packed sequence), so that many short sequences keep every worker busy. Task t of the
+// loop is task t - first_task of the last part whose first_task <= t.
 bool forward(const FlashSigmoidForwardArgs& args, int num_threads) noexcept {
   try {
-    const CpuProblem p = make_cpu_problem(args);
-    if (p.batch <= 0 || p.heads_q <= 0 || p.seqlen_q <= 0 || p.head_dim <= 0) return true;
+    const std::vector<FlashSigmoidForwardArgs> part_args = dense_parts(args);
+    struct Part {
+      const FlashSigmoidForwardArgs* args;
+      CpuProblem p;
+    };
+    std::vector<Part> parts;
+    std::vector<int64_t> first_task;
+    int64_t tasks = 0, work = 0;
+    for (const FlashSigmoidForwardArgs& a : part_args) {
+      const CpuProblem p = make_cpu_problem(a);
+      if (p.batch <= 0 || p.heads_q <= 0 || p.seqlen_q <= 0 || p.head_dim <= 0) continue;
+      parts.push_back(Part{&a, p});
+      first_task.push_back(tasks);
+      tasks += p.batch * p.heads_q * tile_count(p.seqlen_q, kBlockM * kFwdBlocksPerTask);
+      work += p.batch * p.heads_q * p.seqlen_q * p.seqlen_k * p.head_dim;  // per GEMM
+    }
+    if (tasks == 0) return true;
     const CpuKernels& kernels = select_kernels();
-    const int64_t m_blocks = tile_count(p.seqlen_q, kBlockM * kFwdBlocksPerTask);
-    const int64_t work = p.batch * p.heads_q * p.seqlen_q * p.seqlen_k * p.head_dim;  // per GEMM
-    return parallel_for(p.batch * p.heads_q * m_blocks, num_threads, work, [&](int64_t task, std::vector<float>& scratch) {
-      forward_task(args, p, kernels, task, scratch);
+    return parallel_for(tasks, num_threads, work, [&](int64_t task, std::vector<float>& scratch) {
+      const size_t i = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), task) -
+                                           first_task.begin() - 1);
+      forward_task(*parts[i].args, parts[i].p, kernels, task - first_task[i], scratch);
     });
   } catch (...) {
     return false;

@@ -13,7 +13,9 @@ namespace flash_sigmoid::cpu_impl {
 
 // Preconditions (checked by the API layer): sizes >= 0; non-null data where elements exist;
 // stride_dim == 1; heads_q % heads_kv == 0; head_dim in 1..256; dtype fp32/fp16/bf16;
-// windows >= -1; causal implies window_right in {-1, 0}; slopes valid where given.
+// windows >= -1; causal implies window_right in {-1, 0}; slopes valid where given; packed
+// sequences (cu_seqlens_q/k, host memory) and sigmoid_bias_per_batch checked by
+// api::check_host_sequences. Packed, each sequence is its own problem (cpu_sequences.hpp).
 //
 // forward writes every element of out ([batch, seqlen_q, heads_q, head_dim]): rows that see no
 // key (fully masked, or seqlen_k == 0) are 0. fp16 results beyond the half range are +-inf.

@@ -14,7 +14,9 @@
 // The slab count per kv head (kSlabsPerHead at most) and the partials' memory are functions of the
 // problem alone, so every gradient element has one fixed summation order: gradients are bitwise
 // identical for any thread count (`deterministic` is always honoured). Key tasks are run in waves
-// of (batch, kv head) pairs so that the partials stay under kPartialBudgetBytes.
+// of (batch, kv head) pairs so that the partials stay under kPartialBudgetBytes. Packed sequences
+// and per-sequence biases: the pairs of every dense part of the call (cpu_sequences.hpp) share the
+// waves.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -29,6 +31,7 @@
 #include "attention_cpu.hpp"
 #include "cpu_kernels.hpp"
 #include "cpu_parallel.hpp"
+#include "cpu_sequences.hpp"
 #include "cpu_tiles.hpp"
 
 namespace flash_sigmoid::cpu_impl {
@@ -200,33 +203,97 @@ void reduce_task(const BackwardContext& c, int64_t task, std::vector<float>& scr
   }
 }
 
+// One (batch, kv head) pair of one part (cpu_sequences.hpp): its key tasks own rows of dK and dV,
+// its reduction tasks rows of dQ, and its dQ partials are `floats` floats of the wave's buffer.
+struct PairWork {
+  size_t part;
+  int64_t pair;
+  int64_t floats;
+  int64_t key_tasks, reduce_tasks;
+  int64_t key_work, reduce_work;  // multiply-adds, for the thread count
+};
+
 }  // namespace
 
+// Every part's (batch, kv head) pairs, in order, are run in waves whose partials fit in
+// kPartialBudgetBytes (at least one pair per wave); a wave's key tasks, then its reduction tasks,
+// run in one parallel loop each over all of its pairs, whichever parts they belong to. A pair's
+// partials do not depend on where in the buffer they live, so the gradients of a dense call are
+// those of a loop over its pairs alone, and each packed sequence's those of a dense call on it.
 bool backward(const FlashSigmoidBackwardArgs& args, int num_threads) noexcept {
   try {
-    const CpuProblem p = make_cpu_problem(args);
-    if (p.batch <= 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.head_dim <= 0) return true;
+    const std::vector<FlashSigmoidBackwardArgs> part_args = dense_parts(args);
     const CpuKernels& kernels = select_kernels();
-    const int64_t n_blocks = tile_count(p.seqlen_k, kBlockN);
-    SlabPlan plan;
-    plan.blocks_per_slab = std::max<int64_t>(1, tile_count(n_blocks, kSlabsPerHead));
-    plan.slabs = tile_count(n_blocks, plan.blocks_per_slab);
-    plan.width = round_up(p.head_dim, kernels.nr);
-    const int64_t pairs = p.batch * p.heads_kv;
-    const int64_t pair_bytes = p.group * plan.slabs * p.seqlen_q * plan.width * int64_t{sizeof(float)};
-    const int64_t pairs_per_wave = std::clamp<int64_t>(pair_bytes > 0 ? kPartialBudgetBytes / pair_bytes : pairs, 1, pairs);
-    const PartialsBuffer partials(static_cast<size_t>(pairs_per_wave * pair_bytes / int64_t{sizeof(float)}));
-    const int64_t m_blocks = tile_count(p.seqlen_q, kBwdBlockM);
-    const int64_t work_per_pair = p.group * p.seqlen_q * p.seqlen_k * p.head_dim;  // per GEMM
-    for (int64_t first = 0; first < pairs; first += pairs_per_wave) {
-      const int64_t wave = std::min(pairs_per_wave, pairs - first);
-      const BackwardContext c{args, p, kernels, plan, first, partials.data};
-      if (!parallel_for(wave * plan.slabs, num_threads, wave * work_per_pair,
-                        [&](int64_t task, std::vector<float>& scratch) { key_task(c, task, scratch); })) {
+    struct Part {
+      const FlashSigmoidBackwardArgs* args;
+      CpuProblem p;
+      SlabPlan plan;
+    };
+    std::vector<Part> parts;
+    std::vector<PairWork> pairs;
+    for (const FlashSigmoidBackwardArgs& a : part_args) {
+      const CpuProblem p = make_cpu_problem(a);
+      if (p.batch <= 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.head_dim <= 0) continue;
+      const int64_t n_blocks = tile_count(p.seqlen_k, kBlockN);
+      SlabPlan plan;
+      plan.blocks_per_slab = std::max<int64_t>(1, tile_count(n_blocks, kSlabsPerHead));
+      plan.slabs = tile_count(n_blocks, plan.blocks_per_slab);
+      plan.width = round_up(p.head_dim, kernels.nr);
+      parts.push_back(Part{&a, p, plan});
+      const int64_t m_blocks = tile_count(p.seqlen_q, kBwdBlockM);
+      for (int64_t pair = 0; pair < p.batch * p.heads_kv; ++pair) {
+        pairs.push_back(PairWork{parts.size() - 1, pair, p.group * plan.slabs * p.seqlen_q * plan.width, plan.slabs,
+                                 p.group * m_blocks, p.group * p.seqlen_q * p.seqlen_k * p.head_dim,
+                                 p.group * p.seqlen_q * p.head_dim * plan.slabs});
+      }
+    }
+    // Waves: [wave_begin[w], wave_begin[w + 1]) of `pairs`.
+    constexpr int64_t kBudgetFloats = kPartialBudgetBytes / int64_t{sizeof(float)};
+    std::vector<size_t> wave_begin;
+    int64_t wave_floats = 0, buffer_floats = 0;
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      if (wave_begin.empty() || wave_floats + pairs[i].floats > kBudgetFloats) {
+        wave_begin.push_back(i);
+        wave_floats = 0;
+      }
+      wave_floats += pairs[i].floats;
+      buffer_floats = std::max(buffer_floats, wave_floats);
+    }
+    wave_begin.push_back(pairs.size());
+    if (pairs.empty()) return true;
+    const PartialsBuffer partials(static_cast<size_t>(buffer_floats));
+
+    for (size_t w = 0; w + 1 < wave_begin.size(); ++w) {
+      std::vector<BackwardContext> contexts;
+      std::vector<int64_t> first_key, first_reduce;
+      int64_t key_tasks = 0, reduce_tasks = 0, key_work = 0, reduce_work = 0, offset = 0;
+      contexts.reserve(wave_begin[w + 1] - wave_begin[w]);
+      for (size_t i = wave_begin[w]; i < wave_begin[w + 1]; ++i) {
+        const PairWork& pw = pairs[i];
+        const Part& part = parts[pw.part];
+        contexts.push_back(BackwardContext{*part.args, part.p, kernels, part.plan, pw.pair, partials.data + offset});
+        offset += pw.floats;
+        first_key.push_back(key_tasks);
+        first_reduce.push_back(reduce_tasks);
+        key_tasks += pw.key_tasks;
+        reduce_tasks += pw.reduce_tasks;
+        key_work += pw.key_work;
+        reduce_work += pw.reduce_work;
+      }
+      // The pair of task `task` of a loop whose pairs start at `first`: the last with first <= task.
+      auto pair_of = [](const std::vector<int64_t>& first, int64_t task) {
+        return static_cast<size_t>(std::upper_bound(first.begin(), first.end(), task) - first.begin() - 1);
+      };
+      if (!parallel_for(key_tasks, num_threads, key_work, [&](int64_t task, std::vector<float>& scratch) {
+            const size_t i = pair_of(first_key, task);
+            key_task(contexts[i], task - first_key[i], scratch);
+          })) {
         return false;
       }
-      if (!parallel_for(wave * p.group * m_blocks, num_threads, wave * p.group * p.seqlen_q * p.head_dim * plan.slabs,
-                        [&](int64_t task, std::vector<float>& scratch) { reduce_task(c, task, scratch); })) {
+      if (!parallel_for(reduce_tasks, num_threads, reduce_work, [&](int64_t task, std::vector<float>& scratch) {
+            const size_t i = pair_of(first_reduce, task);
+            reduce_task(contexts[i], task - first_reduce[i], scratch);
+          })) {
         return false;
       }
     }

@@ -5,6 +5,9 @@
 //       score_function, kernel_arch, kernel_variant, deterministic) -> out
 //   fwd_out(..., Tensor(a!) out) -> ()           the forward into a caller's tensor
 //   bwd(dout, q, k, v, ...same..., deterministic) -> (dq, dk, dv)
+//   varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias,
+//              sigmoid_bias_per_batch, sigmoid_bias_auto, causal, ..., deterministic) -> out
+//   varlen_bwd(dout, q, k, v, ...same...) -> (dq, dk, dv)       packed sequences (docs/varlen.md)
 //   build_info() -> str
 //
 // Each op builds the public API's structs from the tensors' strides, takes outputs and workspace
@@ -150,6 +153,92 @@ std::tuple<StableTensor, StableTensor, StableTensor> bwd(StableTensor dout, Stab
 #endif
 }
 
+// Packed sequences (docs/varlen.md): q [total_q, Hq, D], k, v [total_k, Hkv, D], cu_seqlens_* int32
+// [B + 1]. One op call for the whole batch (one graph node). The public API reads the offsets on
+// the CPU and returns Unsupported on CUDA until the GPU kernels read them.
+VarlenParams varlen_of(StableTensor cu_seqlens_q, StableTensor cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
+                       std::optional<StableTensor> sigmoid_bias_per_batch, bool sigmoid_bias_auto) {
+  return VarlenParams{std::move(cu_seqlens_q), std::move(cu_seqlens_k), max_seqlen_q, max_seqlen_k,
+                      std::move(sigmoid_bias_per_batch), sigmoid_bias_auto};
+}
+
+StableTensor varlen_fwd(StableTensor q, StableTensor k, StableTensor v, StableTensor cu_seqlens_q,
+                        StableTensor cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k, double scale,
+                        double sigmoid_bias, std::optional<StableTensor> sigmoid_bias_per_batch, bool sigmoid_bias_auto,
+                        bool causal, int64_t window_left, int64_t window_right,
+                        std::optional<StableTensor> alibi_slopes, int64_t score_function, int64_t kernel_arch,
+                        std::string kernel_variant, bool /*deterministic: for varlen_bwd*/) {
+  constexpr const char* op = "flash_sigmoid::varlen_fwd";
+  const VarlenInputs vi = prepare_varlen_inputs(
+      op, q, k, v, std::nullopt,
+      varlen_of(std::move(cu_seqlens_q), std::move(cu_seqlens_k), max_seqlen_q, max_seqlen_k,
+                std::move(sigmoid_bias_per_batch), sigmoid_bias_auto),
+      params_of(scale, sigmoid_bias, causal, window_left, window_right, std::move(alibi_slopes), score_function,
+                kernel_arch, kernel_variant));
+  const Inputs& in = vi.in;
+  StableTensor out = empty_like_sizes(in.q, q);
+  ForwardArgs args{};
+  args.problem = in.problem;
+  args.q = api_packed_tensor(in.q);
+  args.k = api_packed_tensor(in.k);
+  args.v = api_packed_tensor(in.v);
+  args.out = api_packed_tensor(out);
+  if (in.backend == Backend::kCpu) {
+    check_status(op, cpu::forward(args, cpu_threads()));
+    return out;
+  }
+#ifdef FLASH_SIGMOID_TORCH_CUDA
+  torch::stable::accelerator::DeviceGuard guard(in.q.get_device_index());
+  check_status(op, forward(args, Workspace{}, current_stream(in.q)));
+  return out;
+#else
+  no_cuda(op);
+#endif
+}
+
+std::tuple<StableTensor, StableTensor, StableTensor> varlen_bwd(
+    StableTensor dout, StableTensor q, StableTensor k, StableTensor v, StableTensor cu_seqlens_q,
+    StableTensor cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k, double scale, double sigmoid_bias,
+    std::optional<StableTensor> sigmoid_bias_per_batch, bool sigmoid_bias_auto, bool causal, int64_t window_left,
+    int64_t window_right, std::optional<StableTensor> alibi_slopes, int64_t score_function, int64_t kernel_arch,
+    std::string kernel_variant, bool deterministic) {
+  constexpr const char* op = "flash_sigmoid::varlen_bwd";
+  const VarlenInputs vi = prepare_varlen_inputs(
+      op, q, k, v, dout,
+      varlen_of(std::move(cu_seqlens_q), std::move(cu_seqlens_k), max_seqlen_q, max_seqlen_k,
+                std::move(sigmoid_bias_per_batch), sigmoid_bias_auto),
+      params_of(scale, sigmoid_bias, causal, window_left, window_right, std::move(alibi_slopes), score_function,
+                kernel_arch, kernel_variant));
+  const Inputs& in = vi.in;
+  StableTensor dq = empty_like_sizes(in.q, q);
+  StableTensor dk = empty_like_sizes(in.q, k);
+  StableTensor dv = empty_like_sizes(in.q, v);
+  BackwardArgs args{};
+  args.problem = in.problem;
+  args.q = api_packed_tensor(in.q);
+  args.k = api_packed_tensor(in.k);
+  args.v = api_packed_tensor(in.v);
+  args.dout = api_packed_tensor(*in.dout);
+  args.dq = api_packed_tensor(dq);
+  args.dk = api_packed_tensor(dk);
+  args.dv = api_packed_tensor(dv);
+  args.deterministic = deterministic ? 1 : 0;
+  if (in.backend == Backend::kCpu) {
+    check_status(op, cpu::backward(args, cpu_threads()));
+    return {dq, dk, dv};
+  }
+#ifdef FLASH_SIGMOID_TORCH_CUDA
+  torch::stable::accelerator::DeviceGuard guard(in.q.get_device_index());
+  size_t bytes = 0;
+  check_status(op, workspace_size(args, &bytes));
+  StableTensor workspace = scratch_bytes(in.q, bytes);
+  check_status(op, backward(args, Workspace{bytes ? workspace.data_ptr() : nullptr, bytes}, current_stream(in.q)));
+  return {dq, dk, dv};
+#else
+  no_cuda(op);
+#endif
+}
+
 std::string build_info_op() { return build_info(); }
 
 }  // namespace
@@ -170,6 +259,16 @@ STABLE_TORCH_LIBRARY(flash_sigmoid, m) {
       "bwd(Tensor dout, Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, "
       "int window_left, int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, "
       "str kernel_variant, bool deterministic) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "varlen_fwd(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, "
+      "int max_seqlen_k, float scale, float sigmoid_bias, Tensor? sigmoid_bias_per_batch, bool sigmoid_bias_auto, "
+      "bool causal, int window_left, int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, "
+      "str kernel_variant, bool deterministic) -> Tensor");
+  m.def(
+      "varlen_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
+      "int max_seqlen_q, int max_seqlen_k, float scale, float sigmoid_bias, Tensor? sigmoid_bias_per_batch, "
+      "bool sigmoid_bias_auto, bool causal, int window_left, int window_right, Tensor? alibi_slopes, "
+      "int score_function, int kernel_arch, str kernel_variant, bool deterministic) -> (Tensor, Tensor, Tensor)");
   m.def("build_info() -> str");
 }
 
@@ -177,6 +276,8 @@ STABLE_TORCH_LIBRARY_IMPL(flash_sigmoid, CPU, m) {
   m.impl("fwd", TORCH_BOX(&fs_torch::fwd));
   m.impl("fwd_out", TORCH_BOX(&fs_torch::fwd_out));
   m.impl("bwd", TORCH_BOX(&fs_torch::bwd));
+  m.impl("varlen_fwd", TORCH_BOX(&fs_torch::varlen_fwd));
+  m.impl("varlen_bwd", TORCH_BOX(&fs_torch::varlen_bwd));
 }
 
 #ifdef FLASH_SIGMOID_TORCH_CUDA
@@ -184,6 +285,8 @@ STABLE_TORCH_LIBRARY_IMPL(flash_sigmoid, CUDA, m) {
   m.impl("fwd", TORCH_BOX(&fs_torch::fwd));
   m.impl("fwd_out", TORCH_BOX(&fs_torch::fwd_out));
   m.impl("bwd", TORCH_BOX(&fs_torch::bwd));
+  m.impl("varlen_fwd", TORCH_BOX(&fs_torch::varlen_fwd));
+  m.impl("varlen_bwd", TORCH_BOX(&fs_torch::varlen_bwd));
 }
 #endif
 

@@ -5,6 +5,7 @@
 
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include <torch/csrc/stable/ops.h>
@@ -84,7 +85,7 @@ StableTensor readable(const StableTensor& t, Backend backend) {
 }
 
 std::optional<StableTensor> prepare_alibi(const char* op, const std::optional<StableTensor>& slopes,
-                                          const StableTensor& q, Problem* problem) {
+                                          const StableTensor& q, int64_t batch, int64_t heads_q, Problem* problem) {
   problem->alibi_slopes = nullptr;
   problem->alibi_stride_batch = 0;
   if (!slopes.has_value()) return std::nullopt;
@@ -93,7 +94,6 @@ std::optional<StableTensor> prepare_alibi(const char* op, const std::optional<St
     fail(op, "alibi_slopes", "expected dtype float32, got " + dtype_name(s.scalar_type()));
   }
   if (!same_device(s, q)) fail(op, "alibi_slopes", "expected device " + device_name(q) + " like q, got " + device_name(s));
-  const int64_t batch = q.size(0), heads_q = q.size(2);
   const bool per_head = s.dim() == 1 && s.size(0) == heads_q;
   const bool per_batch_head = s.dim() == 2 && s.size(0) == batch && s.size(1) == heads_q;
   if (!per_head && !per_batch_head) {
@@ -109,6 +109,25 @@ std::optional<StableTensor> prepare_alibi(const char* op, const std::optional<St
   problem->alibi_slopes = static_cast<const float*>(usable.data_ptr());
   problem->alibi_stride_batch = (per_batch_head && s.size(0) > 1) ? usable.stride(0) : 0;
   return usable;
+}
+
+// The op parameters shared by the dense and varlen ops, checked where the API cannot name them.
+void set_params(const char* op, const OpParams& params, Problem* p) {
+  if (params.score_function != FLASH_SIGMOID_SIGMOID_VIA_EXP2 && params.score_function != FLASH_SIGMOID_SIGMOID_VIA_TANH) {
+    fail(op, "score_function", "expected 0 (sigmoid via exp2) or 1 (sigmoid via tanh), got " +
+                                   std::to_string(params.score_function));
+  }
+  if (params.kernel_arch != 0 && params.kernel_arch != 80 && params.kernel_arch != 90) {
+    fail(op, "kernel_arch", "expected 0 (best available), 80 or 90, got " + std::to_string(params.kernel_arch));
+  }
+  p->scale = static_cast<float>(params.scale);
+  p->sigmoid_bias = static_cast<float>(params.sigmoid_bias);
+  p->causal = params.causal ? 1 : 0;
+  p->window_left = params.window_left;
+  p->window_right = params.window_right;
+  p->score_function = static_cast<FlashSigmoidScoreFunction>(params.score_function);
+  p->kernel_arch = static_cast<int32_t>(params.kernel_arch);
+  p->kernel_variant = params.kernel_variant->empty() ? nullptr : params.kernel_variant->c_str();
 }
 
 }  // namespace
@@ -155,14 +174,6 @@ Inputs prepare_inputs(const char* op, const StableTensor& q, const StableTensor&
       }
     }
   }
-  if (params.score_function != FLASH_SIGMOID_SIGMOID_VIA_EXP2 && params.score_function != FLASH_SIGMOID_SIGMOID_VIA_TANH) {
-    fail(op, "score_function", "expected 0 (sigmoid via exp2) or 1 (sigmoid via tanh), got " +
-                                   std::to_string(params.score_function));
-  }
-  if (params.kernel_arch != 0 && params.kernel_arch != 80 && params.kernel_arch != 90) {
-    fail(op, "kernel_arch", "expected 0 (best available), 80 or 90, got " + std::to_string(params.kernel_arch));
-  }
-
   Inputs in{backend, readable(q, backend), readable(k, backend), readable(v, backend), std::nullopt, std::nullopt,
             problem_init(q.size(3))};
   if (dout.has_value()) in.dout = readable(*dout, backend);
@@ -173,16 +184,93 @@ Inputs prepare_inputs(const char* op, const StableTensor& q, const StableTensor&
   p.seqlen_k = k.size(1);
   p.heads_q = q.size(2);
   p.heads_kv = k.size(2);
-  p.scale = static_cast<float>(params.scale);
-  p.sigmoid_bias = static_cast<float>(params.sigmoid_bias);
-  p.causal = params.causal ? 1 : 0;
-  p.window_left = params.window_left;
-  p.window_right = params.window_right;
-  p.score_function = static_cast<FlashSigmoidScoreFunction>(params.score_function);
-  p.kernel_arch = static_cast<int32_t>(params.kernel_arch);
-  p.kernel_variant = params.kernel_variant->empty() ? nullptr : params.kernel_variant->c_str();
-  in.alibi = prepare_alibi(op, params.alibi_slopes, q, &p);
+  set_params(op, params, &p);
+  in.alibi = prepare_alibi(op, params.alibi_slopes, q, p.batch, p.heads_q, &p);
   return in;
+}
+
+VarlenInputs prepare_varlen_inputs(const char* op, const StableTensor& q, const StableTensor& k, const StableTensor& v,
+                                   const std::optional<StableTensor>& dout, const VarlenParams& varlen,
+                                   const OpParams& params) {
+  const Backend backend = backend_of(q);
+  const char* layout = "expected 3 dims [total_tokens, heads, head_dim], got shape ";
+  if (q.dim() != 3) fail(op, "q", layout + shape_string(q));
+  const DType dtype = api_dtype(op, q, backend);
+  for (const auto& [name, t] : {std::pair<const char*, const StableTensor*>{"k", &k}, {"v", &v}}) {
+    if (t->dim() != 3) fail(op, name, layout + shape_string(*t));
+    if (t->scalar_type() != q.scalar_type()) {
+      fail(op, name, "expected dtype " + dtype_name(q.scalar_type()) + " like q, got " + dtype_name(t->scalar_type()));
+    }
+    if (!same_device(*t, q)) fail(op, name, "expected device " + device_name(q) + " like q, got " + device_name(*t));
+  }
+  if (k.size(2) != q.size(2)) {
+    fail(op, "k", "expected head_dim " + std::to_string(q.size(2)) + " like q, got shape " + shape_string(k));
+  }
+  for (int64_t d = 0; d < 3; ++d) {
+    if (v.size(d) != k.size(d)) fail(op, "v", "expected the shape of k " + shape_string(k) + ", got " + shape_string(v));
+  }
+  if (dout.has_value()) {
+    if (dout->dim() != 3 || dout->scalar_type() != q.scalar_type() || !same_device(*dout, q) ||
+        dout->size(0) != q.size(0) || dout->size(1) != q.size(1) || dout->size(2) != q.size(2)) {
+      fail(op, "dout", "expected the shape " + shape_string(q) + ", dtype and device of q, got shape " +
+                           shape_string(*dout));
+    }
+  }
+  auto offsets = [&](const char* name, const StableTensor& cu) {
+    if (cu.scalar_type() != ScalarType::Int) fail(op, name, "expected dtype int32, got " + dtype_name(cu.scalar_type()));
+    if (!same_device(cu, q)) fail(op, name, "expected device " + device_name(q) + " like q, got " + device_name(cu));
+    if (cu.dim() != 1 || cu.size(0) < 1) fail(op, name, "expected shape [batch + 1], got " + shape_string(cu));
+    return torch::stable::contiguous(cu);
+  };
+  StableTensor cu_q = offsets("cu_seqlens_q", varlen.cu_seqlens_q);
+  StableTensor cu_k = offsets("cu_seqlens_k", varlen.cu_seqlens_k);
+  if (cu_k.size(0) != cu_q.size(0)) {
+    fail(op, "cu_seqlens_k", "expected shape " + shape_string(cu_q) + " like cu_seqlens_q, got " + shape_string(cu_k));
+  }
+  const int64_t batch = cu_q.size(0) - 1;
+  std::optional<StableTensor> bias;
+  if (varlen.sigmoid_bias_per_batch.has_value()) {
+    const StableTensor& b = *varlen.sigmoid_bias_per_batch;
+    if (b.scalar_type() != ScalarType::Float) {
+      fail(op, "sigmoid_bias_per_batch", "expected dtype float32, got " + dtype_name(b.scalar_type()));
+    }
+    if (!same_device(b, q)) {
+      fail(op, "sigmoid_bias_per_batch", "expected device " + device_name(q) + " like q, got " + device_name(b));
+    }
+    if (b.dim() != 1 || b.size(0) != batch) {
+      fail(op, "sigmoid_bias_per_batch", "expected shape [" + std::to_string(batch) + "] (one per sequence), got " +
+                                             shape_string(b));
+    }
+    bias = torch::stable::contiguous(b);
+  }
+
+  VarlenInputs vi{Inputs{backend, readable(q, backend), readable(k, backend), readable(v, backend), std::nullopt,
+                         std::nullopt, problem_init(q.size(2))},
+                  cu_q, cu_k, bias};
+  Inputs& in = vi.in;
+  if (dout.has_value()) in.dout = readable(*dout, backend);
+  Problem& p = in.problem;
+  p.dtype = static_cast<FlashSigmoidDType>(dtype);
+  p.batch = batch;
+  p.seqlen_q = q.size(0);
+  p.seqlen_k = k.size(0);
+  p.heads_q = q.size(1);
+  p.heads_kv = k.size(1);
+  set_params(op, params, &p);
+  p.cu_seqlens_q = static_cast<const int32_t*>(cu_q.data_ptr());
+  p.cu_seqlens_k = static_cast<const int32_t*>(cu_k.data_ptr());
+  p.max_seqlen_q = varlen.max_seqlen_q;
+  p.max_seqlen_k = varlen.max_seqlen_k;
+  p.sigmoid_bias_per_batch = bias.has_value() ? static_cast<const float*>(bias->data_ptr()) : nullptr;
+  p.sigmoid_bias_auto = varlen.sigmoid_bias_auto ? 1 : 0;
+  in.alibi = prepare_alibi(op, params.alibi_slopes, q, batch, p.heads_q, &p);
+  return vi;
+}
+
+Tensor api_packed_tensor(const StableTensor& t) {
+  if (t.numel() == 0) return Tensor{t.data_ptr(), 0, 0, 0, 1};  // nothing is read or written
+  auto stride = [&](int64_t d) { return t.size(d) == 1 ? (d == 2 ? 1 : 0) : t.stride(d); };
+  return Tensor{t.data_ptr(), 0, stride(0), stride(1), stride(2)};
 }
 
 Tensor api_tensor(const StableTensor& t) {

@@ -50,9 +50,35 @@ struct Inputs {
 Inputs prepare_inputs(const char* op, const StableTensor& q, const StableTensor& k, const StableTensor& v,
                       const std::optional<StableTensor>& dout, const OpParams& params);
 
+// The packed-sequence arguments of the varlen ops, as they arrive from the schema.
+struct VarlenParams {
+  StableTensor cu_seqlens_q, cu_seqlens_k;  // int32 [batch + 1], on q's device
+  int64_t max_seqlen_q, max_seqlen_k;
+  std::optional<StableTensor> sigmoid_bias_per_batch;  // fp32 [batch]
+  bool sigmoid_bias_auto;
+};
+
+// Inputs of a varlen op: q [total_q, Hq, D], k, v [total_k, Hkv, D] (and dout like q) as one packed
+// problem; `offsets` and `bias` own what problem.cu_seqlens_* and sigmoid_bias_per_batch point
+// into. Checks ranks, dtypes, devices and shapes (never the offsets' values: on the CPU the public
+// API reads and checks them; on CUDA they are device memory, never read on the host). Throws
+// std::runtime_error naming the argument.
+struct VarlenInputs {
+  Inputs in;
+  StableTensor cu_q, cu_k;
+  std::optional<StableTensor> bias;
+};
+VarlenInputs prepare_varlen_inputs(const char* op, const StableTensor& q, const StableTensor& k, const StableTensor& v,
+                                   const std::optional<StableTensor>& dout, const VarlenParams& varlen,
+                                   const OpParams& params);
+
 // Whether `backend` can read or write `t` in place: head dim contiguous, no negative strides and,
 // for the GPU kernels, 16-byte vectors (aligned pointer, strides in multiples of 16 bytes).
 bool readable_in_place(const StableTensor& t, Backend backend);
+
+// A packed [total, heads, head_dim] tensor as the public API's [1, total, heads, head_dim] view
+// (stride_batch 0: packed problems never use it), size-1 dims and empty tensors as api_tensor.
+Tensor api_packed_tensor(const StableTensor& t);
 
 // A [batch, seqlen, heads, head_dim] view of `t` for the public API. Size-1 dims get stride 0
 // (any stride is valid there, and 0 satisfies every backend's stride rules); an empty tensor

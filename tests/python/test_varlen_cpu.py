@@ -1,10 +1,15 @@
 """CPU tier: flash_attn_varlen_func and its packed variants on CPU tensors against a per-sequence
 fp64 reference (tests/gpu/reference.py), forward and gradients; zero-length sequences; per-sequence
-bias ("auto", [B] tensor); every argument error names its argument."""
+bias ("auto", [B] tensor); every argument error names its argument. The interface runs the native
+varlen ops (flash_sigmoid::varlen_fwd/varlen_bwd, one call per batch): opcheck, a single node under
+torch.compile(fullgraph=True), and the offsets checked by the op where Python does not read them."""
 import math
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
+
+import flash_sigmoid.flash_attn_interface as dense_interface
 
 from flash_sigmoid import (flash_attn_func, flash_attn_varlen_func, flash_attn_varlen_kvpacked_func,
                            flash_attn_varlen_qkvpacked_func)
@@ -179,3 +184,96 @@ def test_torch_compile_gives_the_eager_result():
         return flash_attn_varlen_func(q, k, v, cq, ck, 9, 9, causal=True, sigmoid_bias="auto")
 
     torch.testing.assert_close(torch.compile(f, backend="eager")(q, k, v), f(q, k, v), rtol=0, atol=0)
+
+
+def test_runs_the_native_op_not_the_dense_path_per_sequence(monkeypatch):
+    # Step 1 ran the dense op once per sequence through flash_attn_interface._attention; the native
+    # path must not touch it (nor the dense ops), for the forward or the backward.
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the dense path was called")
+    monkeypatch.setattr(dense_interface, "_attention", forbidden)
+    lq, lk = [5, 0, 9], [7, 2, 0]
+    q, k, v = (t.requires_grad_() for t in make(lq, lk, 2, 1, 16, torch.float32))
+    out = flash_attn_varlen_func(q, k, v, cu(lq), cu(lk), 9, 7, causal=True, sigmoid_bias="auto")
+    out.sum().backward()
+    assert torch.all(out[5:] == 0) and torch.all(q.grad[5:] == 0)
+
+
+def test_window_bounds_are_clamped_by_max_seqlen_k_like_flash_attn():
+    # Right bound 3 >= Sk_0 = 2 but < max_seqlen_k = 8: not unbounded (flash-attn clamps with
+    # max_seqlen_k), so rows 0..4 of sequence 0 (10 queries, 2 keys) see no key: j <= i - 8 + 3.
+    lq, lk = [10, 4], [2, 8]
+    q, k, v = make(lq, lk, 2, 2, 8, torch.float32)
+    out = flash_attn_varlen_func(q, k, v, cu(lq), cu(lk), 10, 8, window_size=(-1, 3))
+    ref = per_sequence_reference(*(t.double() for t in (q, k, v)), lq, lk, False, (-1, 3), None, 0.0)
+    assert (out.double() - ref).abs().max().item() <= 1e-5
+    assert torch.all(out[:5] == 0) and torch.all(out[5:10] != 0)
+    # A bound >= max_seqlen_k is unbounded.
+    wide = flash_attn_varlen_func(q, k, v, cu(lq), cu(lk), 10, 8, window_size=(-1, 8))
+    torch.testing.assert_close(wide, flash_attn_varlen_func(q, k, v, cu(lq), cu(lk), 10, 8), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_opcheck(dtype):
+    lq, lk = [5, 0, 17, 1], [9, 3, 17, 0]
+    q, k, v = (t.requires_grad_() for t in make(lq, lk, 4, 2, 16, dtype))
+    slopes = torch.rand(4, 4)
+    biases = torch.linspace(-3.0, 0.5, 4)
+    varlen = (cu(lq), cu(lk), 17, 17)
+    ops = torch.ops.flash_sigmoid
+    for bias in ((-1.0, None, False), (0.0, biases, False), (0.0, None, True)):
+        params = (*varlen, 0.25, *bias, True, 5, 0, slopes, 0, 0, "", False)
+        torch.library.opcheck(ops.varlen_fwd.default, (q, k, v, *params))
+        dout = torch.randn(q.shape).to(dtype)
+        torch.library.opcheck(ops.varlen_bwd.default, (dout, *(t.detach() for t in (q, k, v)), *params))
+
+
+def test_torch_compile_fullgraph_is_one_node_forward_and_backward():
+    lq, lk = [5, 0, 40, 1], [7, 2, 33, 0]
+    cq, ck = cu(lq), cu(lk)
+    biases = torch.linspace(-2.0, 0.5, 4)
+    for bias in ("auto", biases, -0.5):
+        def f(q, k, v):
+            return flash_attn_varlen_func(q, k, v, cq, ck, 40, 33, causal=True, window_size=(9, -1),
+                                          sigmoid_bias=bias)
+        q, k, v = (t.requires_grad_() for t in make(lq, lk, 4, 2, 16, torch.float32))
+        torch._dynamo.reset()  # each bias kind compiles afresh, once
+        counter = CompileCounterWithBackend("aot_eager")
+        out = torch.compile(f, backend=counter, fullgraph=True)(q, k, v)
+        out.backward(torch.ones_like(out))
+        assert counter.frame_count == 1
+        names = [str(n.target) for g in counter.graphs for n in g.graph.nodes if n.op == "call_function"]
+        assert sum("varlen_fwd" in n for n in names) == 1, names
+        q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+        want = f(q2, k2, v2)
+        want.backward(torch.ones_like(want))
+        torch.testing.assert_close(out, want, rtol=0, atol=0)
+        for got, ref in ((q.grad, q2.grad), (k.grad, k2.grad), (v.grad, v2.grad)):
+            torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cu_q, cu_k, max_q, pattern", [
+    ([1, 3, 7], [0, 5, 7], 4, "cu_seqlens_q: expected the first entry to be 0, got 1"),
+    ([0, 3, 7], [0, 5, 4], 4, "cu_seqlens_k: expected non-decreasing entries, got 5 then 4 at index 1"),
+    ([0, 3, 6], [0, 5, 7], 4, r"cu_seqlens_q: expected the last entry to equal problem.seqlen_q \(7, the total rows\)"),
+    ([0, 3, 7], [0, 5, 7], 3, r"max_seqlen_q: expected at least the longest sequence of cu_seqlens_q \(4\), got 3"),
+])
+def test_under_compile_the_op_checks_the_offsets(cu_q, cu_k, max_q, pattern):
+    # Traced code does not read tensor values; the op (the C++ CPU path) checks them and names them.
+    kw = _base()
+    kw.update(cu_seqlens_q=torch.tensor(cu_q, dtype=torch.int32), cu_seqlens_k=torch.tensor(cu_k, dtype=torch.int32),
+              max_seqlen_q=max_q)
+    torch._dynamo.reset()
+    with pytest.raises(RuntimeError, match=pattern):
+        torch.compile(lambda **a: flash_attn_varlen_func(**a), backend="aot_eager", fullgraph=True)(**kw)
+
+
+def test_the_op_rejects_a_bias_tensor_of_the_wrong_batch():
+    kw = _base()
+    ops = torch.ops.flash_sigmoid
+    with pytest.raises(RuntimeError, match=r"sigmoid_bias_per_batch: expected shape \[2\] \(one per sequence\)"):
+        ops.varlen_fwd(kw["q"], kw["k"], kw["v"], kw["cu_seqlens_q"], kw["cu_seqlens_k"], 4, 5, 0.3, 0.0,
+                       torch.zeros(3), False, False, -1, -1, None, 0, 0, "", False)
+    with pytest.raises(RuntimeError, match="cu_seqlens_q: expected dtype int32"):
+        ops.varlen_fwd(kw["q"], kw["k"], kw["v"], kw["cu_seqlens_q"].long(), kw["cu_seqlens_k"], 4, 5, 0.3, 0.0,
+                       None, False, False, -1, -1, None, 0, 0, "", False)

@@ -1,0 +1,27 @@
+// Layer: CPU implementation. Splits one call into the dense problems it is made of, so that the
+// dense forward and backward loops serve packed (varlen) sequences and per-sequence biases
+// unchanged:
+//   - dense, one bias for all (scalar, or "auto" = -log(seqlen_k)): one part, the call itself;
+//   - packed (cu_seqlens set): one part per sequence b, a batch-1 problem over rows
+//     cu_seqlens_q[b] .. cu_seqlens_q[b+1] of q/out/dout/dq and cu_seqlens_k[b] .. of k/v/dk/dv
+//     (the tensors' data pointers advanced by those rows), with the sequence's own lengths (so the
+//     mask's bottom-right offset and the ALiBi distances are per sequence), its own ALiBi slope row
+//     and its own bias;
+//   - dense with sigmoid_bias_per_batch: one part per batch entry, likewise.
+// Parts are disjoint in every output, so the callers may run all parts' tasks in one parallel loop.
+//
+// Owns the reading of the host offsets and biases. Does not check them: the API layer has
+// (check_host_sequences: monotone, ending at the total rows, finite biases) before any part exists.
+#pragma once
+
+#include <vector>
+
+#include "flash_sigmoid/flash_sigmoid.h"
+
+namespace flash_sigmoid::cpu_impl {
+
+// Every part is dense: cu_seqlens NULL, sigmoid_bias_per_batch NULL, sigmoid_bias_auto 0.
+std::vector<FlashSigmoidForwardArgs> dense_parts(const FlashSigmoidForwardArgs& args);
+std::vector<FlashSigmoidBackwardArgs> dense_parts(const FlashSigmoidBackwardArgs& args);
+
+}  // namespace flash_sigmoid::cpu_impl
