@@ -15,10 +15,11 @@ flash-attn conventions kept here (and mapped onto the library's in ops.py):
 - head dims that are not a multiple of 8 are padded (GPU) and the result sliced back.
 
 What the interface promises and this library does not do (yet) raises NotImplementedError
-instead of returning something else: dropout_p != 0, and return_attn_probs=True (the attention
-probabilities are never formed, so there is nothing to return; Apple's FlashSigmoid returns
-(out, None) there, a slot the caller may mistake for probabilities). No varlen or kvcache variants
-(Apple's has none either).
+instead of returning something else: dropout_p != 0. return_attn_probs=True returns flash-attn's
+triple (out, None, S_dmask): no log-sum-exp exists, so its slot is None, and S_dmask [B, Hq, Sq, Sk]
+is P, formed separately for testing on small problems (bias_tensor.py). sigmoid_bias may be a
+number, a 0-dim tensor or a [Hq] tensor (per head), trainable (bias_tensor.py says how and at what
+cost). varlen.py and kvcache.py hold the packed and KV-cache variants.
 
 CPU tensors (fp32, fp16, bf16) run the CPU implementation; CUDA tensors (fp16, bf16) the kernels.
 """
@@ -26,6 +27,7 @@ import numbers
 
 import torch
 
+from . import bias_tensor as _bias
 from . import ops as _ops
 
 __all__ = ["flash_attn_func", "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func"]
@@ -37,14 +39,6 @@ def _check_dropout(dropout_p):
     if dropout_p != 0:
         raise NotImplementedError(f"dropout_p: attention dropout is not implemented by FlashSigmoid (got {dropout_p}); "
                                   "pass dropout_p=0.0")
-
-
-def _check_return_attn_probs(return_attn_probs):
-    if return_attn_probs:
-        raise NotImplementedError(
-            "return_attn_probs: attention probabilities are not returned by FlashSigmoid (its kernels never form "
-            "them); pass return_attn_probs=False and, if you need the probabilities, compute them with a reference "
-            "implementation: sigmoid(softmax_scale * q @ k^T + sigmoid_bias - alibi), 0 where masked")
 
 
 def _flash_window(window_size, causal, seqlen_k):
@@ -64,14 +58,24 @@ def _flash_window(window_size, causal, seqlen_k):
 def _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
                return_attn_probs, sigmoid_bias, names):
     _check_dropout(dropout_p)
-    _check_return_attn_probs(return_attn_probs)
     _ops.check_qkv(q, k, v, names)
     _ops.check_alibi(alibi_slopes, q)
     left, right = _flash_window(window_size, bool(causal), k.shape[1])
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
-    bias = _ops.as_float("sigmoid_bias", sigmoid_bias)
-    out = _ops.attention(q, k, v, scale, bias, bool(causal), left, right, alibi_slopes,
-                         _ops.SCORE_FUNCTIONS["exp2"], 0, "", bool(deterministic))
+    bias_h = _bias.per_head_bias(sigmoid_bias, q.shape[2], q.device)
+    if bias_h is not None:  # a per-head or trainable bias: two extra channels carry it (bias_tensor.py)
+        qa, ka, va = _bias.augment(q, k, v, bias_h, scale)
+        out = _ops.attention(qa, ka, va, scale, 0.0, bool(causal), left, right, alibi_slopes,
+                             _ops.SCORE_FUNCTIONS["exp2"], 0, "", bool(deterministic))[..., :q.shape[-1]]
+    else:
+        sigmoid_bias = _ops.as_float("sigmoid_bias", sigmoid_bias)
+        out = _ops.attention(q, k, v, scale, sigmoid_bias, bool(causal), left, right, alibi_slopes,
+                             _ops.SCORE_FUNCTIONS["exp2"], 0, "", bool(deterministic))
+    if return_attn_probs:
+        # flash-attn's (out, softmax_lse, S_dmask): no log-sum-exp exists here, so its slot is None.
+        with torch.no_grad():
+            probs = _bias.probabilities(q, k, scale, sigmoid_bias, bool(causal), left, right, alibi_slopes)
+        return out, None, probs
     return out
 
 
@@ -101,12 +105,14 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
         alibi_slopes: (nheads,) or (batch, nheads), fp32: the score gets
             -slope * |i + seqlen_k - seqlen_q - j|.
         deterministic: bitwise-reproducible backward.
-        return_attn_probs: must be False (the attention probabilities are not returned; True raises
-            NotImplementedError).
-        sigmoid_bias: scalar b added to every score (not trained); the paper recommends
-            -log(seqlen_k).
+        return_attn_probs: True also returns the probabilities: (out, None, S_dmask) with S_dmask
+            (batch, nheads, seqlen_q, seqlen_k) = P in q's dtype, 0 where masked (O(B H Sq Sk)
+            memory: for small problems). There is no log-sum-exp, so the middle slot is None.
+        sigmoid_bias: b added to every score; the paper recommends -log(seqlen_k). A number, or a
+            0-dim or (nheads,) tensor (one per query head), trained when it requires grad (a
+            constant 0-dim tensor is a number).
     Returns:
-        out: (batch, seqlen_q, nheads, headdim).
+        out: (batch, seqlen_q, nheads, headdim), or (out, None, S_dmask) with return_attn_probs.
     A row whose keys are all masked gives 0. Differentiable in q, k, v.
     """
     return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
@@ -117,7 +123,7 @@ def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=Fa
                              alibi_slopes=None, deterministic=False, return_attn_probs=False, sigmoid_bias=0.0):
     """flash_attn_func with k, v stacked: kv is (batch, seqlen_k, 2, nheads_k, headdim).
 
-    As there, dropout_p != 0 and return_attn_probs=True raise NotImplementedError."""
+    As there, dropout_p != 0 raises NotImplementedError."""
     k, v = _unpack("kv", kv, 2)
     return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
                       return_attn_probs, sigmoid_bias, ("q", "kv[:, :, 0]", "kv[:, :, 1]"))
@@ -127,7 +133,7 @@ def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=Fal
                               alibi_slopes=None, deterministic=False, return_attn_probs=False, sigmoid_bias=0.0):
     """flash_attn_func with q, k, v stacked: qkv is (batch, seqlen, 3, nheads, headdim).
 
-    As there, dropout_p != 0 and return_attn_probs=True raise NotImplementedError."""
+    As there, dropout_p != 0 raises NotImplementedError."""
     q, k, v = _unpack("qkv", qkv, 3)
     return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, deterministic,
                       return_attn_probs, sigmoid_bias, ("qkv[:, :, 0]", "qkv[:, :, 1]", "qkv[:, :, 2]"))

@@ -55,6 +55,11 @@ class SigmoidSelfAttention(nn.Module):
         rotary: apply the rotary position embedding to q and k (along the sequence axis).
         rotary_dim: channels rotated per head (even, default head_dim); rotary_base: its θ base.
         sigmoid_bias: "auto" (−log seqlen, the paper's recommendation) or a float.
+        learnable_bias: train one bias per query head (an fp32 parameter `learned_bias` [num_heads],
+            its gradient from the backward kernels; flash_attn_func's tensor bias), initialised at
+            sigmoid_bias, or at −log(bias_init_seqlen) when sigmoid_bias is "auto". Keep it fp32
+            (module.to(dtype) casts parameters too).
+        bias_init_seqlen: the sequence length whose −log initialises a learnable "auto" bias.
         softmax_scale: score scale, default 1/sqrt(head_dim).
         bias: whether the projections have biases.
 
@@ -76,7 +81,8 @@ class SigmoidSelfAttention(nn.Module):
 
     def __init__(self, embed_dim, num_heads, num_kv_heads=None, head_dim=None, *, causal=False,
                  window_size=(-1, -1), alibi=False, qk_norm=False, rotary=False, rotary_dim=None,
-                 rotary_base=10000.0, sigmoid_bias="auto", softmax_scale=None, bias=False, device=None, dtype=None):
+                 rotary_base=10000.0, sigmoid_bias="auto", softmax_scale=None, bias=False, learnable_bias=False,
+                 bias_init_seqlen=None, device=None, dtype=None):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         head_dim = embed_dim // num_heads if head_dim is None else head_dim
@@ -103,6 +109,16 @@ class SigmoidSelfAttention(nn.Module):
         self.k_norm = norm(head_dim, eps=1e-6, **factory) if norm else None
         self.rotary_dim, self.rotary_base = (rotary_dim if rotary else 0), rotary_base
         self.alibi = bool(alibi)
+        self.learned_bias = None
+        if learnable_bias:
+            if sigmoid_bias == "auto":
+                if not isinstance(bias_init_seqlen, int) or isinstance(bias_init_seqlen, bool) or bias_init_seqlen < 1:
+                    raise ValueError("bias_init_seqlen: expected the sequence length (an int >= 1) whose -log "
+                                     f"initialises the learnable 'auto' bias, got {bias_init_seqlen!r}")
+                start = -math.log(bias_init_seqlen)
+            else:
+                start = float(sigmoid_bias)
+            self.learned_bias = nn.Parameter(torch.full((num_heads,), start, dtype=torch.float32, device=device))
 
     # The ALiBi slopes and rotary frequencies are computed on the fly in fp32 rather than kept as
     # buffers: module.to(torch.bfloat16) would otherwise round them, and fp32 is what the kernels
@@ -138,7 +154,8 @@ class SigmoidSelfAttention(nn.Module):
         slopes = alibi_slopes(self.num_heads, x.device) if self.alibi else None
         out = flash_attn_func(q, k, v, softmax_scale=self.softmax_scale, causal=self.causal,
                               window_size=self.window_size, alibi_slopes=slopes,
-                              sigmoid_bias=self.resolved_sigmoid_bias(s))
+                              sigmoid_bias=self.resolved_sigmoid_bias(s) if self.learned_bias is None
+                              else self.learned_bias)
         return self.out(out.reshape(b, s, self.num_heads * self.head_dim))
 
     def extra_repr(self):

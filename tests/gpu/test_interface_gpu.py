@@ -171,8 +171,8 @@ def test_bad_inputs_on_the_gpu():
         flash_attn_func(q, k, v, alibi_slopes=torch.ones(2, device="cuda", dtype=torch.float16))
     with pytest.raises(NotImplementedError, match="dropout"):
         flash_attn_func(q, k, v, 0.1)
-    with pytest.raises(NotImplementedError, match="return_attn_probs"):
-        flash_attn_func(q, k, v, return_attn_probs=True)
+    out, lse, probs = flash_attn_func(q, k, v, return_attn_probs=True)
+    assert lse is None and probs.shape == (q.shape[0], q.shape[2], q.shape[1], k.shape[1])
 
 
 def test_runs_on_torchs_current_stream():
@@ -199,12 +199,13 @@ def test_called_as_apples_tests_do():
     v = torch.randn(batch_size, seqlen_k, nheads_k, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     alibi_slopes = torch.rand(batch_size, nheads, device="cuda", dtype=torch.float32) * 0.3
     sigmoid_bias = torch.Tensor(1, ).to(q).uniform_(-10., 2.).float()
-    # Apple's also passes return_attn_probs=True, which raises NotImplementedError here.
-    with pytest.raises(NotImplementedError, match="return_attn_probs"):
-        flash_attn_func(q, k, v, 0.0, causal=False, window_size=window_size, alibi_slopes=alibi_slopes,
-                        deterministic=False, return_attn_probs=True, sigmoid_bias=sigmoid_bias.cpu().item())
+    # Apple's also passes return_attn_probs=True: here that returns flash-attn's (out, None, S_dmask).
+    out_p, lse, _ = flash_attn_func(q, k, v, 0.0, causal=False, window_size=window_size, alibi_slopes=alibi_slopes,
+                                    deterministic=False, return_attn_probs=True, sigmoid_bias=sigmoid_bias.cpu().item())
+    assert lse is None
     out = flash_attn_func(q, k, v, 0.0, causal=False, window_size=window_size, alibi_slopes=alibi_slopes,
                           deterministic=False, sigmoid_bias=sigmoid_bias.cpu().item())
+    assert torch.equal(out_p, out)
     check_output(out.detach(), q.detach(), k.detach(), v.detach(), sigmoid_bias=sigmoid_bias.item(),
                  window_size=library_window(False, [int(w) for w in window_size], seqlen_k), alibi_slopes=alibi_slopes)
 

@@ -189,7 +189,7 @@ def test_called_as_apples_tests_do():
     # Apple's flash_sigmoid/tests/test_flash_attn.py::test_flash_attn_output (mha_type "gqa",
     # local, alibi): dropout_p positional, window_size a tensor from torch.randint, sigmoid_bias a
     # Python float. Apple's also passes return_attn_probs=True and unpacks `out, S_dmask` (S_dmask
-    # is None there); that raises here (test_unsupported_arguments_raise), so the call drops it.
+    # is None there); here it returns flash-attn 2.5.6's triple (out, None, S_dmask), S_dmask = P.
     torch.random.manual_seed(0)
     batch_size, nheads, nheads_k, seqlen_q, seqlen_k, d = 2, 9, 3, 13, 21, 40
     dropout_p, causal, deterministic = 0.0, True, False
@@ -199,9 +199,10 @@ def test_called_as_apples_tests_do():
     v = torch.randn(batch_size, seqlen_k, nheads_k, d, requires_grad=True)
     alibi_slopes = torch.rand(batch_size, nheads, dtype=torch.float32) * 0.3
     sigmoid_bias = torch.Tensor(1, ).to(q).uniform_(-10., 2.).float()
-    with pytest.raises(NotImplementedError, match="return_attn_probs"):
-        flash_attn_func(q, k, v, dropout_p, causal=causal, window_size=window_size, alibi_slopes=alibi_slopes,
-                        deterministic=deterministic, return_attn_probs=True, sigmoid_bias=sigmoid_bias.cpu().item())
+    out_p, lse, s_dmask = flash_attn_func(q, k, v, dropout_p, causal=causal, window_size=window_size,
+                                          alibi_slopes=alibi_slopes, deterministic=deterministic,
+                                          return_attn_probs=True, sigmoid_bias=sigmoid_bias.cpu().item())
+    assert lse is None and s_dmask.shape == (batch_size, nheads, seqlen_q, seqlen_k)
     out = flash_attn_func(
         q,
         k,
@@ -213,6 +214,7 @@ def test_called_as_apples_tests_do():
         deterministic=deterministic,
         sigmoid_bias=sigmoid_bias.cpu().item(),
     )
+    assert torch.equal(out_p, out)
     left = int(window_size[0])
     assert_close_to_reference(out.detach(), q.detach(), k.detach(), v.detach(), torch.float32,
                               sigmoid_bias=sigmoid_bias.item(), causal=True, window_size=(left, 0),
@@ -249,8 +251,9 @@ def test_apples_readme_example():
 
 
 def test_unsupported_arguments_raise():
-    # What flash-attn's interface promises and FlashSigmoid does not do raises NotImplementedError
-    # naming the argument, in all three functions, positionally or by keyword; never a silent result.
+    # What flash-attn's interface promises and FlashSigmoid does not do (dropout) raises
+    # NotImplementedError naming the argument, in all three functions, positionally or by keyword;
+    # never a silent result. return_attn_probs=True returns the triple (out, None, S_dmask).
     q, k, v = inputs(1, 4, 4, 1, 1, 8, torch.float32)
     kv = torch.stack([k, v], dim=2)
     qkv = torch.stack([q, k, v], dim=2)
@@ -259,26 +262,20 @@ def test_unsupported_arguments_raise():
         "flash_attn_kvpacked_func": lambda **kw: flash_attn_kvpacked_func(q, kv, **kw),
         "flash_attn_qkvpacked_func": lambda **kw: flash_attn_qkvpacked_func(qkv, **kw),
     }
-    probs = "return_attn_probs: attention probabilities are not returned by FlashSigmoid"
     dropout = "dropout_p: attention dropout is not implemented by FlashSigmoid"
     for name, call in calls.items():
-        with pytest.raises(NotImplementedError, match=probs):
-            call(return_attn_probs=True)
-        with pytest.raises(NotImplementedError, match=probs):
-            call(dropout_p=0.0, causal=True, return_attn_probs=True, sigmoid_bias=-1.0)
+        out, lse, probs = call(return_attn_probs=True)
+        assert lse is None and probs.shape == (1, 1, 4, 4) and torch.equal(out, call()), name
         for p in (0.1, 0.5, 1.0):
             with pytest.raises(NotImplementedError, match=dropout):
                 call(dropout_p=p)
         with pytest.raises(NotImplementedError, match=dropout):
-            call(dropout_p=0.1, return_attn_probs=True)  # both unsupported: the first is named
+            call(dropout_p=0.1, return_attn_probs=True)
         assert call(return_attn_probs=False).shape == q.shape, name
     positional = (0.0, None, False, (-1, -1), None, False, True)  # dropout_p .. return_attn_probs
-    with pytest.raises(NotImplementedError, match=probs):
-        flash_attn_func(q, k, v, *positional)
-    with pytest.raises(NotImplementedError, match=probs):
-        flash_attn_kvpacked_func(q, kv, *positional)
-    with pytest.raises(NotImplementedError, match=probs):
-        flash_attn_qkvpacked_func(qkv, *positional)
+    for result in (flash_attn_func(q, k, v, *positional), flash_attn_kvpacked_func(q, kv, *positional),
+                   flash_attn_qkvpacked_func(qkv, *positional)):
+        assert len(result) == 3 and result[1] is None
     with pytest.raises(NotImplementedError, match=dropout):
         flash_attn_qkvpacked_func(qkv, 0.5)
 
