@@ -27,6 +27,13 @@ from . import ops as _ops
 from ._library import ops as _lib
 
 
+def _check_return_attn_probs(return_attn_probs):
+    if return_attn_probs:
+        raise NotImplementedError(
+            "return_attn_probs: the varlen functions do not return attention probabilities yet (flash_attn_func "
+            "does: call it per sequence on small problems); pass return_attn_probs=False")
+
+
 def _check_cu_meta(name, cu, device):
     """cu_seqlens: an int32 1-D [B+1] tensor on `device` (metadata only)."""
     if not isinstance(cu, torch.Tensor):
@@ -129,7 +136,7 @@ def _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dro
         if t.dim() != 3:
             raise ValueError(f"{name}: expected 3 dims [total_tokens, heads, head_dim], got shape {tuple(t.shape)}")
     _dense._check_dropout(dropout_p)
-    _dense._check_return_attn_probs(return_attn_probs)
+    _check_return_attn_probs(return_attn_probs)
     if q.is_cuda:
         raise NotImplementedError("flash_attn_varlen_func: CUDA tensors are not supported yet (the GPU kernels "
                                   "do not read cu_seqlens; see docs/varlen.md); CPU tensors are")
