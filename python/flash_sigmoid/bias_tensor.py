@@ -42,10 +42,16 @@ def per_head_bias(sigmoid_bias, heads, device):
 def augment(q, k, v, bias_h, scale):
     """q~, k~, v~ with two extra channels that add bias_h [Hq] (fp32, differentiable) to every score."""
     b, sq, hq, _ = q.shape
-    target = bias_h / scale
+    return augment_rows(q, k, v, bias_h.view(1, 1, hq).expand(b, sq, hq), scale)
+
+
+def augment_rows(q, k, v, bias_rows, scale):
+    """As augment, with a bias per query row and head: bias_rows [B, Sq, Hq] fp32 (broadcast views
+    are fine) is added to every score of that row."""
+    target = bias_rows / scale
     hi = target.to(q.dtype)
     lo = (target - hi.float()).to(q.dtype)  # the part hi could not hold (its gradient path carries 0)
-    extra_q = torch.stack((hi, lo), dim=-1).view(1, 1, hq, 2).expand(b, sq, hq, 2)
+    extra_q = torch.stack((hi, lo), dim=-1)
     ones = torch.ones(k.shape[:-1] + (2,), dtype=k.dtype, device=k.device)
     zeros = torch.zeros(v.shape[:-1] + (2,), dtype=v.dtype, device=v.device)
     return torch.cat((q, extra_q), dim=-1), torch.cat((k, ones), dim=-1), torch.cat((v, zeros), dim=-1)

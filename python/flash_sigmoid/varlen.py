@@ -9,9 +9,9 @@ sequence's lengths, GQA/MQA carries over. Differentiable in q, k, v (the varlen_
 Checks here read only metadata (types, dtypes, devices, shapes), which torch.compile traces. In
 eager mode the offsets' values are checked here too (a CPU tensor's values are on the host: no
 sync), raising ValueError naming the argument; under torch.compile that check is left to the op,
-which reads the host offsets and raises RuntimeError with the same wording. CUDA tensors raise
-NotImplementedError: the GPU kernels do not yet read cu_seqlens (docs/varlen.md has the plan,
-which keeps the GPU path free of host syncs).
+which reads the host offsets and raises RuntimeError with the same wording. CUDA tensors run a
+padded dense batch through the dense kernels (varlen_padded.py: no host sync, the offsets' values
+not checked) until the GPU kernels read cu_seqlens themselves (docs/varlen.md, step 3).
 
 sigmoid_bias: a float (every sequence), "auto" (-log(seqlen_k) of each sequence, computed by the
 op from the offsets; a sequence with no keys has no scores, so its bias is irrelevant), or a [B]
@@ -24,6 +24,7 @@ import torch
 
 from . import flash_attn_interface as _dense
 from . import ops as _ops
+from . import varlen_padded as _padded
 from ._library import ops as _lib
 
 
@@ -137,12 +138,11 @@ def _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dro
             raise ValueError(f"{name}: expected 3 dims [total_tokens, heads, head_dim], got shape {tuple(t.shape)}")
     _dense._check_dropout(dropout_p)
     _check_return_attn_probs(return_attn_probs)
-    if q.is_cuda:
-        raise NotImplementedError("flash_attn_varlen_func: CUDA tensors are not supported yet (the GPU kernels "
-                                  "do not read cu_seqlens; see docs/varlen.md); CPU tensors are")
     _check_cu_meta("cu_seqlens_q", cu_seqlens_q, q.device)
     _check_cu_meta("cu_seqlens_k", cu_seqlens_k, q.device)
-    eager = not torch.compiler.is_compiling()
+    # The offsets' values are checked where they are on the host already: CPU tensors, eagerly (under
+    # torch.compile the CPU op checks them). On CUDA a check would sync: they are documented, not checked.
+    eager = not torch.compiler.is_compiling() and not q.is_cuda
     if eager:
         # The offsets' values, on the host already (CPU tensors); under torch.compile the op checks them.
         len_q = _check_cu_values("cu_seqlens_q", cu_seqlens_q, q.shape[0], f"{names[0]}.shape[0]")
@@ -161,6 +161,10 @@ def _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dro
     bias, bias_per_batch, bias_auto = _bias_args(sigmoid_bias, batch, q.device, eager)
     left, right = _dense._flash_window(window_size, bool(causal), max_seqlen_k)
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
+    if q.is_cuda:  # the GPU kernels do not read cu_seqlens yet: a padded dense batch (varlen_padded.py)
+        return _padded.varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, bias,
+                                     bias_per_batch, bias_auto, bool(causal), left, right, alibi_slopes,
+                                     bool(deterministic))
     return _lib.varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, bias,
                            bias_per_batch, bias_auto, bool(causal), left, right, alibi_slopes,
                            _ops.SCORE_FUNCTIONS["exp2"], 0, "", bool(deterministic))
