@@ -90,6 +90,7 @@ class Checker {
     require(p.kernel_arch == 0 || p.kernel_arch == 80 || p.kernel_arch == 90, "problem.kernel_arch",
             "0 (best available), 80 or 90", p.kernel_arch);
     check_sequences(p);
+    check_kvcache(p);
     if (cuda) {
       require(p.batch <= kMaxGridYZ, "problem.batch", "<= 65535 for the GPU kernels", p.batch);
       require(p.heads_q <= kMaxGridYZ, "problem.heads_q", "<= 65535 for the GPU kernels", p.heads_q);
@@ -130,15 +131,50 @@ class Checker {
     }
   }
 
+  // The KV-cache fields (docs/kvcache.md): what costs nothing. Their values are host memory only
+  // on the CPU path (check_host_sequences).
+  void check_kvcache(const Problem& p) {
+    for (const auto& [ptr, name] : {std::pair{p.seqused_k, "problem.seqused_k"},
+                                    std::pair{p.kv_batch_idx, "problem.kv_batch_idx"},
+                                    std::pair{p.block_table, "problem.block_table"}}) {
+      require(ptr == nullptr || p.cu_seqlens_q == nullptr, name,
+              "NULL with problem.cu_seqlens_q (packed sequences and a KV cache do not combine yet)",
+              static_cast<const void*>(ptr));
+      require(reinterpret_cast<uintptr_t>(ptr) % alignof(int32_t) == 0, name, "a 4-byte aligned pointer to int32",
+              static_cast<const void*>(ptr));
+    }
+    require(p.kv_batch_idx == nullptr || p.block_table == nullptr, "problem.kv_batch_idx",
+            "NULL with problem.block_table (a paged cache maps batch entries to pages)",
+            static_cast<const void*>(p.kv_batch_idx));
+    require(p.kv_batch >= 0, "problem.kv_batch", ">= 0 (0: batch)", p.kv_batch);
+    if (p.block_table == nullptr) {
+      require(p.page_size == 0, "problem.page_size", "0 without problem.block_table", p.page_size);
+      return;
+    }
+    const bool power_of_two = p.page_size >= 16 && (p.page_size & (p.page_size - 1)) == 0;
+    require(power_of_two, "problem.page_size", "a power of two >= 16 with problem.block_table", p.page_size);
+    if (!ok_) return;
+    std::ostringstream capacity;
+    capacity << "a multiple of problem.page_size (" << p.page_size << ") with problem.block_table (each row's capacity)";
+    require(p.seqlen_k % p.page_size == 0, "problem.seqlen_k", capacity.str(), p.seqlen_k);
+    std::ostringstream stride;
+    stride << ">= seqlen_k / page_size (" << p.seqlen_k / p.page_size << ", the pages of a row)";
+    require(p.block_table_stride_batch >= p.seqlen_k / p.page_size, "problem.block_table_stride_batch", stride.str(),
+            p.block_table_stride_batch);
+    require(p.kv_batch >= 1, "problem.kv_batch", ">= 1 with problem.block_table (the number of pages in k and v)",
+            p.kv_batch);
+  }
+
   // A [batch, seqlen, heads, head_dim] tensor; `name` is the argument ("q", "dout", ...). Packed
   // (cu_seqlens set), it is one [1, seqlen (total rows), heads, head_dim] tensor: stride_batch is
   // never used, so it is not checked.
+  // `rows` >= 0 overrides the batch extent (a KV cache's rows or pages).
   void check_tensor(const Tensor& t, const char* name, const Problem& p, int64_t seqlen, int64_t heads,
-                    int element_bytes) {
+                    int element_bytes, int64_t rows = -1) {
     if (!ok_) return;
     const std::string n(name);
     const bool packed = p.cu_seqlens_q != nullptr;
-    const int64_t batches = packed ? std::min<int64_t>(p.batch, 1) : p.batch;
+    const int64_t batches = rows >= 0 ? rows : packed ? std::min<int64_t>(p.batch, 1) : p.batch;
     const int64_t stride_batch = packed ? 0 : t.stride_batch;
     require(t.stride_dim == 1, (n + ".stride_dim").c_str(), "1 (the head dim must be contiguous)", t.stride_dim);
     require(stride_batch >= 0, (n + ".stride_batch").c_str(), ">= 0", t.stride_batch);
@@ -192,6 +228,17 @@ class Checker {
 
 int element_bytes(FlashSigmoidDType dtype) { return dtype == FLASH_SIGMOID_FLOAT32 ? 4 : 2; }
 
+// The extent of k/v: dense [batch, seqlen_k], cache rows [kv_batch, seqlen_k] (kv_batch_idx), or
+// pages [kv_batch, page_size] (block_table). rows -1: the tensor's usual batch extent.
+struct KvGeometry {
+  int64_t rows, seqlen;
+};
+KvGeometry kv_geometry(const Problem& p) {
+  if (p.block_table != nullptr) return KvGeometry{p.kv_batch, p.page_size};
+  if (p.kv_batch_idx != nullptr) return KvGeometry{p.kv_batch > 0 ? p.kv_batch : p.batch, p.seqlen_k};
+  return KvGeometry{-1, p.seqlen_k};
+}
+
 // What is valid but not implemented by the GPU kernels yet (issue 18, step 3): Unsupported, never a
 // kernel that would ignore the field and return a wrong answer.
 Status gpu_implements(const Problem& p, const char* where) {
@@ -199,6 +246,16 @@ Status gpu_implements(const Problem& p, const char* where) {
     return fail(Status::kUnsupported, std::string(where) +
                                           ": problem.cu_seqlens_q: varlen is not implemented on the GPU yet "
                                           "(docs/varlen.md); the CPU implementation (cpu::forward/backward) has it");
+  }
+  for (const auto& [ptr, name, what] :
+       {std::tuple{p.seqused_k, "problem.seqused_k", "per-batch key counts (a KV cache)"},
+        std::tuple{p.kv_batch_idx, "problem.kv_batch_idx", "a KV-cache row map"},
+        std::tuple{p.block_table, "problem.block_table", "a paged KV cache"}}) {
+    if (ptr != nullptr) {
+      return fail(Status::kUnsupported, std::string(where) + ": " + name + ": " + what +
+                                            " is not implemented on the GPU yet (docs/kvcache.md); the CPU "
+                                            "implementation (cpu::forward) has it");
+    }
   }
   if (p.sigmoid_bias_per_batch != nullptr) {
     return fail(Status::kUnsupported, std::string(where) +
@@ -227,8 +284,9 @@ Status validate(const ForwardArgs* args, Backend backend, const char* where) {
   c.check_problem(p);
   const int eb = element_bytes(p.dtype);
   c.check_tensor(args->q, "q", p, p.seqlen_q, p.heads_q, eb);
-  c.check_tensor(args->k, "k", p, p.seqlen_k, p.heads_kv, eb);
-  c.check_tensor(args->v, "v", p, p.seqlen_k, p.heads_kv, eb);
+  const KvGeometry kv = kv_geometry(p);
+  c.check_tensor(args->k, "k", p, kv.seqlen, p.heads_kv, eb, kv.rows);
+  c.check_tensor(args->v, "v", p, kv.seqlen, p.heads_kv, eb, kv.rows);
   c.check_tensor(args->out, "out", p, p.seqlen_q, p.heads_q, eb);
   return finish(c, *args, backend, where);
 }
@@ -239,6 +297,12 @@ Status validate(const BackwardArgs* args, Backend backend, const char* where) {
   if (!c.ok()) return c.status();
   const Problem& p = args->problem;
   c.check_problem(p);
+  for (const auto& [ptr, name] : {std::pair{p.seqused_k, "problem.seqused_k"},
+                                  std::pair{p.kv_batch_idx, "problem.kv_batch_idx"},
+                                  std::pair{p.block_table, "problem.block_table"}}) {
+    c.require(ptr == nullptr, name, "NULL for the backward (the KV-cache fields are forward-only)",
+              static_cast<const void*>(ptr));
+  }
   const int eb = element_bytes(p.dtype);
   c.check_tensor(args->q, "q", p, p.seqlen_q, p.heads_q, eb);
   c.check_tensor(args->k, "k", p, p.seqlen_k, p.heads_kv, eb);
@@ -260,6 +324,46 @@ Status validate(const BackwardArgs* args, Backend backend, const char* where) {
   }
   return finish(c, *args, backend, where);
 }
+
+namespace {
+
+// The KV-cache values of a CPU call: row b holds `lengths[b] + extra` keys (lengths NULL: the whole
+// capacity seqlen_k, extra 0), which must fit the capacity; its cache row (kv_batch_idx) or every
+// page holding one of those keys (block_table) must exist. `lengths_name` names `lengths`.
+void check_host_kv(Checker& c, const Problem& p, const int32_t* lengths, int64_t extra,
+                   const char* lengths_name = "problem.seqused_k") {
+  const KvGeometry kv = kv_geometry(p);
+  for (int64_t b = 0; c.ok() && b < p.batch; ++b) {
+    const int64_t keys = (lengths != nullptr ? int64_t{lengths[b]} : p.seqlen_k) + extra;
+    if (lengths != nullptr) {
+      const std::string name = std::string(lengths_name) + "[" + std::to_string(b) + "]";
+      c.require(lengths[b] >= 0, name.c_str(), ">= 0", lengths[b]);
+      std::ostringstream fits;
+      if (extra > 0) fits << "a length that with seqlen_new (" << extra << ") fits ";
+      else fits << "at most ";
+      fits << "problem.seqlen_k (" << p.seqlen_k << ", the cache's capacity)";
+      c.require(keys <= p.seqlen_k, name.c_str(), fits.str(), lengths[b]);
+    }
+    if (p.kv_batch_idx != nullptr) {
+      const std::string name = "problem.kv_batch_idx[" + std::to_string(b) + "]";
+      std::ostringstream range;
+      range << "a row of k and v (0.." << kv.rows - 1 << ")";
+      c.require(p.kv_batch_idx[b] >= 0 && p.kv_batch_idx[b] < kv.rows, name.c_str(), range.str(), p.kv_batch_idx[b]);
+    }
+    if (p.block_table != nullptr) {
+      for (int64_t page = 0; c.ok() && page * p.page_size < keys; ++page) {
+        const int64_t at = b * p.block_table_stride_batch + page;
+        const int32_t entry = p.block_table[at];
+        std::ostringstream name, range;
+        name << "problem.block_table[" << at << "] (batch " << b << ", page " << page << ")";
+        range << "a page of k and v (0.." << kv.rows - 1 << ")";
+        c.require(entry >= 0 && entry < kv.rows, name.str().c_str(), range.str(), entry);
+      }
+    }
+  }
+}
+
+}  // namespace
 
 Status check_host_sequences(const Problem& p, const char* where) {
   Checker c(where, Backend::kCpu);
@@ -288,11 +392,83 @@ Status check_host_sequences(const Problem& p, const char* where) {
       c.require(max_seqlen >= longest, max_name.c_str(), longest_text.str(), max_seqlen);
     }
   }
+  check_host_kv(c, p, p.seqused_k, 0);
   if (p.sigmoid_bias_per_batch != nullptr) {
     for (int64_t b = 0; c.ok() && b < p.batch; ++b) {
       const std::string name = "problem.sigmoid_bias_per_batch[" + std::to_string(b) + "]";
       c.require(std::isfinite(p.sigmoid_bias_per_batch[b]), name.c_str(), "a finite number",
                 p.sigmoid_bias_per_batch[b]);
+    }
+  }
+  return c.ok() ? succeed() : c.status();
+}
+
+Status validate(const KvAppendArgs* args, Backend backend, const char* where) {
+  Checker c(where, backend);
+  c.require(args != nullptr, "args", "a non-null pointer", "NULL");
+  if (!c.ok()) return c.status();
+  const Problem& p = args->problem;
+  c.check_problem(p);
+  c.require(p.seqused_k == nullptr, "problem.seqused_k", "NULL for the append (cache_seqlens gives the lengths)",
+            static_cast<const void*>(p.seqused_k));
+  c.require(args->seqlen_new >= 0, "seqlen_new", ">= 0", args->seqlen_new);
+  const bool has_work = p.batch > 0 && (args->seqlen_new > 0 || (args->rotary_cos != nullptr && p.seqlen_q > 0));
+  c.require(args->cache_seqlens != nullptr || !has_work, "cache_seqlens", "a non-null pointer to int32 [batch]",
+            "NULL");
+  c.require(reinterpret_cast<uintptr_t>(args->cache_seqlens) % alignof(int32_t) == 0, "cache_seqlens",
+            "a 4-byte aligned pointer to int32", static_cast<const void*>(args->cache_seqlens));
+  const int eb = element_bytes(p.dtype);
+  const KvGeometry kv = kv_geometry(p);
+  c.check_tensor(args->k_new, "k_new", p, args->seqlen_new, p.heads_kv, eb);
+  c.check_tensor(args->v_new, "v_new", p, args->seqlen_new, p.heads_kv, eb);
+  if (args->seqlen_new > 0) {
+    c.check_tensor(args->k_cache, "k_cache", p, kv.seqlen, p.heads_kv, eb, kv.rows);
+    c.check_tensor(args->v_cache, "v_cache", p, kv.seqlen, p.heads_kv, eb, kv.rows);
+  }
+  const bool has_cos = args->rotary_cos != nullptr, has_sin = args->rotary_sin != nullptr;
+  c.require(has_cos == has_sin, has_cos ? "rotary_sin" : "rotary_cos",
+            std::string("a non-null pointer like ") + (has_cos ? "rotary_cos" : "rotary_sin") +
+                " (both set: rotary; both NULL: none)",
+            "NULL");
+  if (has_cos && has_sin) {
+    std::ostringstream dims;
+    dims << "an even number in 2..head_dim (" << p.head_dim << ")";
+    c.require(args->rotary_dim >= 2 && args->rotary_dim % 2 == 0 && args->rotary_dim <= p.head_dim, "rotary_dim",
+              dims.str(), args->rotary_dim);
+    std::ostringstream stride;
+    stride << ">= rotary_dim / 2 (" << args->rotary_dim / 2 << ", a table row)";
+    c.require(args->rotary_stride >= args->rotary_dim / 2, "rotary_stride", stride.str(), args->rotary_stride);
+    c.require(args->rotary_seqlen >= 0, "rotary_seqlen", ">= 0", args->rotary_seqlen);
+    for (const auto& [ptr, name] : {std::pair{args->rotary_cos, "rotary_cos"}, std::pair{args->rotary_sin, "rotary_sin"}}) {
+      c.require(reinterpret_cast<uintptr_t>(ptr) % alignof(float) == 0, name, "a 4-byte aligned pointer to fp32",
+                static_cast<const void*>(ptr));
+    }
+    if (args->q.data != nullptr) {
+      c.check_tensor(args->q, "q", p, p.seqlen_q, p.heads_q, eb);
+      c.check_tensor(args->q_rotated, "q_rotated", p, p.seqlen_q, p.heads_q, eb);
+      c.require(args->q_rotated.data != args->q.data || p.batch == 0 || p.seqlen_q == 0, "q_rotated.data",
+                "a buffer other than q.data (the rotation is not in place)", args->q_rotated.data);
+    }
+  }
+  return c.ok() ? succeed() : c.status();
+}
+
+Status check_host_append(const KvAppendArgs& args, const char* where) {
+  Checker c(where, Backend::kCpu);
+  const Problem& p = args.problem;
+  if (args.cache_seqlens == nullptr) return succeed();  // validate(): nothing is appended or rotated
+  check_host_kv(c, p, args.cache_seqlens, args.seqlen_new, "cache_seqlens");
+  if (args.rotary_cos != nullptr) {
+    const bool q_steps = p.causal || p.window_left != -1 || p.window_right != -1;
+    for (int64_t b = 0; c.ok() && b < p.batch; ++b) {
+      int64_t last = -1;  // the last position rotated in row b
+      if (args.seqlen_new > 0) last = args.cache_seqlens[b] + args.seqlen_new - 1;
+      if (args.q.data != nullptr && p.seqlen_q > 0) {
+        last = std::max<int64_t>(last, args.cache_seqlens[b] + (q_steps ? p.seqlen_q - 1 : 0));
+      }
+      std::ostringstream rows;
+      rows << "more than " << last << " rows (the last position of batch " << b << "'s q and new k)";
+      c.require(last < args.rotary_seqlen, "rotary_seqlen", rows.str(), args.rotary_seqlen);
     }
   }
   return c.ok() ? succeed() : c.status();
