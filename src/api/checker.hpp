@@ -160,6 +160,11 @@ class Checker {
     stride << ">= seqlen_k / page_size (" << p.seqlen_k / p.page_size << ", the pages of a row)";
     require(p.block_table_stride_batch >= p.seqlen_k / p.page_size, "problem.block_table_stride_batch", stride.str(),
             p.block_table_stride_batch);
+    int64_t last_entry = 0;
+    const bool table_overflow = p.batch > 0 && __builtin_mul_overflow(p.batch - 1, p.block_table_stride_batch, &last_entry);
+    require(!table_overflow, "problem.block_table_stride_batch",
+            "a stride whose largest entry offset, (batch - 1) * block_table_stride_batch, fits in 64 bits",
+            p.block_table_stride_batch);
     require(p.kv_batch >= 1, "problem.kv_batch", ">= 1 with problem.block_table (the number of pages in k and v)",
             p.kv_batch);
   }

@@ -48,6 +48,9 @@ TEST(CpuKvCacheValidation, ForwardErrorsNameTheArgument) {
        [](KvCache&, ForwardArgs& a) { a.problem.block_table_stride_batch = 3; }},
       {"problem.kv_batch: expected >= 1 with problem.block_table (the number of pages in k and v), got 0",
        [](KvCache&, ForwardArgs& a) { a.problem.kv_batch = 0; }},
+      {"problem.block_table_stride_batch: expected a stride whose largest entry offset, (batch - 1) * "
+       "block_table_stride_batch, fits in 64 bits",
+       [](KvCache&, ForwardArgs& a) { a.problem.block_table_stride_batch = int64_t{1} << 62; }},
       {"problem.kv_batch: expected >= 0 (0: batch), got -1", [](KvCache&, ForwardArgs& a) { a.problem.kv_batch = -1; }},
       {"problem.block_table[6] (batch 1, page 2): expected a page of k and v (0..14), got 15",
        [](KvCache& c, ForwardArgs&) { c.lengths[1] = 40, c.table[6] = 15; }},
@@ -90,6 +93,17 @@ TEST(CpuKvCacheValidation, ForwardErrorsNameTheArgument) {
   g.problem = m.problem;
   EXPECT_TRUE(fails_with(cpu::backward(g, 1), Status::kInvalidArgument,
                          "problem.seqused_k: expected NULL for the backward (the KV-cache fields are forward-only)"));
+}
+
+// problem_init leaves every KV-cache field off, so existing callers keep the dense problem.
+TEST(CpuKvCacheValidation, ProblemInitLeavesTheKvCacheFieldsOff) {
+  const Problem p = problem_init(64);
+  EXPECT_EQ(p.seqused_k, nullptr);
+  EXPECT_EQ(p.kv_batch_idx, nullptr);
+  EXPECT_EQ(p.block_table, nullptr);
+  EXPECT_EQ(p.block_table_stride_batch, 0);
+  EXPECT_EQ(p.page_size, 0);
+  EXPECT_EQ(p.kv_batch, 0);
 }
 
 TEST(CpuKvCacheValidation, AppendErrorsNameTheArgument) {
