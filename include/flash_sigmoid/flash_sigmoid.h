@@ -119,6 +119,27 @@ typedef struct FlashSigmoidProblem {
    * A sequence without keys has no scores, so its bias never matters. With it, sigmoid_bias must be
    * 0 and sigmoid_bias_per_batch NULL. */
   int32_t sigmoid_bias_auto;
+  /* KV cache (docs/kvcache.md; forward only, not with cu_seqlens). All NULL / 0: the dense problem.
+   * seqused_k: NULL = every batch entry attends to all seqlen_k keys; else int32 [batch], entry b
+   * attends to the first seqused_k[b] (0..seqlen_k) keys of its cache row only: masks bottom-right
+   * aligned to that count (offset = seqused_k[b] - seqlen_q), ALiBi distances and the "auto" bias
+   * likewise; no key at or past seqused_k[b] is read. */
+  const int32_t* seqused_k;
+  /* kv_batch_idx: NULL = batch entry b reads row b of k/v; else int32 [batch], entry b reads row
+   * kv_batch_idx[b] (0..kv_batch-1) of k/v (flash-attn's cache_batch_idx). Not with block_table. */
+  const int32_t* kv_batch_idx;
+  /* Paged K/V: NULL = k/v are [kv_batch, seqlen_k, heads_kv, head_dim]. Else k/v are pages
+   * [kv_batch (the number of pages), page_size, heads_kv, head_dim] (stride_batch steps a page,
+   * stride_seq a slot), page_size a power of two >= 16, and seqlen_k (a multiple of page_size) is
+   * each row's capacity: key j of batch entry b is slot j % page_size of page
+   * block_table[b * block_table_stride_batch + j / page_size]. Entries past a row's used keys are
+   * never read. */
+  const int32_t* block_table;
+  int64_t block_table_stride_batch; /* >= seqlen_k / page_size */
+  int64_t page_size;
+  /* Entries of k/v's batch dimension (cache rows, or pages with block_table); 0 = batch (and
+   * then 0 is an error with block_table). Only read with kv_batch_idx or block_table. */
+  int64_t kv_batch;
 } FlashSigmoidProblem;
 
 typedef struct FlashSigmoidForwardArgs {
@@ -139,9 +160,42 @@ typedef struct FlashSigmoidBackwardArgs {
   int32_t deterministic;      /* nonzero: bitwise-reproducible gradients */
 } FlashSigmoidBackwardArgs;
 
+/* The append step of a KV-cache call (flash-attn's flash_attn_with_kvcache with new k, v), run
+ * before the forward: writes seqlen_new new tokens of each batch entry into its cache row at
+ * positions cache_seqlens[b] .. cache_seqlens[b] + seqlen_new - 1 (through kv_batch_idx or
+ * block_table, as the forward reads them), rotated first when rotary tables are given; and rotates
+ * q into q_rotated. The forward then runs with seqused_k[b] = cache_seqlens[b] + seqlen_new. */
+typedef struct FlashSigmoidKvAppendArgs {
+  /* The cache as the forward sees it: dtype, batch, heads_q, heads_kv, head_dim, seqlen_k (the
+   * capacity), kv_batch_idx / block_table / block_table_stride_batch / page_size / kv_batch; and
+   * seqlen_q, causal, window_left/right for q's rotary positions. seqused_k must be NULL. */
+  FlashSigmoidProblem problem;
+  const int32_t* cache_seqlens; /* int32 [batch], tokens already in each row (>= 0) */
+  int64_t seqlen_new;           /* >= 0; cache_seqlens[b] + seqlen_new <= seqlen_k */
+  FlashSigmoidTensor k_new;     /* [batch, seqlen_new, heads_kv, head_dim] */
+  FlashSigmoidTensor v_new;     /* [batch, seqlen_new, heads_kv, head_dim] */
+  FlashSigmoidTensor k_cache;   /* written: as the forward's k (rows or pages) */
+  FlashSigmoidTensor v_cache;   /* written: as the forward's v */
+  /* Rotary (both NULL: none): fp32 tables [rotary_seqlen, rotary_dim / 2], row r at
+   * rotary_cos + r * rotary_stride. Computed in fp32, rounded once to dtype. The new k's token i
+   * is at position cache_seqlens[b] + i; q's token i at cache_seqlens[b] + i with causal or a
+   * window, else at cache_seqlens[b] (flash-attn 2.5.6). Interleaved: channel pairs (2i, 2i + 1);
+   * else (i, i + rotary_dim / 2). Channels >= rotary_dim are copied. */
+  const float* rotary_cos;
+  const float* rotary_sin;
+  int64_t rotary_stride;
+  int64_t rotary_seqlen;
+  int64_t rotary_dim; /* even, 2..head_dim */
+  int32_t rotary_interleaved;
+  /* q [batch, seqlen_q, heads_q, head_dim] and q_rotated (written, same shape; may not alias q):
+   * read and written only with rotary tables and q.data non-NULL. */
+  FlashSigmoidTensor q;
+  FlashSigmoidTensor q_rotated;
+} FlashSigmoidKvAppendArgs;
+
 /* Defaults for a problem of this head dim: fp16, scale 1/sqrt(head_dim), bias 0, no mask, no
  * ALiBi, sigmoid via exp2, best kernel, dense (cu_seqlens NULL, max lengths 0, no per-sequence or
- * auto bias); sizes other than head_dim are 0 and must be set. */
+ * auto bias, no KV-cache field); sizes other than head_dim are 0 and must be set. */
 FLASH_SIGMOID_EXPORT FlashSigmoidProblem flash_sigmoid_problem_init(int64_t head_dim);
 
 /* A tensor view of contiguous [batch, seqlen, heads, head_dim] memory. */
@@ -168,6 +222,14 @@ FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_backward(const FlashSigmoi
 FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_cpu_forward(const FlashSigmoidForwardArgs* args, int num_threads);
 FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_cpu_backward(const FlashSigmoidBackwardArgs* args,
                                                                    int num_threads);
+
+/* The append step (FlashSigmoidKvAppendArgs). The CPU one is blocking and single-threaded (it
+ * touches only the new tokens; num_threads is checked and reserved); the GPU one is not
+ * implemented yet (Unsupported, docs/kvcache.md). */
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_cpu_kvcache_append(const FlashSigmoidKvAppendArgs* args,
+                                                                         int num_threads);
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_kvcache_append(const FlashSigmoidKvAppendArgs* args,
+                                                                     FlashSigmoidStream stream);
 
 /* The message of the last failed call on this thread ("" after a success). */
 FLASH_SIGMOID_EXPORT const char* flash_sigmoid_last_error(void);

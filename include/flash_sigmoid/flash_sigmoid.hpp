@@ -32,6 +32,7 @@ using Tensor = FlashSigmoidTensor;
 using Problem = FlashSigmoidProblem;
 using ForwardArgs = FlashSigmoidForwardArgs;
 using BackwardArgs = FlashSigmoidBackwardArgs;
+using KvAppendArgs = FlashSigmoidKvAppendArgs;
 
 struct Workspace {
   void* data = nullptr;
@@ -49,11 +50,14 @@ FLASH_SIGMOID_EXPORT Status workspace_size(const ForwardArgs& args, size_t* byte
 FLASH_SIGMOID_EXPORT Status workspace_size(const BackwardArgs& args, size_t* bytes);
 FLASH_SIGMOID_EXPORT Status forward(const ForwardArgs& args, Workspace workspace, Stream stream);
 FLASH_SIGMOID_EXPORT Status backward(const BackwardArgs& args, Workspace workspace, Stream stream);
+// The KV-cache append step on the GPU: not implemented yet (Unsupported, docs/kvcache.md).
+FLASH_SIGMOID_EXPORT Status kvcache_append(const KvAppendArgs& args, Stream stream);
 
 // CPU implementation (blocking; num_threads 0 means one per hardware thread).
 namespace cpu {
 FLASH_SIGMOID_EXPORT Status forward(const ForwardArgs& args, int num_threads = 0);
 FLASH_SIGMOID_EXPORT Status backward(const BackwardArgs& args, int num_threads = 0);
+FLASH_SIGMOID_EXPORT Status kvcache_append(const KvAppendArgs& args, int num_threads = 0);
 }  // namespace cpu
 
 FLASH_SIGMOID_EXPORT const char* last_error();

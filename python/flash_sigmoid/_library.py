@@ -3,7 +3,7 @@
 Layer: Python package (low level). The ops themselves are registered in C++ (src/torch/ops.cpp,
 torch's stable ABI); this module finds and loads that library, then registers their fake (meta)
 functions, so torch.compile and FakeTensor can trace them, and the autograd formulas of `fwd` and
-`varlen_fwd`.
+`varlen_fwd` (`kvcache_fwd` is forward-only).
 Knows the op schemas; nothing of kernels.
 """
 import os
@@ -91,6 +91,14 @@ torch.library.register_autograd("flash_sigmoid::fwd", _fwd_backward, setup_conte
 def _varlen_fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias,
                      sigmoid_bias_per_batch, sigmoid_bias_auto, causal, window_left, window_right, alibi_slopes,
                      score_function, kernel_arch, kernel_variant, deterministic):
+    return q.new_empty(q.shape)
+
+
+# The KV-cache op (CPU tensors, docs/kvcache.md): writes k_cache/v_cache in place, returns out like q.
+@torch.library.register_fake("flash_sigmoid::kvcache_fwd")
+def _kvcache_fwd_fake(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx, block_table,
+                      scale, sigmoid_bias, causal, window_left, window_right, rotary_interleaved, rotary_q_steps,
+                      alibi_slopes):
     return q.new_empty(q.shape)
 
 

@@ -1,8 +1,10 @@
 """flash-attn 2.5.6's `flash_attn_with_kvcache` (inference) with a trailing `sigmoid_bias`.
 
-Layer: Python package, over flash_attn_interface's dense path. This first step (issue 19) is
-composed of torch operations and the dense forward, the same code for CPU and CUDA tensors, with
-no host read of a device tensor (so no sync, and fixed launches for fixed shapes):
+Layer: Python package. CPU tensors go, after the checks below, through the flash_sigmoid::kvcache_fwd
+op (src/torch/ops.cpp: the C API's append, then the forward reading each row's keys in place,
+pages included; docs/kvcache.md, step 3). CUDA tensors take the path of step 1, composed of torch
+operations and flash_attn_interface's dense forward, with no host read of a device tensor (so no
+sync, and fixed launches for fixed shapes):
 
 1. rotary: q and the new k are rotated at their positions (below) in fp32 and rounded back;
 2. append: the new k, v are written into the cache in place at rows cache_seqlens[b] .. + seqlen_new
@@ -15,8 +17,9 @@ no host read of a device tensor (so no sync, and fixed launches for fixed shapes
    sigma(bias) * 0 = 0: sigmoid attention has no normaliser, so padding with zero values is exact
    (softmax would need the padded scores masked instead).
 
-Step 3 copies the whole cache every call (about three times the bytes the attention itself needs):
-a correct path, not a fast one. The split-KV decode kernel (docs/kvcache.md) replaces it.
+Step 3 of the composed path copies the whole cache every call (about three times the bytes the
+attention itself needs): a correct path, not a fast one. The split-KV decode kernel
+(docs/kvcache.md) replaces it.
 
 Positions (flash-attn 2.5.6): the new k's token i is at cache_seqlens[b] + i; q's token i is at
 cache_seqlens[b] + i when causal or a window is set, otherwise every q token is at
@@ -32,6 +35,7 @@ import numbers
 import torch
 
 from . import flash_attn_interface as _dense
+from . import ops as _ops
 
 
 def _check_tensor(name, t, dims, layout):
@@ -208,6 +212,20 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             if (last >= rotary_cos.shape[0]).any():
                 raise ValueError(f"rotary_cos: expected a row for every position of q and the new k (up to "
                                  f"{int(last.max())}), got {rotary_cos.shape[0]} rows")
+
+    if not q.is_cuda:  # the C++ path: append, then the forward reading each row's keys in place
+        left, right = _dense._flash_window(window_size, bool(causal), capacity)
+        scale = head_dim ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
+        _ops.check_alibi(alibi_slopes, q)
+        rotary = rotary_cos is not None
+        return _ops.ops.kvcache_fwd(
+            q, k_cache, v_cache, k, v, rotary_cos.float().contiguous() if rotary else None,
+            rotary_sin.float().contiguous() if rotary else None, lengths.to(torch.int32).contiguous(),
+            cache_batch_idx.contiguous() if cache_batch_idx is not None else None,
+            block_table.contiguous() if paged else None, scale, _ops.as_float("sigmoid_bias", sigmoid_bias),
+            bool(causal), left, right, bool(rotary_interleaved), bool(causal or local), alibi_slopes)
+
+    if rotary_cos is not None:
         cos, sin = rotary_cos.float(), rotary_sin.float()
         q_steps = torch.arange(seqlen_q, device=device) if (causal or local) else torch.zeros(seqlen_q, device=device,
                                                                                                 dtype=torch.long)

@@ -9,6 +9,7 @@
 #include "api/error.hpp"
 #include "api/validate.hpp"
 #include "cpu/attention_cpu.hpp"
+#include "cpu/kvcache_cpu.hpp"
 #include "dispatch/registry.hpp"
 
 namespace flash_sigmoid {
@@ -117,6 +118,12 @@ Problem problem_init(int64_t head_dim) {
   p.max_seqlen_k = 0;
   p.sigmoid_bias_per_batch = nullptr;
   p.sigmoid_bias_auto = 0;
+  p.seqused_k = nullptr;
+  p.kv_batch_idx = nullptr;
+  p.block_table = nullptr;
+  p.block_table_stride_batch = 0;
+  p.page_size = 0;
+  p.kv_batch = 0;
   return p;
 }
 
@@ -185,6 +192,13 @@ Status backward(const BackwardArgs& args, Workspace workspace, Stream stream) {
   return launched(kernel->backward(params, reinterpret_cast<cudaStream_t>(stream)), *kernel, "backward");
 }
 
+Status kvcache_append(const KvAppendArgs& args, Stream /*stream*/) {
+  if (Status s = api::validate(&args, api::Backend::kCuda, "kvcache_append"); s != Status::kSuccess) return s;
+  return api::fail(Status::kUnsupported,
+                   "kvcache_append: the KV-cache append is not implemented on the GPU yet (docs/kvcache.md); "
+                   "the CPU implementation (cpu::kvcache_append) has it");
+}
+
 namespace cpu {
 
 Status forward(const ForwardArgs& args, int num_threads) {
@@ -211,6 +225,20 @@ Status backward(const BackwardArgs& args, int num_threads) {
   if (api::nothing_to_do(args)) return api::succeed();
   if (!cpu_impl::backward(args, num_threads)) {
     return api::fail(Status::kInternalError, "cpu::backward: a worker failed (host scratch memory could not be allocated)");
+  }
+  return api::succeed();
+}
+
+Status kvcache_append(const KvAppendArgs& args, int num_threads) {
+  if (Status s = api::validate(&args, api::Backend::kCpu, "cpu::kvcache_append"); s != Status::kSuccess) return s;
+  if (Status s = api::check_host_append(args, "cpu::kvcache_append"); s != Status::kSuccess) return s;
+  if (num_threads < 0) {
+    return api::fail(Status::kInvalidArgument,
+                     "cpu::kvcache_append: num_threads: expected >= 0 (0: one per hardware thread), got " +
+                         std::to_string(num_threads));
+  }
+  if (!cpu_impl::kvcache_append(args)) {
+    return api::fail(Status::kInternalError, "cpu::kvcache_append: host scratch memory could not be allocated");
   }
   return api::succeed();
 }

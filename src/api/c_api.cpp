@@ -79,6 +79,18 @@ FlashSigmoidStatus flash_sigmoid_cpu_backward(const FlashSigmoidBackwardArgs* ar
   return to_c(fs::cpu::backward(*args, num_threads));
 }
 
+FlashSigmoidStatus flash_sigmoid_cpu_kvcache_append(const FlashSigmoidKvAppendArgs* args, int num_threads) {
+  FlashSigmoidStatus s;
+  if (reject_null(args, "cpu::kvcache_append", &s)) return s;
+  return to_c(fs::cpu::kvcache_append(*args, num_threads));
+}
+
+FlashSigmoidStatus flash_sigmoid_kvcache_append(const FlashSigmoidKvAppendArgs* args, FlashSigmoidStream stream) {
+  FlashSigmoidStatus s;
+  if (reject_null(args, "kvcache_append", &s)) return s;
+  return to_c(fs::kvcache_append(*args, stream));
+}
+
 const char* flash_sigmoid_last_error(void) { return fs::last_error(); }
 const char* flash_sigmoid_build_info(void) { return fs::build_info(); }
 const char* flash_sigmoid_status_name(FlashSigmoidStatus status) {

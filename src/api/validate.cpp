@@ -1,196 +1,23 @@
 // Layer: public API. Argument validation: every rejected argument gets a message that names it and
 // says what was expected. validate() reads only the structs, never memory behind their pointers;
-// check_host_sequences() reads the host offsets and biases of a CPU call, and nothing else.
+// check_host_sequences() reads the host offsets, biases and KV-cache values of a CPU call, and
+// nothing else. The checks themselves are the Checker's (checker.hpp); the append step's are in
+// validate_kvcache.cpp.
 #include "api/validate.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <sstream>
 #include <string>
 #include <tuple>
-#include <utility>
 
+#include "api/checker.hpp"
 #include "api/error.hpp"
 #include "common/dq_accum_layout.hpp"
 
 namespace flash_sigmoid::api {
 namespace {
-
-// Limits of the GPU kernels: grid dimensions y/z for heads and batch, 32-bit index arithmetic
-// within one (batch, head) slice, and int positions with room for mask offsets.
-constexpr int64_t kMaxGridYZ = 65535;
-constexpr int64_t kMaxSeqlen = int64_t{1} << 30;
-constexpr int64_t kMaxHeadDim = 256;
-
-class Checker {
- public:
-  Checker(const char* where, Backend backend) : where_(where), backend_(backend) {}
-
-  bool ok() const { return ok_; }
-  Status status() const { return ok_ ? Status::kSuccess : Status::kInvalidArgument; }
-
-  // Records the first failure only: the message names the first wrong argument.
-  template <class Got>
-  void require(bool condition, const char* argument, const std::string& expected, const Got& got) {
-    if (!ok_ || condition) return;
-    std::ostringstream os;
-    os << where_ << ": " << argument << ": expected " << expected << ", got " << got;
-    ok_ = false;
-    fail(Status::kInvalidArgument, os.str());
-  }
-
-  void check_problem(const Problem& p) {
-    const bool cuda = backend_ == Backend::kCuda;
-    const bool dtype_ok = p.dtype == FLASH_SIGMOID_FLOAT16 || p.dtype == FLASH_SIGMOID_BFLOAT16 ||
-                          (!cuda && p.dtype == FLASH_SIGMOID_FLOAT32);
-    require(dtype_ok, "problem.dtype",
-            cuda ? "FLASH_SIGMOID_FLOAT16 or FLASH_SIGMOID_BFLOAT16 (the GPU kernels take no fp32)"
-                 : "FLASH_SIGMOID_FLOAT16, FLASH_SIGMOID_BFLOAT16 or FLASH_SIGMOID_FLOAT32",
-            static_cast<int>(p.dtype));
-    require(p.batch >= 0, "problem.batch", ">= 0", p.batch);
-    require(p.seqlen_q >= 0, "problem.seqlen_q", ">= 0", p.seqlen_q);
-    require(p.seqlen_k >= 0, "problem.seqlen_k", ">= 0", p.seqlen_k);
-    require(p.heads_q >= 1, "problem.heads_q", ">= 1", p.heads_q);
-    require(p.heads_kv >= 1, "problem.heads_kv", ">= 1", p.heads_kv);
-    require(p.head_dim >= 1 && p.head_dim <= kMaxHeadDim, "problem.head_dim", "1..256", p.head_dim);
-    if (cuda) {
-      require(p.head_dim % 8 == 0, "problem.head_dim",
-              "a multiple of 8 for the GPU kernels (pad the head dim with zeros)", p.head_dim);
-    }
-    if (ok_) {
-      std::ostringstream e;
-      e << "a multiple of problem.heads_kv (" << p.heads_kv << ")";
-      require(p.heads_q % p.heads_kv == 0, "problem.heads_q", e.str(), p.heads_q);
-    }
-    require(std::isfinite(p.scale), "problem.scale", "a finite number", p.scale);
-    require(std::isfinite(p.sigmoid_bias), "problem.sigmoid_bias", "a finite number", p.sigmoid_bias);
-    require(p.window_left >= -1, "problem.window_left", ">= -1 (-1: unbounded)", p.window_left);
-    require(p.window_right >= -1, "problem.window_right", ">= -1 (-1: unbounded)", p.window_right);
-    require(!p.causal || p.window_right == -1 || p.window_right == 0, "problem.window_right",
-            "-1 or 0 with causal (causal is the window (-1, 0))", p.window_right);
-    if (p.alibi_slopes != nullptr) {
-      require(p.alibi_stride_batch == 0 || p.alibi_stride_batch >= p.heads_q, "problem.alibi_stride_batch",
-              "0 (slopes of shape [heads_q]) or >= heads_q (slopes of shape [batch, heads_q])",
-              p.alibi_stride_batch);
-      int64_t last = 0;
-      const bool alibi_overflow = p.batch > 0 && p.heads_q > 0 &&
-                                  (__builtin_mul_overflow(p.batch - 1, p.alibi_stride_batch, &last) ||
-                                   __builtin_add_overflow(last, p.heads_q - 1, &last));
-      require(!alibi_overflow, "problem.alibi_stride_batch",
-              "a stride whose largest slope offset, (batch - 1) * alibi_stride_batch + heads_q - 1, fits in 64 bits",
-              p.alibi_stride_batch);
-      require(reinterpret_cast<uintptr_t>(p.alibi_slopes) % alignof(float) == 0, "problem.alibi_slopes",
-              "a 4-byte aligned pointer to fp32 slopes", static_cast<const void*>(p.alibi_slopes));
-    }
-    require(p.score_function == FLASH_SIGMOID_SIGMOID_VIA_EXP2 || p.score_function == FLASH_SIGMOID_SIGMOID_VIA_TANH,
-            "problem.score_function", "FLASH_SIGMOID_SIGMOID_VIA_EXP2 or FLASH_SIGMOID_SIGMOID_VIA_TANH",
-            static_cast<int>(p.score_function));
-    require(p.kernel_arch == 0 || p.kernel_arch == 80 || p.kernel_arch == 90, "problem.kernel_arch",
-            "0 (best available), 80 or 90", p.kernel_arch);
-    check_sequences(p);
-    if (cuda) {
-      require(p.batch <= kMaxGridYZ, "problem.batch", "<= 65535 for the GPU kernels", p.batch);
-      require(p.heads_q <= kMaxGridYZ, "problem.heads_q", "<= 65535 for the GPU kernels", p.heads_q);
-      require(p.seqlen_q < kMaxSeqlen, "problem.seqlen_q", "< 2^30 for the GPU kernels", p.seqlen_q);
-      require(p.seqlen_k < kMaxSeqlen, "problem.seqlen_k", "< 2^30 for the GPU kernels", p.seqlen_k);
-    }
-  }
-
-  // The packed-sequence fields (cu_seqlens, max lengths) and the per-sequence bias: what costs
-  // nothing. The offsets themselves are host memory only on the CPU path (check_host_sequences).
-  void check_sequences(const Problem& p) {
-    const bool has_q = p.cu_seqlens_q != nullptr, has_k = p.cu_seqlens_k != nullptr;
-    require(has_q == has_k, has_q ? "problem.cu_seqlens_k" : "problem.cu_seqlens_q",
-            std::string("a non-null pointer like ") + (has_q ? "problem.cu_seqlens_q" : "problem.cu_seqlens_k") +
-                " (both set: packed sequences; both NULL: dense)",
-            "NULL");
-    require(p.max_seqlen_q >= 0, "problem.max_seqlen_q", ">= 0", p.max_seqlen_q);
-    require(p.max_seqlen_k >= 0, "problem.max_seqlen_k", ">= 0", p.max_seqlen_k);
-    for (const auto& [ptr, name] : {std::pair{p.cu_seqlens_q, "problem.cu_seqlens_q"},
-                                    std::pair{p.cu_seqlens_k, "problem.cu_seqlens_k"}}) {
-      require(reinterpret_cast<uintptr_t>(ptr) % alignof(int32_t) == 0, name, "a 4-byte aligned pointer to int32 offsets",
-              static_cast<const void*>(ptr));
-    }
-    require(reinterpret_cast<uintptr_t>(p.sigmoid_bias_per_batch) % alignof(float) == 0,
-            "problem.sigmoid_bias_per_batch", "a 4-byte aligned pointer to fp32 biases",
-            static_cast<const void*>(p.sigmoid_bias_per_batch));
-    require(!p.sigmoid_bias_auto || p.sigmoid_bias_per_batch == nullptr, "problem.sigmoid_bias_per_batch",
-            "NULL with problem.sigmoid_bias_auto (the bias is -log(seqlen_k) of each sequence)",
-            static_cast<const void*>(p.sigmoid_bias_per_batch));
-    require((!p.sigmoid_bias_auto && p.sigmoid_bias_per_batch == nullptr) || p.sigmoid_bias == 0.0f,
-            "problem.sigmoid_bias",
-            p.sigmoid_bias_auto ? "0 with problem.sigmoid_bias_auto (which replaces it)"
-                                : "0 with problem.sigmoid_bias_per_batch (which replaces it)",
-            p.sigmoid_bias);
-    if (backend_ == Backend::kCuda && has_q && has_k) {
-      require(p.max_seqlen_q < kMaxSeqlen, "problem.max_seqlen_q", "< 2^30 for the GPU kernels", p.max_seqlen_q);
-      require(p.max_seqlen_k < kMaxSeqlen, "problem.max_seqlen_k", "< 2^30 for the GPU kernels", p.max_seqlen_k);
-    }
-  }
-
-  // A [batch, seqlen, heads, head_dim] tensor; `name` is the argument ("q", "dout", ...). Packed
-  // (cu_seqlens set), it is one [1, seqlen (total rows), heads, head_dim] tensor: stride_batch is
-  // never used, so it is not checked.
-  void check_tensor(const Tensor& t, const char* name, const Problem& p, int64_t seqlen, int64_t heads,
-                    int element_bytes) {
-    if (!ok_) return;
-    const std::string n(name);
-    const bool packed = p.cu_seqlens_q != nullptr;
-    const int64_t batches = packed ? std::min<int64_t>(p.batch, 1) : p.batch;
-    const int64_t stride_batch = packed ? 0 : t.stride_batch;
-    require(t.stride_dim == 1, (n + ".stride_dim").c_str(), "1 (the head dim must be contiguous)", t.stride_dim);
-    require(stride_batch >= 0, (n + ".stride_batch").c_str(), ">= 0", t.stride_batch);
-    require(t.stride_seq >= 0, (n + ".stride_seq").c_str(), ">= 0", t.stride_seq);
-    require(t.stride_head >= 0, (n + ".stride_head").c_str(), ">= 0", t.stride_head);
-    const bool has_elements = batches > 0 && seqlen > 0 && heads > 0 && p.head_dim > 0;
-    if (!ok_ || !has_elements) return;
-    require(t.data != nullptr, (n + ".data").c_str(), "a non-null pointer", "NULL");
-    // Largest element offset, computed without overflow. If it overflows, the message names the
-    // stride with the largest term (one whose product alone overflows counts as largest).
-    int64_t span = 0;
-    bool overflow = false;
-    int largest = 0;
-    int64_t largest_term = -1;
-    const int64_t extents[3] = {batches - 1, seqlen - 1, heads - 1};
-    const int64_t strides[3] = {stride_batch, t.stride_seq, t.stride_head};
-    const char* const stride_names[3] = {".stride_batch", ".stride_seq", ".stride_head"};
-    for (int i = 0; i < 3; ++i) {
-      int64_t term = 0;
-      const bool term_overflows = __builtin_mul_overflow(extents[i], strides[i], &term);
-      if (term_overflows) term = std::numeric_limits<int64_t>::max();
-      if (term > largest_term) largest = i, largest_term = term;
-      overflow = overflow || term_overflows || __builtin_add_overflow(span, term, &span);
-    }
-    overflow = overflow || __builtin_add_overflow(span, p.head_dim - 1, &span);
-    require(!overflow, (n + stride_names[largest]).c_str(), "strides whose largest offset fits in 64 bits",
-            strides[largest]);
-    if (backend_ != Backend::kCuda || !ok_) return;
-    const int64_t vector = 16 / element_bytes;  // elements per 16-byte vector access
-    require(reinterpret_cast<uintptr_t>(t.data) % 16 == 0, (n + ".data").c_str(),
-            "a 16-byte aligned pointer for the GPU kernels", t.data);
-    require(stride_batch % vector == 0, (n + ".stride_batch").c_str(),
-            "a multiple of 8 elements (16 bytes) for the GPU kernels", t.stride_batch);
-    require(t.stride_seq % vector == 0, (n + ".stride_seq").c_str(),
-            "a multiple of 8 elements (16 bytes) for the GPU kernels", t.stride_seq);
-    require(t.stride_head % vector == 0, (n + ".stride_head").c_str(),
-            "a multiple of 8 elements (16 bytes) for the GPU kernels", t.stride_head);
-    // The kernels index within one (batch, head) slice with 32-bit arithmetic. The slice's last
-    // offset is at most `span`, so it cannot overflow; one past it could (at exactly INT64_MAX).
-    const int64_t slice_last = (seqlen - 1) * t.stride_seq + (p.head_dim - 1);
-    require(slice_last < std::numeric_limits<int32_t>::max(), (n + ".stride_seq").c_str(),
-            "(seqlen - 1) * stride_seq + head_dim < 2^31 (the kernels index a head's rows with 32 bits)",
-            t.stride_seq);
-  }
-
- private:
-  const char* where_;
-  Backend backend_;
-  bool ok_ = true;
-};
-
-int element_bytes(FlashSigmoidDType dtype) { return dtype == FLASH_SIGMOID_FLOAT32 ? 4 : 2; }
 
 // What is valid but not implemented by the GPU kernels yet (issue 18, step 3): Unsupported, never a
 // kernel that would ignore the field and return a wrong answer.
@@ -199,6 +26,16 @@ Status gpu_implements(const Problem& p, const char* where) {
     return fail(Status::kUnsupported, std::string(where) +
                                           ": problem.cu_seqlens_q: varlen is not implemented on the GPU yet "
                                           "(docs/varlen.md); the CPU implementation (cpu::forward/backward) has it");
+  }
+  for (const auto& [ptr, name, what] :
+       {std::tuple{p.seqused_k, "problem.seqused_k", "per-batch key counts (a KV cache)"},
+        std::tuple{p.kv_batch_idx, "problem.kv_batch_idx", "a KV-cache row map"},
+        std::tuple{p.block_table, "problem.block_table", "a paged KV cache"}}) {
+    if (ptr != nullptr) {
+      return fail(Status::kUnsupported, std::string(where) + ": " + name + ": " + what +
+                                            " is not implemented on the GPU yet (docs/kvcache.md); the CPU "
+                                            "implementation (cpu::forward) has it");
+    }
   }
   if (p.sigmoid_bias_per_batch != nullptr) {
     return fail(Status::kUnsupported, std::string(where) +
@@ -227,8 +64,9 @@ Status validate(const ForwardArgs* args, Backend backend, const char* where) {
   c.check_problem(p);
   const int eb = element_bytes(p.dtype);
   c.check_tensor(args->q, "q", p, p.seqlen_q, p.heads_q, eb);
-  c.check_tensor(args->k, "k", p, p.seqlen_k, p.heads_kv, eb);
-  c.check_tensor(args->v, "v", p, p.seqlen_k, p.heads_kv, eb);
+  const KvGeometry kv = kv_geometry(p);
+  c.check_tensor(args->k, "k", p, kv.seqlen, p.heads_kv, eb, kv.rows);
+  c.check_tensor(args->v, "v", p, kv.seqlen, p.heads_kv, eb, kv.rows);
   c.check_tensor(args->out, "out", p, p.seqlen_q, p.heads_q, eb);
   return finish(c, *args, backend, where);
 }
@@ -239,6 +77,12 @@ Status validate(const BackwardArgs* args, Backend backend, const char* where) {
   if (!c.ok()) return c.status();
   const Problem& p = args->problem;
   c.check_problem(p);
+  for (const auto& [ptr, name] : {std::pair{p.seqused_k, "problem.seqused_k"},
+                                  std::pair{p.kv_batch_idx, "problem.kv_batch_idx"},
+                                  std::pair{p.block_table, "problem.block_table"}}) {
+    c.require(ptr == nullptr, name, "NULL for the backward (the KV-cache fields are forward-only)",
+              static_cast<const void*>(ptr));
+  }
   const int eb = element_bytes(p.dtype);
   c.check_tensor(args->q, "q", p, p.seqlen_q, p.heads_q, eb);
   c.check_tensor(args->k, "k", p, p.seqlen_k, p.heads_kv, eb);
@@ -288,6 +132,7 @@ Status check_host_sequences(const Problem& p, const char* where) {
       c.require(max_seqlen >= longest, max_name.c_str(), longest_text.str(), max_seqlen);
     }
   }
+  check_host_kv(c, p, p.seqused_k, 0);
   if (p.sigmoid_bias_per_batch != nullptr) {
     for (int64_t b = 0; c.ok() && b < p.batch; ++b) {
       const std::string name = "problem.sigmoid_bias_per_batch[" + std::to_string(b) + "]";

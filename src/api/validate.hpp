@@ -21,9 +21,18 @@ Status validate(const BackwardArgs* args, Backend backend, const char* where);
 
 // The CPU path's checks of host memory, after validate(): cu_seqlens_q/k start at 0, never
 // decrease and end at seqlen_q/seqlen_k (the total rows), max_seqlen_q/k are at least the longest
-// sequence, and sigmoid_bias_per_batch holds finite numbers. kSuccess or kInvalidArgument naming
+// sequence, sigmoid_bias_per_batch holds finite numbers, and the KV-cache values are in range
+// (seqused_k[b] in 0..seqlen_k, kv_batch_idx[b] a row of k/v, every used block_table entry a page). kSuccess or kInvalidArgument naming
 // the argument. Never called for the GPU path (the pointers are device memory there).
 Status check_host_sequences(const Problem& p, const char* where);
+
+// The KV-cache append step (docs/kvcache.md): the struct alone, as validate() above (the GPU path
+// has no append kernel yet: its entry point answers Unsupported after this).
+Status validate(const KvAppendArgs* args, Backend backend, const char* where);
+// The CPU append's checks of host memory, after validate(): cache_seqlens[b] >= 0 with
+// cache_seqlens[b] + seqlen_new <= seqlen_k, the cache rows or pages the row occupies exist, and
+// the rotary tables cover every position rotated.
+Status check_host_append(const KvAppendArgs& args, const char* where);
 
 // Whether the problem has no output element at all (nothing to launch).
 bool nothing_to_do(const ForwardArgs& args);

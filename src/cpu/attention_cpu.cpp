@@ -11,8 +11,9 @@
 // Scores are laid out keys x queries so that the first product needs no transposed copy of k (k's
 // rows are the broadcast operand) and q is transposed once per task rather than k once per tile.
 // Every element of O sums its keys in ascending order, so results depend neither on the thread
-// count nor on which worker ran a task. Packed sequences and per-sequence biases run the same
-// tasks on each dense part of the call (cpu_sequences.hpp). Does not validate arguments (the API
+// count nor on which worker ran a task. Packed sequences, per-sequence biases and KV caches run
+// the same tasks on each dense part of the call (cpu_sequences.hpp); a paged cache's keys are read
+// in place through its pages (key_rows_tile). Does not validate arguments (the API
 // layer does).
 #include "attention_cpu.hpp"
 
@@ -77,8 +78,8 @@ void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, cons
   const float slope = p.alibi_slope(batch_idx, head_idx);
   for (int64_t n0 = keys.begin; n0 < keys.end; n0 += kFwdBlockN) {
     const int64_t n = std::min(kFwdBlockN, keys.end - n0);
-    const RowTile k = rows_tile(kernels, args.k, p, batch_idx, kv_head_idx, n0, n, head_dim, k_rows);
-    const RowTile v = rows_tile(kernels, args.v, p, batch_idx, kv_head_idx, n0, n, width, v_rows);
+    const RowTile k = key_rows_tile(kernels, args.k, p, batch_idx, kv_head_idx, n0, n, head_dim, k_rows);
+    const RowTile v = key_rows_tile(kernels, args.v, p, batch_idx, kv_head_idx, n0, n, width, v_rows);
     for (int64_t b = 0; b < blocks; ++b) {
       const Block& bl = block[b];
       // This block's keys of the tile, [k0, k0 + nk): each O element sums its keys in ascending

@@ -21,14 +21,20 @@ void advance(FlashSigmoidTensor& t, int64_t element_bytes, bool packed, int64_t 
   t.stride_batch = 0;
 }
 
-void advance_tensors(FlashSigmoidForwardArgs& a, int64_t eb, bool packed, int64_t b, int64_t row_q, int64_t row_k) {
+// kv_b: the row of k/v that batch entry b reads (kv_batch_idx), or -1 for a paged cache, whose
+// k/v stay the whole page pool (stride_batch steps a page; the part keeps its row's block_table).
+void advance_tensors(FlashSigmoidForwardArgs& a, int64_t eb, bool packed, int64_t b, int64_t kv_b, int64_t row_q,
+                     int64_t row_k) {
   advance(a.q, eb, packed, b, row_q);
   advance(a.out, eb, packed, b, row_q);
-  advance(a.k, eb, packed, b, row_k);
-  advance(a.v, eb, packed, b, row_k);
+  if (kv_b < 0) return;
+  advance(a.k, eb, packed, kv_b, row_k);
+  advance(a.v, eb, packed, kv_b, row_k);
 }
 
-void advance_tensors(FlashSigmoidBackwardArgs& a, int64_t eb, bool packed, int64_t b, int64_t row_q, int64_t row_k) {
+// The backward has no KV-cache fields (the API layer rejects them): k/v rows are batch entries.
+void advance_tensors(FlashSigmoidBackwardArgs& a, int64_t eb, bool packed, int64_t b, int64_t /*kv_b*/, int64_t row_q,
+                     int64_t row_k) {
   advance(a.q, eb, packed, b, row_q);
   advance(a.dout, eb, packed, b, row_q);
   advance(a.dq, eb, packed, b, row_q);
@@ -43,7 +49,8 @@ std::vector<Args> split(const Args& args) {
   const FlashSigmoidProblem& p = args.problem;
   const bool packed = p.cu_seqlens_q != nullptr;
   std::vector<Args> parts;
-  if (!packed && p.sigmoid_bias_per_batch == nullptr) {
+  const bool kv_cache = p.seqused_k != nullptr || p.kv_batch_idx != nullptr || p.block_table != nullptr;
+  if (!packed && p.sigmoid_bias_per_batch == nullptr && !kv_cache) {
     Args whole = args;
     if (p.sigmoid_bias_auto) whole.problem.sigmoid_bias = auto_bias(p.seqlen_k);
     whole.problem.sigmoid_bias_auto = 0;
@@ -61,8 +68,15 @@ std::vector<Args> split(const Args& args) {
     if (packed) {
       s.seqlen_q = p.cu_seqlens_q[b + 1] - row_q;
       s.seqlen_k = p.cu_seqlens_k[b + 1] - row_k;
+    } else if (p.seqused_k != nullptr) {
+      s.seqlen_k = p.seqused_k[b];  // the mask, ALiBi and "auto" bias align to the used keys
     }
-    advance_tensors(part, element_bytes, packed, b, row_q, row_k);
+    const int64_t kv_b = p.block_table != nullptr ? -1 : p.kv_batch_idx != nullptr ? p.kv_batch_idx[b] : b;
+    advance_tensors(part, element_bytes, packed, b, kv_b, row_q, row_k);
+    if (p.block_table != nullptr) s.block_table = p.block_table + b * p.block_table_stride_batch;
+    s.block_table_stride_batch = 0;
+    s.seqused_k = nullptr;
+    s.kv_batch_idx = nullptr;
     if (p.alibi_slopes != nullptr) s.alibi_slopes = p.alibi_slopes + b * p.alibi_stride_batch;
     s.alibi_stride_batch = 0;
     if (p.sigmoid_bias_auto) s.sigmoid_bias = auto_bias(s.seqlen_k);

@@ -7,7 +7,11 @@
 //     (the tensors' data pointers advanced by those rows), with the sequence's own lengths (so the
 //     mask's bottom-right offset and the ALiBi distances are per sequence), its own ALiBi slope row
 //     and its own bias;
-//   - dense with sigmoid_bias_per_batch: one part per batch entry, likewise.
+//   - dense with sigmoid_bias_per_batch: one part per batch entry, likewise;
+//   - a KV cache (seqused_k, kv_batch_idx or block_table set; docs/kvcache.md): one part per batch
+//     entry b over its seqused_k[b] keys (so masks, ALiBi and "auto" bias align to them), reading
+//     k/v row kv_batch_idx[b], or, paged, the whole page pool with block_table advanced to row b's
+//     pages (read in place by the forward's key loads, cpu_tiles.hpp: no gather).
 // Parts are disjoint in every output, so the callers may run all parts' tasks in one parallel loop.
 //
 // Owns the reading of the host offsets and biases. Does not check them: the API layer has
@@ -20,7 +24,8 @@
 
 namespace flash_sigmoid::cpu_impl {
 
-// Every part is dense: cu_seqlens NULL, sigmoid_bias_per_batch NULL, sigmoid_bias_auto 0.
+// Every part is dense: cu_seqlens NULL, sigmoid_bias_per_batch NULL, sigmoid_bias_auto 0,
+// seqused_k and kv_batch_idx NULL; a paged part keeps block_table (its row's pages, batch 1).
 std::vector<FlashSigmoidForwardArgs> dense_parts(const FlashSigmoidForwardArgs& args);
 std::vector<FlashSigmoidBackwardArgs> dense_parts(const FlashSigmoidBackwardArgs& args);
 

@@ -64,6 +64,10 @@ struct CpuProblem {
   float scale, bias;
   const float* alibi_slopes;  // nullptr: no ALiBi
   int64_t alibi_stride_batch;
+  // A paged k/v (a batch-1 part of a KV-cache call, cpu_sequences.hpp): key j is slot
+  // j % page_size of page kv_pages[j / page_size]. nullptr: k/v are [batch, seqlen_k] rows.
+  const int32_t* kv_pages;
+  int64_t page_size;
 
   // Keys visible from query row i.
   IndexRange visible_keys(int64_t i) const {
@@ -128,6 +132,8 @@ CpuProblem make_cpu_problem(const Args& args) {
   c.bias = p.sigmoid_bias;
   c.alibi_slopes = p.alibi_slopes;
   c.alibi_stride_batch = p.alibi_stride_batch;
+  c.kv_pages = p.block_table;
+  c.page_size = p.page_size;
   return c;
 }
 
@@ -153,6 +159,24 @@ struct RowTile {
 inline RowTile rows_tile(const CpuKernels& kernels, const FlashSigmoidTensor& t, const CpuProblem& p, int64_t b,
                          int64_t h, int64_t s0, int64_t n, int64_t width, float* buffer) {
   load_rows(kernels, t, p, b, h, s0, n, width, buffer);
+  return RowTile{buffer, width};
+}
+
+// rows_tile for the keys of k or v: a paged cache (p.kv_pages) is read in place, row by row
+// through its pages, with the same conversion as a dense one, so a paged call computes bitwise
+// what the dense call on the assembled cache computes.
+inline RowTile key_rows_tile(const CpuKernels& kernels, const FlashSigmoidTensor& t, const CpuProblem& p, int64_t b,
+                             int64_t h, int64_t s0, int64_t n, int64_t width, float* buffer) {
+  if (p.kv_pages == nullptr) return rows_tile(kernels, t, p, b, h, s0, n, width, buffer);
+  const size_t element = p.dtype == FLASH_SIGMOID_FLOAT32 ? 4 : 2;
+  for (int64_t jj = 0; jj < n; ++jj) {
+    const int64_t s = s0 + jj;
+    const int64_t offset = p.kv_pages[s / p.page_size] * t.stride_batch + (s % p.page_size) * t.stride_seq +
+                           h * t.stride_head;
+    float* row = buffer + jj * width;
+    kernels.widen(p.dtype, static_cast<const char*>(t.data) + static_cast<size_t>(offset) * element, p.head_dim, row);
+    std::fill(row + p.head_dim, row + width, 0.0f);
+  }
   return RowTile{buffer, width};
 }
 

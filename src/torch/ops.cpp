@@ -8,6 +8,8 @@
 //   varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias,
 //              sigmoid_bias_per_batch, sigmoid_bias_auto, causal, ..., deterministic) -> out
 //   varlen_bwd(dout, q, k, v, ...same...) -> (dq, dk, dv)       packed sequences (docs/varlen.md)
+//   kvcache_fwd(q, k_cache(a!), v_cache(b!), k, v, rotary_cos, rotary_sin, cache_seqlens,
+//               cache_batch_idx, block_table, ...) -> out      CPU tensors only (docs/kvcache.md)
 //   build_info() -> str
 //
 // Each op builds the public API's structs from the tensors' strides, takes outputs and workspace
@@ -239,6 +241,36 @@ std::tuple<StableTensor, StableTensor, StableTensor> varlen_bwd(
 #endif
 }
 
+// flash_attn_with_kvcache on CPU tensors (python/flash_sigmoid/kvcache.py checks the arguments
+// first): the append (new k, v into the cache in place, rotary on them and into a copy of q), then
+// the forward over each row's cache_seqlens + seqlen_new keys, read in place (pages included).
+// window_left/right are the forward's (flash-attn's rules already applied); rotary_q_steps is
+// kvcache.py's position rule for q (causal or a window given).
+StableTensor kvcache_fwd(StableTensor q, StableTensor k_cache, StableTensor v_cache, std::optional<StableTensor> k,
+                         std::optional<StableTensor> v, std::optional<StableTensor> rotary_cos,
+                         std::optional<StableTensor> rotary_sin, StableTensor cache_seqlens,
+                         std::optional<StableTensor> cache_batch_idx, std::optional<StableTensor> block_table,
+                         double scale, double sigmoid_bias, bool causal, int64_t window_left, int64_t window_right,
+                         bool rotary_interleaved, bool rotary_q_steps, std::optional<StableTensor> alibi_slopes) {
+  constexpr const char* op = "flash_sigmoid::kvcache_fwd";
+  const std::string variant;
+  KvCacheInputs in;
+  prepare_kvcache_inputs(
+      op, q, k_cache, v_cache,
+      KvCacheParams{std::move(k), std::move(v), std::move(rotary_cos), std::move(rotary_sin), std::move(cache_seqlens),
+                    std::move(cache_batch_idx), std::move(block_table), rotary_interleaved, rotary_q_steps},
+      OpParams{scale, sigmoid_bias, causal, window_left, window_right, std::move(alibi_slopes),
+               FLASH_SIGMOID_SIGMOID_VIA_EXP2, 0, &variant},
+      &in);
+  check_status(op, cpu::kvcache_append(in.append, cpu_threads()));
+  // The lengths are valid now (the append checked them against the capacity).
+  for (size_t b = 0; b < in.seqused_k.size(); ++b) {
+    in.seqused_k[b] = in.append.cache_seqlens[b] + static_cast<int32_t>(in.append.seqlen_new);
+  }
+  check_status(op, cpu::forward(in.forward, cpu_threads()));
+  return in.out;
+}
+
 std::string build_info_op() { return build_info(); }
 
 }  // namespace
@@ -269,6 +301,11 @@ STABLE_TORCH_LIBRARY(flash_sigmoid, m) {
       "int max_seqlen_q, int max_seqlen_k, float scale, float sigmoid_bias, Tensor? sigmoid_bias_per_batch, "
       "bool sigmoid_bias_auto, bool causal, int window_left, int window_right, Tensor? alibi_slopes, "
       "int score_function, int kernel_arch, str kernel_variant, bool deterministic) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "kvcache_fwd(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? k, Tensor? v, Tensor? rotary_cos, "
+      "Tensor? rotary_sin, Tensor cache_seqlens, Tensor? cache_batch_idx, Tensor? block_table, float scale, "
+      "float sigmoid_bias, bool causal, int window_left, int window_right, bool rotary_interleaved, "
+      "bool rotary_q_steps, Tensor? alibi_slopes) -> Tensor");
   m.def("build_info() -> str");
 }
 
@@ -278,6 +315,7 @@ STABLE_TORCH_LIBRARY_IMPL(flash_sigmoid, CPU, m) {
   m.impl("bwd", TORCH_BOX(&fs_torch::bwd));
   m.impl("varlen_fwd", TORCH_BOX(&fs_torch::varlen_fwd));
   m.impl("varlen_bwd", TORCH_BOX(&fs_torch::varlen_bwd));
+  m.impl("kvcache_fwd", TORCH_BOX(&fs_torch::kvcache_fwd));  // CPU only: CUDA tensors take the composed path
 }
 
 #ifdef FLASH_SIGMOID_TORCH_CUDA

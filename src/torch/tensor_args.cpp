@@ -267,6 +267,127 @@ VarlenInputs prepare_varlen_inputs(const char* op, const StableTensor& q, const 
   return vi;
 }
 
+namespace {
+
+std::vector<int64_t> sizes_vec(const StableTensor& t) {
+  std::vector<int64_t> sizes;
+  for (int64_t d = 0; d < t.dim(); ++d) sizes.push_back(t.size(d));
+  return sizes;
+}
+
+// An int32 index tensor on q's device: [batch] (dims 1) or [batch, any] (dims 2), last dim contiguous.
+void check_index(const char* op, const char* name, const StableTensor& t, const StableTensor& q, int64_t batch,
+                 int64_t dims) {
+  if (t.scalar_type() != ScalarType::Int) fail(op, name, "expected dtype int32, got " + dtype_name(t.scalar_type()));
+  if (!same_device(t, q)) fail(op, name, "expected device " + device_name(q) + " like q, got " + device_name(t));
+  if (t.dim() != dims || t.size(0) != batch) {
+    fail(op, name, "expected shape [" + std::to_string(batch) + (dims == 1 ? "]" : ", pages]") + ", got " +
+                       shape_string(t));
+  }
+  if (t.size(dims - 1) > 1 && t.stride(dims - 1) != 1) fail(op, name, "expected a contiguous last dim");
+}
+
+}  // namespace
+
+void prepare_kvcache_inputs(const char* op, const StableTensor& q, const StableTensor& k_cache,
+                            const StableTensor& v_cache, const KvCacheParams& kv, const OpParams& params,
+                            KvCacheInputs* in) {
+  if (!q.is_cpu()) fail(op, "q", "expected a CPU tensor (the GPU path is the composed one, docs/kvcache.md)");
+  if (q.dim() != 4) fail(op, "q", "expected 4 dims [batch, seqlen_q, heads, head_dim], got shape " + shape_string(q));
+  check_like_q(op, "k_cache", k_cache, q);
+  check_like_q(op, "v_cache", v_cache, q);
+  if (sizes_vec(v_cache) != sizes_vec(k_cache)) {
+    fail(op, "v_cache", "expected the shape of k_cache " + shape_string(k_cache) + ", got " + shape_string(v_cache));
+  }
+  const int64_t batch = q.size(0), head_dim = q.size(3), heads_kv = k_cache.size(2);
+  if (k_cache.size(3) != head_dim) fail(op, "k_cache", "expected head_dim " + std::to_string(head_dim) + " like q");
+  const bool paged = kv.block_table.has_value();
+  Problem p = problem_init(head_dim);
+  p.dtype = static_cast<FlashSigmoidDType>(api_dtype(op, q, Backend::kCpu));
+  p.batch = batch, p.seqlen_q = q.size(1), p.heads_q = q.size(2), p.heads_kv = heads_kv;
+  set_params(op, params, &p);
+  in->alibi = prepare_alibi(op, params.alibi_slopes, q, batch, p.heads_q, &p);
+  check_index(op, "cache_seqlens", kv.cache_seqlens, q, batch, 1);
+  if (paged) {
+    check_index(op, "block_table", *kv.block_table, q, batch, 2);
+    p.block_table = static_cast<const int32_t*>(kv.block_table->data_ptr());
+    p.block_table_stride_batch = kv.block_table->size(1);
+    p.page_size = k_cache.size(1);
+    p.seqlen_k = kv.block_table->size(1) * p.page_size;
+    p.kv_batch = k_cache.size(0);
+    if (kv.block_table->size(0) > 1) p.block_table_stride_batch = kv.block_table->stride(0);
+  } else {
+    p.seqlen_k = k_cache.size(1);
+    if (kv.cache_batch_idx.has_value()) {
+      check_index(op, "cache_batch_idx", *kv.cache_batch_idx, q, batch, 1);
+      p.kv_batch_idx = static_cast<const int32_t*>(kv.cache_batch_idx->data_ptr());
+      p.kv_batch = k_cache.size(0);
+    } else if (k_cache.size(0) < batch) {
+      fail(op, "k_cache", "expected at least batch (" + std::to_string(batch) + ") rows without cache_batch_idx");
+    }
+  }
+  const int32_t* lengths = static_cast<const int32_t*>(kv.cache_seqlens.data_ptr());
+
+  KvAppendArgs& a = in->append;
+  a = KvAppendArgs{};
+  a.problem = p;
+  a.problem.causal = kv.rotary_q_steps ? 1 : 0;  // the append reads the mask fields only for q's positions
+  a.problem.window_left = a.problem.window_right = -1;
+  a.problem.alibi_slopes = nullptr;
+  a.cache_seqlens = lengths;
+  a.k_cache = api_tensor(k_cache);
+  a.v_cache = api_tensor(v_cache);
+  a.k_new = a.v_new = Tensor{nullptr, 0, 0, 0, 1};  // no new tokens: an empty tensor
+  if (kv.k.has_value() != kv.v.has_value()) fail(op, "k, v", "expected both or neither");
+  if (kv.k.has_value()) {
+    check_like_q(op, "k", *kv.k, q);
+    check_like_q(op, "v", *kv.v, q);
+    const std::vector<int64_t> want{batch, kv.k->size(1), heads_kv, head_dim};
+    if (sizes_vec(*kv.k) != want || sizes_vec(*kv.v) != want) {
+      fail(op, "k, v", "expected shape [" + std::to_string(batch) + ", seqlen_new, " + std::to_string(heads_kv) + ", " +
+                           std::to_string(head_dim) + "], got " + shape_string(*kv.k) + " and " + shape_string(*kv.v));
+    }
+    a.seqlen_new = kv.k->size(1);
+    a.k_new = api_tensor(*kv.k);
+    a.v_new = api_tensor(*kv.v);
+  }
+  in->q_rotated = q;
+  if (kv.rotary_cos.has_value() != kv.rotary_sin.has_value()) fail(op, "rotary_cos, rotary_sin", "expected both or neither");
+  if (kv.rotary_cos.has_value()) {
+    const StableTensor& cos = *kv.rotary_cos;
+    const StableTensor& sin = *kv.rotary_sin;
+    for (const auto& [name, t] : {std::pair{"rotary_cos", &cos}, std::pair{"rotary_sin", &sin}}) {
+      if (t->scalar_type() != ScalarType::Float) fail(op, name, "expected dtype float32, got " + dtype_name(t->scalar_type()));
+      if (!same_device(*t, q)) fail(op, name, "expected device " + device_name(q) + " like q");
+      if (t->dim() != 2) fail(op, name, "expected 2 dims [seqlen_ro, rotary_dim / 2], got shape " + shape_string(*t));
+      if (t->numel() > 0 && (t->stride(1) != 1 || t->stride(0) != cos.stride(0))) {
+        fail(op, name, "expected a contiguous last dim and rotary_cos's row stride");
+      }
+    }
+    if (sizes_vec(sin) != sizes_vec(cos)) fail(op, "rotary_sin", "expected the shape of rotary_cos");
+    a.rotary_cos = static_cast<const float*>(cos.data_ptr());
+    a.rotary_sin = static_cast<const float*>(sin.data_ptr());
+    a.rotary_seqlen = cos.size(0);
+    a.rotary_dim = 2 * cos.size(1);
+    a.rotary_stride = cos.size(0) > 1 ? cos.stride(0) : cos.size(1);
+    a.rotary_interleaved = kv.rotary_interleaved ? 1 : 0;
+    in->q_rotated = empty_like_sizes(q, q);
+    a.q = api_tensor(q);
+    a.q_rotated = api_tensor(in->q_rotated);
+  }
+
+  in->seqused_k.resize(static_cast<size_t>(batch));
+  ForwardArgs& f = in->forward;
+  f = ForwardArgs{};
+  f.problem = p;
+  f.problem.seqused_k = in->seqused_k.data();
+  in->out = empty_like_sizes(q, q);
+  f.q = api_tensor(in->q_rotated);
+  f.k = api_tensor(k_cache);
+  f.v = api_tensor(v_cache);
+  f.out = api_tensor(in->out);
+}
+
 Tensor api_packed_tensor(const StableTensor& t) {
   if (t.numel() == 0) return Tensor{t.data_ptr(), 0, 0, 0, 1};  // nothing is read or written
   auto stride = [&](int64_t d) { return t.size(d) == 1 ? (d == 2 ? 1 : 0) : t.stride(d); };

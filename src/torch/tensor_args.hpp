@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <torch/csrc/stable/tensor.h>
 
@@ -71,6 +72,29 @@ struct VarlenInputs {
 VarlenInputs prepare_varlen_inputs(const char* op, const StableTensor& q, const StableTensor& k, const StableTensor& v,
                                    const std::optional<StableTensor>& dout, const VarlenParams& varlen,
                                    const OpParams& params);
+
+// The kvcache_fwd op (CPU tensors; docs/kvcache.md): the append step's and the forward's
+// arguments over the caller's tensors, `q_rotated`, `out` and the key counts they point into.
+// Checks ranks, dtypes, devices and the shapes that tie the tensors together; the public API
+// checks the rest (strides, page size, and on the CPU the index values). Fill in place (the
+// structs point into the object); throws std::runtime_error naming the argument.
+struct KvCacheInputs {
+  KvAppendArgs append;
+  ForwardArgs forward;
+  std::vector<int32_t> seqused_k;  // cache_seqlens + seqlen_new
+  StableTensor q_rotated, out;
+  std::optional<StableTensor> alibi;
+};
+struct KvCacheParams {
+  std::optional<StableTensor> k, v, rotary_cos, rotary_sin;
+  StableTensor cache_seqlens;
+  std::optional<StableTensor> cache_batch_idx, block_table;
+  bool rotary_interleaved;
+  bool rotary_q_steps;  // q's token i rotated at cache_seqlens + i (else all at cache_seqlens)
+};
+void prepare_kvcache_inputs(const char* op, const StableTensor& q, const StableTensor& k_cache,
+                            const StableTensor& v_cache, const KvCacheParams& kv, const OpParams& params,
+                            KvCacheInputs* in);
 
 // Whether `backend` can read or write `t` in place: head dim contiguous, no negative strides and,
 // for the GPU kernels, 16-byte vectors (aligned pointer, strides in multiples of 16 bytes).

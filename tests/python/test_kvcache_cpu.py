@@ -99,3 +99,58 @@ def test_errors_name_the_argument():
         cache = torch.zeros(4, bad, 2, 16)
         with pytest.raises(ValueError, match=r"k_cache: expected a page size .* power of two >= 16"):
             flash_attn_with_kvcache(q, cache, cache, cache_seqlens=lens, block_table=torch.zeros(2, 1, dtype=torch.int32))
+
+
+def _op_args(c, rotary=None, interleaved=True, causal=True):
+    cos, sin = rotary if rotary is not None else (None, None)
+    return (c["q"], c["k_cache"].clone(), c["v_cache"].clone(), c.get("k"), c.get("v"), cos, sin,
+            torch.tensor(c["lengths"], dtype=torch.int32), None, c.get("block_table"), c["q"].shape[-1] ** -0.5,
+            -1.0, causal, -1, 0 if causal else -1, interleaved, causal, None)
+
+
+@pytest.mark.parametrize("page_size", [None, 16])
+def test_kvcache_op_opcheck(page_size):
+    # The C++ op of the CPU path (src/torch/ops.cpp): schema (k_cache, v_cache mutated), fake function.
+    c = make_case(2, 4, 2, 16, torch.float32, lengths=[3, 17], seqlen_new=2, seqlen_q=2, page_size=page_size,
+                  capacity=32)
+    for name in ("k_cache", "v_cache"):  # opcheck compares outputs, so no NaN in unused slots
+        c[name] = torch.nan_to_num(c[name], nan=0.0)
+    torch.library.opcheck(torch.ops.flash_sigmoid.kvcache_fwd.default, _op_args(c, rotary_tables(32, 8)))
+
+
+def test_cpu_tensors_take_the_cpp_op(monkeypatch):
+    # CPU tensors run append + forward in C++ (no dense gather); CUDA tensors keep the composed path.
+    from flash_sigmoid import ops as fs_ops
+    calls = []
+    real = fs_ops.ops.kvcache_fwd
+
+    class Spy:
+        def kvcache_fwd(self, *args):
+            calls.append(len(args))
+            return real(*args)
+
+        def __getattr__(self, name):
+            return getattr(fs_ops.ops, name)
+
+    c = make_case(2, 2, 1, 16, torch.float32, lengths=[4, 0], seqlen_new=1, seqlen_q=1, page_size=16, capacity=16)
+    monkeypatch.setattr(fs_ops, "ops", Spy())
+    check(c, torch.float32, causal=True)
+    assert calls == [18]
+
+
+def test_kvcache_op_errors_name_the_argument():
+    c = make_case(2, 2, 2, 16, torch.float32, lengths=[3, 4], seqlen_new=1, seqlen_q=1, capacity=16)
+    args = list(_op_args(c))
+    op = torch.ops.flash_sigmoid.kvcache_fwd
+    bad = list(args)
+    bad[7] = torch.tensor([3, 16], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=r"cache_seqlens\[1\]: expected a length that with seqlen_new \(1\) fits"):
+        op(*bad)
+    bad = list(args)
+    bad[7] = torch.tensor([3, 4, 5], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=r"cache_seqlens: expected shape \[2\], got \[3\]"):
+        op(*bad)
+    bad = list(args)
+    bad[9] = torch.zeros(2, 1, dtype=torch.int64)
+    with pytest.raises(RuntimeError, match=r"block_table: expected dtype int32"):
+        op(*bad)
