@@ -45,9 +45,19 @@ def augment(q, k, v, bias_h, scale):
     return augment_rows(q, k, v, bias_h.view(1, 1, hq).expand(b, sq, hq), scale)
 
 
+MAX_HEAD_DIM = 254  # the kernels' largest bucket (256) less the two channels
+
+
+def check_head_dim(head_dim, what):
+    if head_dim > MAX_HEAD_DIM:
+        raise ValueError(f"sigmoid_bias: {what} rides in two extra head-dim channels, so head_dim may be at most "
+                         f"{MAX_HEAD_DIM}, got {head_dim}; pass a number instead")
+
+
 def augment_rows(q, k, v, bias_rows, scale):
     """As augment, with a bias per query row and head: bias_rows [B, Sq, Hq] fp32 (broadcast views
-    are fine) is added to every score of that row."""
+    are fine) is added to every score of that row. fp16 limits |bias / scale| to 65504."""
+    check_head_dim(q.shape[-1], "a tensor or per-sequence bias")
     target = bias_rows / scale
     hi = target.to(q.dtype)
     lo = (target - hi.float()).to(q.dtype)  # the part hi could not hold (its gradient path carries 0)

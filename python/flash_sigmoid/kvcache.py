@@ -192,6 +192,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     if rotary_cos is not None or rotary_sin is not None:
         if rotary_cos is None or rotary_sin is None:
             raise ValueError("rotary_cos, rotary_sin: expected both or neither")
+        if k is None:  # flash-attn 2.5.6 (mha_fwd_kvcache) requires the new tokens with rotary
+            raise ValueError("rotary_cos: expected the new k, v to append with rotary embeddings (flash-attn's rule)")
         for name, t in (("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin)):
             _check_tensor(name, t, 2, "[seqlen_ro, rotary_dim / 2]")
             if t.device != device:
@@ -259,6 +261,10 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         valid = src >= 0
         src = src.clamp(min=0)
         gather_rows, gather_slots = page_of.gather(1, src), slot_of.gather(1, src)
+        # Positions before a row's keys read page/row 0, slot 0 (then zeroed): never a block_table
+        # entry the row does not use, which may be garbage.
+        gather_rows = torch.where(valid, gather_rows, torch.zeros_like(gather_rows))
+        gather_slots = torch.where(valid, gather_slots, torch.zeros_like(gather_slots))
         zero = torch.zeros((), dtype=q.dtype, device=device)
         k_dense = torch.where(valid[:, :, None, None], k_cache[gather_rows, gather_slots], zero)
         v_dense = torch.where(valid[:, :, None, None], v_cache[gather_rows, gather_slots], zero)

@@ -147,7 +147,8 @@ class _RingAttention(torch.autograd.Function):
                 dqs[a] += pdq.float()
                 dks[c] += pdk.float()
                 dvs[c] += pdv.float()
-            travelling = _ring_pass(travelling, group, world, rank)  # the last pass returns dK, dV home
+            if world > 1:
+                travelling = _ring_pass(travelling, group, world, rank)  # the last pass returns dK, dV home
         dk, dv = travelling[2], travelling[3]
         return (torch.cat(dqs, dim=1).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None,
                 None)

@@ -152,9 +152,13 @@ const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
   if (best == nullptr && !declined.str().empty()) {
     std::ostringstream os;
     os << describe(q) << " for dtype " << dtype_name(q.dtype) << ", head_dim " << q.head_dim << ", mask "
-       << mask_name(q.mask) << " serves these tensors (" << declined.str()
-       << "the sm80 family takes any strides: rebuild with 80 in FLASH_SIGMOID_ARCHS; this build: FLASH_SIGMOID_ARCHS="
-       << FLASH_SIGMOID_BUILT_ARCHS << ", docs/install.md)";
+       << mask_name(q.mask) << " serves these tensors (" << declined.str();
+    if (q.arch != 0 || named_variant(q.variant)) {
+      os << "ask for the default: kernel_arch 0 and no kernel_variant, so that another family may serve them)";
+    } else {
+      os << "the sm80 family takes any strides: rebuild with 80 in FLASH_SIGMOID_ARCHS; this build: "
+            "FLASH_SIGMOID_ARCHS=" << FLASH_SIGMOID_BUILT_ARCHS << ", docs/install.md)";
+    }
     *why = os.str();
   } else if (best == nullptr) {
     std::ostringstream os;

@@ -55,6 +55,8 @@ struct Sm90FwdWsLaunch {
   // nullptr when this kernel serves the problem; otherwise why not (the registry then asks the
   // next family, the sm80 one).
   static const char* declines(const ForwardParams& params) {
+    const ProblemParams& p = params.problem;
+    if (p.batch == 0 || p.seqlen_q == 0) return nullptr;  // nothing to do: the API never launches it
     if (kHasCpAsyncFallback || tma_can_serve(params)) return nullptr;
     return "TMA cannot describe q, k or v (it needs a 16-byte aligned base and strides that are positive multiples "
            "of 8 elements below 2^39) and the sm90 family has no cp.async forward at this head dim";

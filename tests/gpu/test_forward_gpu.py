@@ -251,12 +251,12 @@ def test_forward_sm90_ws_tensors_tma_cannot_describe(variant):
                   kernel_variant=variant)
 
 
-@pytest.mark.parametrize("d", [186, 250])
-def test_forward_above_d128_odd_head_dims_and_no_keys(d):
-    # Above D 128 the sm90 family has only its TMA forward. Head dims that are not multiples of 8
-    # reach it padded by the Python layer (tensors TMA cannot describe come only through the C++
-    # API, which tests/cpp/test_gpu_forward.cpp covers); an empty key set needs no K/V descriptor
-    # and gives O = 0 from the TMA kernel itself.
+@pytest.mark.parametrize("d", [184, 248])
+def test_forward_above_d128_partial_head_dims_and_no_keys(d):
+    # Above D 128 the sm90 family has only its TMA forward: head dims below the bucket (TMA's zero
+    # fill past the head dim), written exactly into a poisoned output view; an empty key set needs
+    # no K/V descriptor and gives O = 0 from the TMA kernel itself. (Tensors TMA cannot describe:
+    # tests/cpp/test_gpu_forward.cpp.)
     skip_unless_sm90_variant("fwd", d, "")
     b, s, h = 2, 77, 4
     q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -270,6 +270,17 @@ def test_forward_above_d128_odd_head_dims_and_no_keys(d):
     k0 = torch.empty(b, 0, h, d, device="cuda", dtype=torch.bfloat16)
     out0 = flash_sigmoid.forward(q, k0, k0, out=torch.full_like(q, float("nan")), kernel_arch=90)
     assert torch.equal(out0, torch.zeros_like(out0))
+    # K and V broadcast over the batch (expand: batch stride 0) reach the kernels as they are; TMA
+    # cannot take a zero stride, so the sm90 family declines (an error naming why when asked for by
+    # name) and the sm80 family serves them by default.
+    k1, v1 = k[:1].expand(b, -1, -1, -1), v[:1].expand(b, -1, -1, -1)
+    with pytest.raises(RuntimeError, match=r"TMA cannot describe q, k or v"):
+        flash_sigmoid.forward(q, k1, v1, kernel_arch=90)
+    if f"sm80_fwd_bf16_hdim{(d + 63) // 64 * 64}_mask_none" in flash_sigmoid.build_info():
+        ref1 = attention_reference(q, k1, v1)
+        same1 = attention_reference(q, k1, v1, dtype=torch.bfloat16)
+        assert (flash_sigmoid.forward(q, k1, v1).double() - ref1).abs().max() <= \
+            2 * (same1.double() - ref1).abs().max() + 1e-5
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)

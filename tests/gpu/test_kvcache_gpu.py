@@ -20,7 +20,7 @@ def test_append_and_attend(dtype, page_size):
     c = make_case(3, 8, 2, 64, dtype, lengths=[0, 37, 130], seqlen_new=3, seqlen_q=3, page_size=page_size,
                   capacity=160, permute_rows=page_size is None)
     check(c, dtype, device="cuda", causal=True, window_size=(50, 0), alibi_slopes=torch.rand(8),
-          sigmoid_bias=-math.log(160), rotary=rotary_tables(160, 32), interleaved=page_size != 16)
+          sigmoid_bias=-math.log(160), rotary=rotary_tables(c["capacity"], 32), interleaved=page_size != 16)
 
 
 @pytest.mark.parametrize("d", [64, 128, 256])

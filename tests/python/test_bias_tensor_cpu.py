@@ -138,3 +138,10 @@ def test_module_learnable_bias_trains_per_head():
     assert SigmoidSelfAttention(32, 4, learnable_bias=True, sigmoid_bias=-2.0).learned_bias[0].item() == -2.0
     with pytest.raises(ValueError, match="bias_init_seqlen"):
         SigmoidSelfAttention(32, 4, learnable_bias=True)
+
+
+def test_tensor_bias_needs_two_spare_head_dim_channels():
+    q = torch.randn(1, 4, 2, 256)
+    with pytest.raises(ValueError, match=r"sigmoid_bias: .* head_dim may be at most 254, got 256"):
+        flash_attn_func(q, q, q, sigmoid_bias=torch.zeros(2))
+    assert flash_attn_func(q, q, q, sigmoid_bias=-1.0).shape == q.shape  # a number needs none

@@ -154,3 +154,11 @@ def test_kvcache_op_errors_name_the_argument():
     bad[9] = torch.zeros(2, 1, dtype=torch.int64)
     with pytest.raises(RuntimeError, match=r"block_table: expected dtype int32"):
         op(*bad)
+
+
+def test_rotary_needs_new_tokens_like_flash_attn():
+    c = make_case(1, 2, 2, 16, torch.float32, lengths=[3], seqlen_new=0, seqlen_q=1, capacity=8)
+    cos, sin = rotary_tables(8, 8)
+    with pytest.raises(ValueError, match=r"rotary_cos: expected the new k, v"):
+        flash_attn_with_kvcache(c["q"], c["k_cache"], c["v_cache"], rotary_cos=cos, rotary_sin=sin,
+                                cache_seqlens=torch.tensor([3], dtype=torch.int32))

@@ -83,7 +83,12 @@ def test_needs_an_initialised_group_and_names_unsupported_arguments():
             context_parallel_attn(q, q, q, window_size=(4, 0))
         with pytest.raises(NotImplementedError, match="alibi_slopes"):
             context_parallel_attn(q, q, q, alibi_slopes=torch.ones(2))
-        out = context_parallel_attn(q, q, q, causal=True)  # one rank: the plain attention
+        qs = q.clone().requires_grad_()
+        out = context_parallel_attn(qs, qs, qs, causal=True)  # one rank: the plain attention
         assert torch.allclose(out, flash_sigmoid.forward(q, q, q, causal=True), atol=1e-6)
+        (grad,) = torch.autograd.grad(out.sum(), qs)
+        q2 = q.clone().requires_grad_()
+        (want,) = torch.autograd.grad(flash_sigmoid.forward(q2, q2, q2, causal=True).sum(), q2)
+        assert torch.allclose(grad, want, atol=1e-5)
     finally:
         dist.destroy_process_group()
