@@ -48,12 +48,7 @@ def _check_tensor(name, t, dims, layout):
 
 
 def _check_index(name, t, shape, device):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != torch.int32:
-        raise TypeError(f"{name}: expected dtype torch.int32, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name}: expected device {device} like q, got {t.device}")
+    _ops.check_int32(name, t, device)
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
 

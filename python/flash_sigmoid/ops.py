@@ -53,7 +53,19 @@ def check_qkv(q, k, v, names=("q", "k", "v")):
         raise ValueError(f"{names[0]}: expected head_dim 1..256, got {d}")
 
 
-def check_alibi(alibi_slopes, q):
+def check_int32(name, t, device):
+    """An int32 tensor on `device` (index and length tensors: cu_seqlens, cache_seqlens, ...)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.int32:
+        raise TypeError(f"{name}: expected dtype torch.int32, got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name}: expected device {device} like q, got {t.device}")
+
+
+def check_alibi(alibi_slopes, q, batch=None, heads=None):
+    """Slopes None, or fp32 [heads] / [batch, heads] on q's device; batch and heads default to the
+    dense layout's (q [batch, seqlen, heads, head_dim])."""
     if alibi_slopes is None:
         return
     if not isinstance(alibi_slopes, torch.Tensor):
@@ -62,7 +74,8 @@ def check_alibi(alibi_slopes, q):
         raise TypeError(f"alibi_slopes: expected dtype float32, got {alibi_slopes.dtype}")
     if alibi_slopes.device != q.device:
         raise ValueError(f"alibi_slopes: expected device {q.device} like q, got {alibi_slopes.device}")
-    b, _, hq, _ = q.shape
+    b = q.shape[0] if batch is None else batch
+    hq = q.shape[2] if heads is None else heads
     if tuple(alibi_slopes.shape) not in ((hq,), (b, hq)):
         raise ValueError(f"alibi_slopes: expected shape ({hq},) or ({b}, {hq}), got {tuple(alibi_slopes.shape)}")
 

@@ -37,12 +37,7 @@ def _check_return_attn_probs(return_attn_probs):
 
 def _check_cu_meta(name, cu, device):
     """cu_seqlens: an int32 1-D [B+1] tensor on `device` (metadata only)."""
-    if not isinstance(cu, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(cu).__name__}")
-    if cu.dtype != torch.int32:
-        raise TypeError(f"{name}: expected dtype torch.int32, got {cu.dtype}")
-    if cu.device != device:
-        raise ValueError(f"{name}: expected device {device} like q, got {cu.device}")
+    _ops.check_int32(name, cu, device)
     if cu.dim() != 1 or cu.shape[0] < 2:
         raise ValueError(f"{name}: expected shape [batch + 1] with batch >= 1, got {tuple(cu.shape)}")
 
@@ -95,20 +90,6 @@ def _check_packed(q, k, v, names):
         raise ValueError(f"{names[0]}: expected head_dim 1..256, got {d}")
 
 
-def _check_alibi(alibi_slopes, q, batch):
-    if alibi_slopes is None:
-        return
-    if not isinstance(alibi_slopes, torch.Tensor):
-        raise TypeError(f"alibi_slopes: expected a torch.Tensor or None, got {type(alibi_slopes).__name__}")
-    if alibi_slopes.dtype != torch.float32:
-        raise TypeError(f"alibi_slopes: expected dtype float32, got {alibi_slopes.dtype}")
-    if alibi_slopes.device != q.device:
-        raise ValueError(f"alibi_slopes: expected device {q.device} like q, got {alibi_slopes.device}")
-    hq = q.shape[1]
-    if tuple(alibi_slopes.shape) not in ((hq,), (batch, hq)):
-        raise ValueError(f"alibi_slopes: expected shape ({hq},) or ({batch}, {hq}), got {tuple(alibi_slopes.shape)}")
-
-
 def _bias_args(sigmoid_bias, batch, device, check_values):
     """(scalar, [B] fp32 tensor or None, auto) for the op."""
     if isinstance(sigmoid_bias, str):
@@ -154,7 +135,7 @@ def _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dro
     _check_max_type("max_seqlen_k", max_seqlen_k)
     _check_packed(q, k, v, names)
     batch = cu_seqlens_q.shape[0] - 1
-    _check_alibi(alibi_slopes, q, batch)
+    _ops.check_alibi(alibi_slopes, q, batch, q.shape[1])  # packed q: [total, heads, head_dim]
     if eager:
         _check_max("max_seqlen_q", max_seqlen_q, "cu_seqlens_q", len_q)
         _check_max("max_seqlen_k", max_seqlen_k, "cu_seqlens_k", len_k)

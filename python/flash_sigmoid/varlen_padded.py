@@ -27,13 +27,13 @@ from . import ops as _ops
 
 
 def _padded_index(cu, max_len, total):
-    """(source row [B, max_len], valid [B, max_len]) of the right-aligned padded layout."""
+    """(source row [B, max_len], valid [B, max_len], lengths [B]) of the right-aligned padded layout."""
     lengths = (cu[1:] - cu[:-1]).long()
     positions = torch.arange(max_len, device=cu.device)[None, :]
     start = (max_len - lengths)[:, None]
     source = cu[:-1].long()[:, None] + positions - start
     valid = positions >= start
-    return source.clamp(0, max(total - 1, 0)), valid
+    return source.clamp(0, max(total - 1, 0)), valid, lengths
 
 
 def _gather_padded(t, source, valid):
@@ -51,16 +51,16 @@ def varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
     total_q = q.shape[0]
     if total_q == 0 or batch == 0:
         return q * 0  # nothing to compute; keeps the graph connected for autograd
-    src_q, valid_q = _padded_index(cu_seqlens_q, max_seqlen_q, total_q)
-    src_k, valid_k = _padded_index(cu_seqlens_k, max_seqlen_k, k.shape[0])
+    src_q, valid_q, len_q = _padded_index(cu_seqlens_q, max_seqlen_q, total_q)
+    src_k, valid_k, len_k = _padded_index(cu_seqlens_k, max_seqlen_k, k.shape[0])
     qd = _gather_padded(q, src_q, valid_q)
     kd = _gather_padded(k, src_k, valid_k)
     vd = _gather_padded(v, src_k, valid_k)
     d = q.shape[-1]
     if bias_auto or bias_per_batch is not None:
         if bias_auto:
-            len_k = (cu_seqlens_k[1:] - cu_seqlens_k[:-1]).float()
-            per_batch = torch.where(len_k > 0, -torch.log(len_k.clamp(min=1)), torch.zeros_like(len_k))
+            n = len_k.float()
+            per_batch = torch.where(n > 0, -torch.log(n.clamp(min=1)), torch.zeros_like(n))
         else:
             per_batch = bias_per_batch.float()
         rows = per_batch.view(batch, 1, 1).expand(batch, max_seqlen_q, q.shape[1])
@@ -71,6 +71,5 @@ def varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
     # Packed row r of sequence b sits at padded position max_seqlen_q - len_b + (r - cu_b).
     rows = torch.arange(total_q, device=q.device)
     seq = torch.searchsorted(cu_seqlens_q[1:].long(), rows, right=True)
-    lengths = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()
-    pos = max_seqlen_q - lengths[seq] + (rows - cu_seqlens_q[:-1].long()[seq])
+    pos = max_seqlen_q - len_q[seq] + (rows - cu_seqlens_q[:-1].long()[seq])
     return out[seq, pos]

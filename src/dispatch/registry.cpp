@@ -131,7 +131,7 @@ bool any_kernel_for(const KernelQuery& q, std::string* why) {
 
 const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
   const KernelEntry* best = nullptr;
-  std::ostringstream declined;  // "name: reason; " for each kernel that declined the tensors
+  std::string declined;  // "name: reason; " for each kernel that declined the tensors (empty on the usual path)
   for (const KernelEntry* e = kCompiledKernels; e->name != nullptr; ++e) {
     if (!matches_build(*e, q)) continue;
     // sm80-family code runs on any device from kSm80FamilyMinDeviceArch up (8.x through its
@@ -140,7 +140,7 @@ const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
     if (!runs) continue;
     if (q.forward != nullptr && e->forward_declines != nullptr) {
       if (const char* reason = e->forward_declines(*q.forward)) {
-        declined << e->name << ": " << reason << "; ";
+        declined += std::string(e->name) + ": " + reason + "; ";
         continue;
       }
     }
@@ -149,10 +149,10 @@ const KernelEntry* find_kernel(const KernelQuery& q, std::string* why) {
       best = e;
     }
   }
-  if (best == nullptr && !declined.str().empty()) {
+  if (best == nullptr && !declined.empty()) {
     std::ostringstream os;
     os << describe(q) << " for dtype " << dtype_name(q.dtype) << ", head_dim " << q.head_dim << ", mask "
-       << mask_name(q.mask) << " serves these tensors (" << declined.str();
+       << mask_name(q.mask) << " serves these tensors (" << declined;
     if (q.arch != 0 || named_variant(q.variant)) {
       os << "ask for the default: kernel_arch 0 and no kernel_variant, so that another family may serve them)";
     } else {

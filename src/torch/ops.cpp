@@ -52,14 +52,9 @@ Stream current_stream(const StableTensor& t) {
 }
 #endif
 
-// Runs the forward into `out` (contiguous, from prepare). The inputs object owns any copies.
-void run_forward(const char* op, const Inputs& in, const StableTensor& out) {
-  ForwardArgs args{};
-  args.problem = in.problem;
-  args.q = api_tensor(in.q);
-  args.k = api_tensor(in.k);
-  args.v = api_tensor(in.v);
-  args.out = api_tensor(out);
+// Runs a filled-in forward on the inputs' backend: the CPU implementation, or the kernels on torch's
+// current stream of the inputs' device.
+void launch_forward(const char* op, const Inputs& in, const ForwardArgs& args) {
   if (in.backend == Backend::kCpu) {
     check_status(op, cpu::forward(args, cpu_threads()));
     return;
@@ -70,6 +65,57 @@ void run_forward(const char* op, const Inputs& in, const StableTensor& out) {
 #else
   no_cuda(op);
 #endif
+}
+
+// As launch_forward, for the backward: on CUDA with the workspace it asks for, from torch's allocator.
+void launch_backward(const char* op, const Inputs& in, const BackwardArgs& args) {
+  if (in.backend == Backend::kCpu) {
+    check_status(op, cpu::backward(args, cpu_threads()));
+    return;
+  }
+#ifdef FLASH_SIGMOID_TORCH_CUDA
+  torch::stable::accelerator::DeviceGuard guard(in.q.get_device_index());
+  size_t bytes = 0;
+  check_status(op, workspace_size(args, &bytes));
+  StableTensor workspace = scratch_bytes(in.q, bytes);
+  check_status(op, backward(args, Workspace{bytes ? workspace.data_ptr() : nullptr, bytes}, current_stream(in.q)));
+#else
+  no_cuda(op);
+#endif
+}
+
+// The problem and tensor views of a call: `view` is api_tensor (dense [B, S, H, D]) or
+// api_packed_tensor (varlen [total, H, D]).
+template <class View>
+ForwardArgs forward_args(const Inputs& in, const StableTensor& out, View view) {
+  ForwardArgs args{};
+  args.problem = in.problem;
+  args.q = view(in.q);
+  args.k = view(in.k);
+  args.v = view(in.v);
+  args.out = view(out);
+  return args;
+}
+
+template <class View>
+BackwardArgs backward_args(const Inputs& in, const StableTensor& dq, const StableTensor& dk, const StableTensor& dv,
+                           bool deterministic, View view) {
+  BackwardArgs args{};
+  args.problem = in.problem;
+  args.q = view(in.q);
+  args.k = view(in.k);
+  args.v = view(in.v);
+  args.dout = view(*in.dout);
+  args.dq = view(dq);
+  args.dk = view(dk);
+  args.dv = view(dv);
+  args.deterministic = deterministic ? 1 : 0;
+  return args;
+}
+
+// Runs the forward into `out` (contiguous, from prepare). The inputs object owns any copies.
+void run_forward(const char* op, const Inputs& in, const StableTensor& out) {
+  launch_forward(op, in, forward_args(in, out, [](const StableTensor& t) { return api_tensor(t); }));
 }
 
 // kernel_variant is the op's own argument, alive for the whole call: the problem points into it.
@@ -129,30 +175,8 @@ std::tuple<StableTensor, StableTensor, StableTensor> bwd(StableTensor dout, Stab
   StableTensor dq = empty_like_sizes(in.q, q);
   StableTensor dk = empty_like_sizes(in.q, k);
   StableTensor dv = empty_like_sizes(in.q, v);
-  BackwardArgs args{};
-  args.problem = in.problem;
-  args.q = api_tensor(in.q);
-  args.k = api_tensor(in.k);
-  args.v = api_tensor(in.v);
-  args.dout = api_tensor(*in.dout);
-  args.dq = api_tensor(dq);
-  args.dk = api_tensor(dk);
-  args.dv = api_tensor(dv);
-  args.deterministic = deterministic ? 1 : 0;
-  if (in.backend == Backend::kCpu) {
-    check_status(op, cpu::backward(args, cpu_threads()));
-    return {dq, dk, dv};
-  }
-#ifdef FLASH_SIGMOID_TORCH_CUDA
-  torch::stable::accelerator::DeviceGuard guard(in.q.get_device_index());
-  size_t bytes = 0;
-  check_status(op, workspace_size(args, &bytes));
-  StableTensor workspace = scratch_bytes(in.q, bytes);
-  check_status(op, backward(args, Workspace{bytes ? workspace.data_ptr() : nullptr, bytes}, current_stream(in.q)));
+  launch_backward(op, in, backward_args(in, dq, dk, dv, deterministic, [](const StableTensor& t) { return api_tensor(t); }));
   return {dq, dk, dv};
-#else
-  no_cuda(op);
-#endif
 }
 
 // Packed sequences (docs/varlen.md): q [total_q, Hq, D], k, v [total_k, Hkv, D], cu_seqlens_* int32
@@ -179,23 +203,8 @@ StableTensor varlen_fwd(StableTensor q, StableTensor k, StableTensor v, StableTe
                 kernel_arch, kernel_variant));
   const Inputs& in = vi.in;
   StableTensor out = empty_like_sizes(in.q, q);
-  ForwardArgs args{};
-  args.problem = in.problem;
-  args.q = api_packed_tensor(in.q);
-  args.k = api_packed_tensor(in.k);
-  args.v = api_packed_tensor(in.v);
-  args.out = api_packed_tensor(out);
-  if (in.backend == Backend::kCpu) {
-    check_status(op, cpu::forward(args, cpu_threads()));
-    return out;
-  }
-#ifdef FLASH_SIGMOID_TORCH_CUDA
-  torch::stable::accelerator::DeviceGuard guard(in.q.get_device_index());
-  check_status(op, forward(args, Workspace{}, current_stream(in.q)));
+  launch_forward(op, in, forward_args(in, out, [](const StableTensor& t) { return api_packed_tensor(t); }));
   return out;
-#else
-  no_cuda(op);
-#endif
 }
 
 std::tuple<StableTensor, StableTensor, StableTensor> varlen_bwd(
@@ -215,30 +224,9 @@ std::tuple<StableTensor, StableTensor, StableTensor> varlen_bwd(
   StableTensor dq = empty_like_sizes(in.q, q);
   StableTensor dk = empty_like_sizes(in.q, k);
   StableTensor dv = empty_like_sizes(in.q, v);
-  BackwardArgs args{};
-  args.problem = in.problem;
-  args.q = api_packed_tensor(in.q);
-  args.k = api_packed_tensor(in.k);
-  args.v = api_packed_tensor(in.v);
-  args.dout = api_packed_tensor(*in.dout);
-  args.dq = api_packed_tensor(dq);
-  args.dk = api_packed_tensor(dk);
-  args.dv = api_packed_tensor(dv);
-  args.deterministic = deterministic ? 1 : 0;
-  if (in.backend == Backend::kCpu) {
-    check_status(op, cpu::backward(args, cpu_threads()));
-    return {dq, dk, dv};
-  }
-#ifdef FLASH_SIGMOID_TORCH_CUDA
-  torch::stable::accelerator::DeviceGuard guard(in.q.get_device_index());
-  size_t bytes = 0;
-  check_status(op, workspace_size(args, &bytes));
-  StableTensor workspace = scratch_bytes(in.q, bytes);
-  check_status(op, backward(args, Workspace{bytes ? workspace.data_ptr() : nullptr, bytes}, current_stream(in.q)));
+  launch_backward(op, in,
+                  backward_args(in, dq, dk, dv, deterministic, [](const StableTensor& t) { return api_packed_tensor(t); }));
   return {dq, dk, dv};
-#else
-  no_cuda(op);
-#endif
 }
 
 // flash_attn_with_kvcache on CPU tensors (python/flash_sigmoid/kvcache.py checks the arguments
