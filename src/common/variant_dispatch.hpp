@@ -16,8 +16,10 @@
 namespace flash_sigmoid {
 
 // Returns launch(ScoreVariant<ScoreFunction, kHasAlibi, Mask>{}) for the problem's score function
-// and ALiBi slopes; cudaErrorInvalidValue for an unknown score function.
-template <MaskKind kMask, class Launch>
+// and ALiBi slopes; cudaErrorInvalidValue for an unknown score function. Exp2Form: the struct a
+// kernel evaluates the default (exp2) score function with — SigmoidViaExp2, or a forward's
+// SigmoidViaExp2Relu (policies/sigmoid.hpp), which needs the kernel's relu pack and O scale.
+template <MaskKind kMask, class Exp2Form = SigmoidViaExp2, class Launch>
 cudaError_t launch_score_variant(const ProblemParams& problem, Launch&& launch) {
   using Mask = typename MaskForKind<kMask>::type;
   auto with_alibi_choice = [&](auto score_function) {
@@ -29,7 +31,7 @@ cudaError_t launch_score_variant(const ProblemParams& problem, Launch&& launch) 
     case ScoreFunctionKind::kSigmoidViaTanh:
       return with_alibi_choice(SigmoidViaTanh{});
     case ScoreFunctionKind::kSigmoidViaExp2:
-      return with_alibi_choice(SigmoidViaExp2{});
+      return with_alibi_choice(Exp2Form{});
   }
   return cudaErrorInvalidValue;
 }

@@ -75,6 +75,10 @@ FAMILIES = {
                                       head_dims=(64, 128), declines=True),
     ("90a", "fwd", "ws_persistent"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsPersistent", SM90_OPTIONS,
                                             head_dims=(64, 128), declines=True),
+    # The default's tiles and ping-pong with the clamp-free score function (SigmoidViaExp2Relu: one
+    # instruction fewer per score, P packed with cvt.rn.relu, O scaled at the end).
+    ("90a", "fwd", "ws_relu"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsRelu", SM90_OPTIONS,
+                                      head_dims=(64, 128, 192, 256), declines=True),
 }
 VARIANTS = sorted({variant for (_, _, variant) in FAMILIES if variant != DEFAULT_VARIANT})
 

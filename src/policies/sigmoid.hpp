@@ -40,6 +40,8 @@ FLASH_SIGMOID_HOST_DEVICE float value_prescaled_one(float x) {
 struct SigmoidViaExp2 {
   static constexpr const char* kName = "sigmoid_via_exp2";
   static constexpr float kInputScale = 1.4426950408889634f;  // log2(e)
+  static constexpr float kOutputScale = 1.0f;  // values are sigma itself
+  static constexpr bool kReluPack = false;
 
   // x[j] <- sigma(x[j] / kInputScale) for N independent values, stage by stage (see rcp_fma_f32):
   // kernels evaluate a fragment's scores through this, a few at a time.
@@ -71,11 +73,51 @@ struct SigmoidViaExp2 {
   }
 };
 
+// The forward's form of SigmoidViaExp2 without the clamp (one instruction fewer per score): the
+// kernel keeps P / kOutputScale and multiplies O by kOutputScale once, at the end. With
+// c = kOutputScale = 2^-15 the reciprocal is taken of d = c (1 + 2^-x) = fma(c, 2^-x, c) (rounded as
+// 1 + 2^-x, c being a power of two), which stays below 2^113 for every finite ex2 result, so the
+// bit-trick estimate of 1/d is always a normal number and 1/d = sigma / c carries SigmoidViaExp2's
+// relative error (< 1.4e-4) over the whole range, where SigmoidViaExp2 needs its clamp at x = -125.
+// c = 2^-15 also keeps P / c <= 2^15 inside fp16's range and lifts tiny P (and its products with
+// V in the tensor cores, which flush subnormals) 15 binades above the bottom of the float range.
+// When ex2 overflows (x < -128, sigma < 2^-128) the estimate of 1/inf refines to -inf, and the
+// forward's packing into fp16/bf16 (cvt.rn.relu, ReluPack below) turns it into 0; NaN stays NaN.
+// kInputScale is -log2(e), so the kernels' one FFMA per score (scale, bias and ALiBi folded) already
+// yields -x and ex2 needs no negation. Only the forward uses it (values_prescaled_for_derivative is
+// the backward's and is not defined): its values are sigma / c, not sigma, and may be -inf.
+struct SigmoidViaExp2Relu {
+  static constexpr const char* kName = "sigmoid_via_exp2_relu";
+  static constexpr float kInputScale = -1.4426950408889634f;  // -log2(e)
+  static constexpr float kOutputScale = 3.0517578125e-05f;   // c = 2^-15
+  static constexpr bool kReluPack = true;
+
+  // x[j] <- sigma(x[j] / kInputScale) / kOutputScale, or -inf below sigma = 2^-128 (see above).
+  template <int N>
+  FLASH_SIGMOID_HOST_DEVICE static void values_prescaled(float (&x)[N]) {
+    float d[N];
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) d[j] = ex2_approx_ftz_f32(x[j]);
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) d[j] = std::fma(kOutputScale, d[j], kOutputScale);
+    rcp_fma_f32<RcpRefinement::kCubic>(d, x);
+  }
+  // sigma(z) as the forward's P carries it (times kOutputScale, negative values packed as 0): the
+  // host's reference of what the kernels compute.
+  FLASH_SIGMOID_HOST_DEVICE static float value_prescaled(float x) {
+    const float scaled = value_prescaled_one<SigmoidViaExp2Relu>(x);
+    return (scaled > 0.0f ? scaled : (scaled != scaled ? scaled : 0.0f)) * kOutputScale;
+  }
+  FLASH_SIGMOID_HOST_DEVICE static float value(float z) { return value_prescaled(z * kInputScale); }
+};
+
 // The same with rcp.approx for the reciprocal: two special-function ops. Kept to measure the FMA
 // reciprocal against (tests/cpp/test_policies.cpp, docs/numerics.md); no kernel is built with it.
 struct SigmoidViaExp2Rcp {
   static constexpr const char* kName = "sigmoid_via_exp2_rcp";
   static constexpr float kInputScale = 1.4426950408889634f;
+  static constexpr float kOutputScale = 1.0f;  // values are sigma itself
+  static constexpr bool kReluPack = false;
 
   template <int N>
   FLASH_SIGMOID_HOST_DEVICE static void values_prescaled(float (&x)[N]) {
@@ -97,6 +139,8 @@ struct SigmoidViaExp2Rcp {
 struct SigmoidViaTanh {
   static constexpr const char* kName = "sigmoid_via_tanh";
   static constexpr float kInputScale = 0.5f;
+  static constexpr float kOutputScale = 1.0f;  // values are sigma itself
+  static constexpr bool kReluPack = false;
 
   template <int N>
   FLASH_SIGMOID_HOST_DEVICE static void values_prescaled(float (&x)[N]) {

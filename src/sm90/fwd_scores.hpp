@@ -7,7 +7,10 @@
 // variant (common/score_variant.hpp) or the products and their waits (the mainloops).
 #pragma once
 
+#include <cstdint>
+
 #include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
 
 #include "common/block_range.hpp"
 #include "common/score_variant.hpp"
@@ -27,12 +30,35 @@ CUTE_DEVICE void forward_probabilities(AccS& acc_s, Coords const& coords, BlockR
   }
 }
 
-// P (fp32, the S accumulator) rounded to Element into rP, a register tensor of the same shape.
-template <class Element, class AccP, class RegP>
+// Two fp32 values rounded to a packed pair of Element with negative values (and -0, -inf) made 0:
+// cvt.rn.relu, one instruction (F2FP.RELU) as the plain pack is. NaN stays NaN.
+template <class Element>
+CUTE_DEVICE uint32_t relu_pack_pair(float lo, float hi) {
+  uint32_t packed;
+  if constexpr (cute::is_same_v<Element, cutlass::bfloat16_t>) {
+    asm("cvt.rn.relu.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
+  } else {
+    static_assert(cute::is_same_v<Element, cutlass::half_t>, "fp16 or bf16");
+    asm("cvt.rn.relu.f16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
+  }
+  return packed;
+}
+
+// P (fp32, the S accumulator) rounded to Element into rP, a register tensor of the same shape;
+// kReluPack (the score function's): negative values become 0 in the same instruction
+// (SigmoidViaExp2Relu's -inf for sigma < 2^-128).
+template <class Element, bool kReluPack = false, class AccP, class RegP>
 CUTE_DEVICE void round_probabilities_into(AccP const& acc_p, RegP& rP) {
-  cute::Tensor converted = convert_fragment<Element>(acc_p);
-  CUTE_UNROLL
-  for (int j = 0; j < cute::size(rP); ++j) rP(j) = converted(j);
+  if constexpr (kReluPack) {
+    static_assert(decltype(cute::size(rP))::value % 2 == 0, "packed in pairs");
+    uint32_t* pairs = reinterpret_cast<uint32_t*>(rP.data());
+    CUTE_UNROLL
+    for (int j = 0; j < cute::size(rP); j += 2) pairs[j / 2] = relu_pack_pair<Element>(acc_p(j), acc_p(j + 1));
+  } else {
+    cute::Tensor converted = convert_fragment<Element>(acc_p);
+    CUTE_UNROLL
+    for (int j = 0; j < cute::size(rP); ++j) rP(j) = converted(j);
+  }
 }
 
 }  // namespace flash_sigmoid::sm90

@@ -111,6 +111,12 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       const Variant variant = Variant::make(problem, mask, work.batch_idx, work.head_idx);
       Mainloop::mma(variant, range, work.m_block, smem, acc_o, ctid, q_phase, k_slot, v_slot);
       q_phase ^= 1;
+      // A score function whose P is sigma / kOutputScale (SigmoidViaExp2Relu): O scaled once.
+      constexpr float kOutputScale = Variant::ScoreFunction::kOutputScale;
+      if constexpr (kOutputScale != 1.0f) {
+        CUTE_UNROLL
+        for (int j = 0; j < size(acc_o); ++j) acc_o(j) *= kOutputScale;
+      }
     }
     // Each consumer warpgroup stages only the rows it multiplied Q by, so it may overwrite them as
     // soon as its own products are done; the consumers then meet before the global stores.

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_runtime_api.h>
 
@@ -20,6 +21,7 @@
 #include "common/params.hpp"
 #include "common/variant_dispatch.hpp"
 #include "policies/mask_band.hpp"
+#include "policies/sigmoid.hpp"
 #include "sm90/fwd_launch.hpp"
 #include "sm90/fwd_ws_kernel.hpp"
 #include "sm90/fwd_ws_traits.hpp"
@@ -42,7 +44,10 @@ inline bool tma_can_describe(const StridedPtr& t, int seqlen, int heads, int bat
 // A stride TMA accepts for an extent of 1, whose stride is never used.
 inline int64_t tma_stride(int64_t stride, int extent) { return extent == 1 ? 8 : stride; }
 
-template <class Element, int kHeadDim, MaskKind kMask, WsTiles kTiles, bool kPingPong, bool kPersistent = false>
+// kReluSigmoid: the default score function evaluated as SigmoidViaExp2Relu (no clamp; P packed with
+// cvt.rn.relu and O scaled once at the end) instead of SigmoidViaExp2 — the same values to rounding.
+template <class Element, int kHeadDim, MaskKind kMask, WsTiles kTiles, bool kPingPong, bool kPersistent = false,
+          bool kReluSigmoid = false>
 struct Sm90FwdWsLaunch {
   using Traits = Sm90FwdWsTraits<Element, kHeadDim, kTiles>;
   using Params = Sm90FwdWsParams<Traits>;
@@ -115,7 +120,8 @@ struct Sm90FwdWsLaunch {
       grid = Sm90FwdWsPersistentScheduler<Traits>::grid(params.problem, num_sms);
     }
     const LaunchShape shape{grid, Traits::kNThreads, Traits::kSmemBytes};
-    return launch_score_variant<kMask>(params.problem, [&](auto variant) {
+    using Exp2Form = std::conditional_t<kReluSigmoid, SigmoidViaExp2Relu, SigmoidViaExp2>;
+    return launch_score_variant<kMask, Exp2Form>(params.problem, [&](auto variant) {
       return launch_kernel(&sm90_fwd_ws_kernel<Traits, decltype(variant), kPingPong, kPersistent>, shape, stream,
                            kernel_params);
     });
@@ -123,7 +129,8 @@ struct Sm90FwdWsLaunch {
 };
 
 // The kernel table's entry points: 128 x 128 tiles with and without ping-pong between the consumer
-// warpgroups, and the wide and deep tile rows with ping-pong.
+// warpgroups, and the wide and deep tile rows with ping-pong; the persistent grid; the clamp-free
+// score function (ws_relu).
 template <class Element, int kHeadDim, MaskKind kMask>
 using Sm90FwdWs = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true>;
 template <class Element, int kHeadDim, MaskKind kMask>
@@ -134,5 +141,7 @@ template <class Element, int kHeadDim, MaskKind kMask>
 using Sm90FwdWsDeep = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kDeep, true>;
 template <class Element, int kHeadDim, MaskKind kMask>
 using Sm90FwdWsPersistent = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true, true>;
+template <class Element, int kHeadDim, MaskKind kMask>
+using Sm90FwdWsRelu = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true, false, true>;
 
 }  // namespace flash_sigmoid::sm90

@@ -176,7 +176,9 @@ struct Sm90FwdWsMainloop {
     auto probabilities = [&](auto& acc_s, int n_block) {
       forward_probabilities<kBlockM, kBlockN>(acc_s, tScS, range, m_block, n_block, variant);
     };
-    auto round_into = [&](auto const& acc_p, auto& rP) { round_probabilities_into<Element>(acc_p, rP); };
+    auto round_into = [&](auto const& acc_p, auto& rP) {
+      round_probabilities_into<Element, Variant::ScoreFunction::kReluPack>(acc_p, rP);
+    };
     // Ping-pong: warpgroup w waits at its barrier before it issues, then lets the next one go. A
     // scheduling barrier joins two warpgroups: the one that waits and the one that passes.
     const int next_group = warp_group + 1 == kNConsumerWarpGroups ? 0 : warp_group + 1;

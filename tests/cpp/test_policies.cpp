@@ -307,6 +307,40 @@ TEST(Sigmoid, EightAtATimeEqualsOneAtATime) {
   expect_eight_at_a_time_equals_one_at_a_time<SigmoidViaExp2, true>();
   expect_eight_at_a_time_equals_one_at_a_time<SigmoidViaTanh, false>();
   expect_eight_at_a_time_equals_one_at_a_time<SigmoidViaExp2Rcp, false>();
+  expect_eight_at_a_time_equals_one_at_a_time<SigmoidViaExp2Relu, false>();
+}
+
+// The clamp-free forward form: as accurate as SigmoidViaExp2 where sigma is a normal float, and for
+// every finite score either a positive value or -inf (packed as 0), never NaN: the bit-trick
+// estimate of 1/d stays normal because d = c (1 + 2^-x) < 2^124 for every finite 2^-x.
+TEST(Sigmoid, ViaExp2ReluIsAccurateAndNeverNaNForFiniteScores) {
+  double worst = 0;
+  for (double z = -87; z <= 20; z += 1.0 / 512) {
+    const double ref = exact_sigmoid(static_cast<float>(z));
+    worst = std::max(worst, std::abs(SigmoidViaExp2Relu::value(static_cast<float>(z)) - ref) / ref);
+  }
+  EXPECT_LT(worst, 1.4e-4);
+  int negative_infinities = 0;
+  for (double z = -200; z <= 60; z += 1.0 / 256) {
+    float x[1] = {static_cast<float>(z) * SigmoidViaExp2Relu::kInputScale};
+    SigmoidViaExp2Relu::values_prescaled(x);
+    ASSERT_FALSE(std::isnan(x[0])) << "z = " << z;
+    if (std::isinf(x[0])) {
+      ASSERT_LT(x[0], 0.f) << "z = " << z;
+      ASSERT_LT(z, -88.0) << "only where sigma < 2^-128";
+      ++negative_infinities;
+    } else {
+      ASSERT_GT(x[0], 0.f) << "z = " << z;
+    }
+    const float p = SigmoidViaExp2Relu::value(static_cast<float>(z));
+    ASSERT_GE(p, 0.f);
+    ASSERT_LE(std::abs(static_cast<double>(p) - exact_sigmoid(static_cast<float>(z))),
+              1.4e-4 * exact_sigmoid(static_cast<float>(z)) + 1e-38)
+        << "z = " << z;
+  }
+  EXPECT_GT(negative_infinities, 0);  // the range below sigma = 2^-128 was reached
+  EXPECT_TRUE(std::isnan(SigmoidViaExp2Relu::value(std::nanf(""))));
+  EXPECT_NEAR(SigmoidViaExp2Relu::value(100.f), 1.0f, 1.35e-4);
 }
 
 TEST(Sigmoid, ViaExp2LimitsAndNaN) {

@@ -179,7 +179,7 @@ def test_forward_kernel_variant_by_name():
     assert torch.equal(flash_sigmoid.forward(q, k, v, kernel_variant=""), flash_sigmoid.forward(q, k, v))
 
 
-WS_VARIANTS = ["", "ws_lockstep", "ws_wide", "ws_deep", "ws_persistent", "cp_async"]  # "": the TMA kernel with ping-pong
+WS_VARIANTS = ["", "ws_lockstep", "ws_wide", "ws_deep", "ws_persistent", "ws_relu", "cp_async"]  # "": the TMA kernel with ping-pong
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)
@@ -204,6 +204,29 @@ def test_forward_sm90_ws_features(variant, d):
     for n, (mask, alibi, heads, bias) in enumerate(itertools.product(MASKS, ALIBI, HEADS, BIASES)):
         check_forward(2, 113, 203, heads[1], heads[2], d, torch.bfloat16, mask, alibi, bias, seed=n,
                       kernel_arch=90, kernel_variant=variant)
+
+
+@pytest.mark.parametrize("variant", ["", "ws_relu"])
+@pytest.mark.parametrize("bias", [-80.0, -87.5, -88.3, -88.7, -89.5, -100.0, -300.0])
+def test_forward_sm90_scores_far_below_zero(variant, bias):
+    # Scores where sigma is near or below the smallest normal float (z < -87.3) and where ex2
+    # overflows (z < -88.7): ws_relu has no clamp, so this is the range its reciprocal must keep
+    # finite (never NaN) and its relu pack must turn -inf into 0. fp16 and bf16, a masked and an
+    # unmasked tile; O must be finite, >= -tiny where V > 0, and match fp64 to its own magnitude.
+    skip_unless_sm90_variant("fwd", 64, variant)
+    for dtype, causal in ((torch.bfloat16, False), (torch.float16, True)):
+        q, k, v = make_inputs(1, 200, 300, 2, 2, 64, dtype, seed=int(-bias))
+        v = v.abs()  # O > 0 exactly when some P > 0
+        out = flash_sigmoid.forward(q, k, v, sigmoid_bias=bias, causal=causal, kernel_arch=90, kernel_variant=variant)
+        assert torch.isfinite(out).all()
+        assert (out >= 0).all()
+        ref = attention_reference(q, k, v, sigmoid_bias=bias, causal=causal)
+        # Allowed: bf16/fp16 rounding of O, fp16's smallest step (O underflows there), and per key
+        # what each form cannot represent: the default's clamp (sigma >= 2^-125, an absolute error
+        # < 3e-38), ws_relu's 0 where ex2 overflows (sigma < 2^-128 = 2.9e-39).
+        tol = 2e-2 * ref.abs().max().item() + (6e-8 if dtype == torch.float16 else 1e-40)
+        tol += 300 * (3e-38 if variant == "" else 3e-39) * v.abs().max().item()
+        assert (out.double() - ref).abs().max().item() <= tol
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)
