@@ -59,7 +59,8 @@ step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${gte
   -DFLASH_SIGMOID_ARCHS="${FLASH_SIGMOID_ARCHS:-80;90a}" \
   -DFLASH_SIGMOID_HEAD_DIMS="${FLASH_SIGMOID_HEAD_DIMS:-32;64;96;128;160;192;224;256}" \
   -DFLASH_SIGMOID_DTYPES="${FLASH_SIGMOID_DTYPES:-fp16;bf16}" \
-  -DFLASH_SIGMOID_DIRECTIONS="${FLASH_SIGMOID_DIRECTIONS:-fwd;bwd}" -DPython3_EXECUTABLE="$(command -v python3)" \
+  -DFLASH_SIGMOID_DIRECTIONS="${FLASH_SIGMOID_DIRECTIONS:-fwd;bwd}" -DFLASH_SIGMOID_VARIANTS="${FLASH_SIGMOID_VARIANTS-all}" \
+  -DPython3_EXECUTABLE="$(command -v python3)" \
   -DFLASH_SIGMOID_SM80_SASS="${FLASH_SIGMOID_SM80_SASS:-90}" -DFLASH_SIGMOID_BWD_HEAD_DIMS="${FLASH_SIGMOID_BWD_HEAD_DIMS:-}"
 step build cmake --build "$build" -j "$(nproc)"
 grep -iE "spill|warning|C7513" "$logs/build.log" | grep -v "^--" | head -n 20 > "$logs/build_warnings.txt"

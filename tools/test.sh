@@ -25,7 +25,7 @@ if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_SIGMOID_
   -DFLASH_SIGMOID_ARCHS="80;90a" -DFLASH_SIGMOID_SM80_SASS="80;90" \
   -DFLASH_SIGMOID_HEAD_DIMS="${FLASH_SIGMOID_TEST_HEAD_DIMS:-64}" -DFLASH_SIGMOID_BWD_HEAD_DIMS="" \
   -DFLASH_SIGMOID_DTYPES="${FLASH_SIGMOID_TEST_DTYPES:-bf16}" -DFLASH_SIGMOID_MASKS="${FLASH_SIGMOID_TEST_MASKS:-none;band}" \
-  -DFLASH_SIGMOID_DIRECTIONS="fwd;bwd" -DFLASH_SIGMOID_BUILD_TORCH=ON -DPython3_EXECUTABLE="$(command -v python)" \
+  -DFLASH_SIGMOID_DIRECTIONS="fwd;bwd" -DFLASH_SIGMOID_VARIANTS=all -DFLASH_SIGMOID_BUILD_TORCH=ON -DPython3_EXECUTABLE="$(command -v python)" \
   > "$build/configure.log" 2>&1; then
   cat "$build/configure.log" >&2
   echo "configure failed in $build" >&2
