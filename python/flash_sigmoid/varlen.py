@@ -2,16 +2,17 @@
 
 Layer: Python package, over the flash_sigmoid::varlen_fwd/varlen_bwd ops (src/torch/ops.cpp). One op
 call serves the whole packed batch (one graph node under torch.compile); the C++ CPU
-implementation loops over the sequences (docs/varlen.md): each sequence is its own problem, so
+implementation loops over the sequences, and the GPU kernels (both families, forward and backward)
+read each sequence's offsets and lengths on the device (docs/varlen.md): each sequence is its own problem, so
 causal and window are bottom-right aligned per sequence, ALiBi ([Hq] or [B, Hq]) uses the
 sequence's lengths, GQA/MQA carries over. Differentiable in q, k, v (the varlen_bwd op).
 
 Checks here read only metadata (types, dtypes, devices, shapes), which torch.compile traces. In
 eager mode the offsets' values are checked here too (a CPU tensor's values are on the host: no
 sync), raising ValueError naming the argument; under torch.compile that check is left to the op,
-which reads the host offsets and raises RuntimeError with the same wording. CUDA tensors run a
-padded dense batch through the dense kernels (varlen_padded.py: no host sync, the offsets' values
-not checked) until the GPU kernels read cu_seqlens themselves (docs/varlen.md, step 3).
+which reads the host offsets and raises RuntimeError with the same wording. On CUDA tensors the
+offsets' values are not checked (a check would synchronize; the kernels size their grids by
+max_seqlen_*, so a call is CUDA-graph capturable), as flash-attn does not check them.
 
 sigmoid_bias: a float (every sequence), "auto" (-log(seqlen_k) of each sequence, computed by the
 op from the offsets; a sequence with no keys has no scores, so its bias is irrelevant), or a [B]
@@ -24,7 +25,6 @@ import torch
 
 from . import flash_attn_interface as _dense
 from . import ops as _ops
-from . import varlen_padded as _padded
 from ._library import ops as _lib
 
 
@@ -142,10 +142,8 @@ def _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dro
     bias, bias_per_batch, bias_auto = _bias_args(sigmoid_bias, batch, q.device, eager)
     left, right = _dense._flash_window(window_size, bool(causal), max_seqlen_k)
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
-    if q.is_cuda:  # the GPU kernels do not read cu_seqlens yet: a padded dense batch (varlen_padded.py)
-        return _padded.varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, bias,
-                                     bias_per_batch, bias_auto, bool(causal), left, right, alibi_slopes,
-                                     bool(deterministic))
+    # CPU and CUDA tensors alike: the CPU implementation loops over the sequences, the GPU kernels
+    # read cu_seqlens on the device (docs/varlen.md).
     return _lib.varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, bias,
                            bias_per_batch, bias_auto, bool(causal), left, right, alibi_slopes,
                            _ops.SCORE_FUNCTIONS["exp2"], 0, "", bool(deterministic))
@@ -159,7 +157,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     cu_seqlens_k[b]:cu_seqlens_k[b+1] of k and v (cu_seqlens_* int32 [batch + 1]). Masks are
     bottom-right aligned per sequence; a sequence with no keys gives O = 0. sigmoid_bias: float,
     "auto" (-log(seqlen_k) per sequence) or a (batch,) tensor. Window bounds >= max_seqlen_k are
-    unbounded (flash-attn's rule). CPU tensors only for now.
+    unbounded (flash-attn's rule). CPU and CUDA tensors; on CUDA the offsets' values and
+    max_seqlen_* are not checked (a check would synchronize), as in flash-attn.
     Returns out (total_q, nheads, headdim)."""
     return _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
                    causal, window_size, alibi_slopes, deterministic, return_attn_probs, sigmoid_bias,

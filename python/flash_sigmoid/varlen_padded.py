@@ -1,5 +1,7 @@
-"""Packed sequences on the GPU through the dense kernels (issue 18, until the kernels read
-cu_seqlens themselves, docs/varlen.md step 3).
+"""Packed sequences through the dense kernels: the padded path that CUDA tensors took until the
+kernels read cu_seqlens themselves (issue 18 step 3, docs/varlen.md). The varlen entry points no
+longer call it; it stays as a tested reference of the padded formulation (right alignment, bias
+channels), which the CPU tier checks against the per-sequence fp64 reference.
 
 Layer: Python package, over the differentiable dense op (ops.attention) and bias_tensor.py. Torch
 operations only, no host read of a device tensor (no sync; CUDA-graph capturable for fixed shapes):

@@ -127,6 +127,13 @@ class Checker {
     if (backend_ == Backend::kCuda && has_q && has_k) {
       require(p.max_seqlen_q < kMaxSeqlen, "problem.max_seqlen_q", "< 2^30 for the GPU kernels", p.max_seqlen_q);
       require(p.max_seqlen_k < kMaxSeqlen, "problem.max_seqlen_k", "< 2^30 for the GPU kernels", p.max_seqlen_k);
+      // The kernels' grids are sized by the longest sequences, which they are never told: rows
+      // present (a total above 0) mean a sequence of at least one row. (Whether max_seqlen_* is at
+      // least the longest needs the offsets' values: documented, not checked, on the GPU.)
+      require(p.seqlen_q == 0 || p.max_seqlen_q >= 1, "problem.max_seqlen_q",
+              ">= 1 when q has rows (problem.seqlen_q > 0: the longest sequence has at least one)", p.max_seqlen_q);
+      require(p.seqlen_k == 0 || p.max_seqlen_k >= 1, "problem.max_seqlen_k",
+              ">= 1 when k has rows (problem.seqlen_k > 0: the longest sequence has at least one)", p.max_seqlen_k);
     }
   }
 

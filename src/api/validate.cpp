@@ -19,14 +19,10 @@
 namespace flash_sigmoid::api {
 namespace {
 
-// What is valid but not implemented by the GPU kernels yet (issue 18, step 3): Unsupported, never a
-// kernel that would ignore the field and return a wrong answer.
+// What is valid but not implemented by the GPU kernels yet: Unsupported, never a kernel that would
+// ignore the field and return a wrong answer. (Packed sequences and per-sequence biases are
+// implemented by both kernel families, forward and backward: docs/varlen.md.)
 Status gpu_implements(const Problem& p, const char* where) {
-  if (p.cu_seqlens_q != nullptr) {
-    return fail(Status::kUnsupported, std::string(where) +
-                                          ": problem.cu_seqlens_q: varlen is not implemented on the GPU yet "
-                                          "(docs/varlen.md); the CPU implementation (cpu::forward/backward) has it");
-  }
   for (const auto& [ptr, name, what] :
        {std::tuple{p.seqused_k, "problem.seqused_k", "per-batch key counts (a KV cache)"},
         std::tuple{p.kv_batch_idx, "problem.kv_batch_idx", "a KV-cache row map"},
@@ -36,11 +32,6 @@ Status gpu_implements(const Problem& p, const char* where) {
                                             " is not implemented on the GPU yet (docs/kvcache.md); the CPU "
                                             "implementation (cpu::forward) has it");
     }
-  }
-  if (p.sigmoid_bias_per_batch != nullptr) {
-    return fail(Status::kUnsupported, std::string(where) +
-                                          ": problem.sigmoid_bias_per_batch: a per-sequence bias is not implemented "
-                                          "on the GPU yet (docs/varlen.md); the CPU implementation has it");
   }
   return Status::kSuccess;
 }
@@ -93,13 +84,19 @@ Status validate(const BackwardArgs* args, Backend backend, const char* where) {
   c.check_tensor(args->dv, "dv", p, p.seqlen_k, p.heads_kv, eb);
   if (backend == Backend::kCuda && c.ok() && !nothing_to_do(*args)) {
     // The workspace size must not wrap: zero strides let tensors of any size pass the checks.
+    // Packed: one run of round_up(total + 128 batch, 128) rows per head (dq_accum_layout.hpp).
     uint64_t bytes = 0;
-    const bool overflow = !DqAccumLayout::checked_bytes(p.batch, p.heads_q, p.seqlen_q, p.head_dim, &bytes);
+    const bool packed = p.cu_seqlens_q != nullptr;
+    const bool overflow = !DqAccumLayout::checked_bytes(packed ? 1 : p.batch, p.heads_q,
+                                                        packed ? p.seqlen_q + 128 * p.batch : p.seqlen_q, p.head_dim,
+                                                        &bytes);
     std::ostringstream got;
     got << "batch " << p.batch << ", heads_q " << p.heads_q << ", seqlen_q " << p.seqlen_q << ", head_dim " << p.head_dim;
     c.require(!overflow, "problem",
-              "a backward workspace of batch * heads_q * round_up(seqlen_q, 128) * round_up(head_dim, 32) * 4 bytes "
-              "(at most 2^63 - 1)",
+              packed ? "a backward workspace of heads_q * round_up(seqlen_q + 128 * batch, 128) * "
+                       "round_up(head_dim, 32) * 4 bytes (at most 2^63 - 1)"
+                     : "a backward workspace of batch * heads_q * round_up(seqlen_q, 128) * round_up(head_dim, 32) * "
+                       "4 bytes (at most 2^63 - 1)",
               got.str());
   }
   return finish(c, *args, backend, where);
@@ -152,23 +149,39 @@ bool nothing_to_do(const BackwardArgs& args) {
 
 namespace {
 
-StridedPtr strided(const Tensor& t) { return StridedPtr{t.data, t.stride_batch, t.stride_seq, t.stride_head}; }
+// Packed tensors' batch stride is ignored (every sequence is found by its offset along seq): 0, so
+// that a kernel's batch_idx * stride_batch term vanishes.
+StridedPtr strided(const Tensor& t, const Problem& p) {
+  return StridedPtr{t.data, p.cu_seqlens_q != nullptr ? 0 : t.stride_batch, t.stride_seq, t.stride_head};
+}
 
 ProblemParams problem_params(const Problem& p) {
   ProblemParams q;
+  const bool packed = p.cu_seqlens_q != nullptr;
   q.batch = static_cast<int>(p.batch);
-  q.seqlen_q = static_cast<int>(p.seqlen_q);
-  q.seqlen_k = static_cast<int>(p.seqlen_k);
+  // Packed: the grids are sized by the longest sequences (at most the totals).
+  q.seqlen_q = static_cast<int>(packed ? std::min(p.max_seqlen_q, p.seqlen_q) : p.seqlen_q);
+  q.seqlen_k = static_cast<int>(packed ? std::min(p.max_seqlen_k, p.seqlen_k) : p.seqlen_k);
+  q.total_q = static_cast<int>(p.seqlen_q);
+  q.total_k = static_cast<int>(p.seqlen_k);
+  q.cu_seqlens_q = p.cu_seqlens_q;
+  q.cu_seqlens_k = p.cu_seqlens_k;
   q.heads_q = static_cast<int>(p.heads_q);
   q.heads_kv = static_cast<int>(p.heads_kv);
   q.head_dim = static_cast<int>(p.head_dim);
   q.group_size = static_cast<int>(p.heads_q / p.heads_kv);
   q.scale = p.scale;
-  // Dense, "auto" is one bias known on the host. (Packed sequences and per-sequence biases never
-  // reach the kernels: gpu_implements.)
+  // Dense, "auto" is one bias known on the host; packed, each sequence's, which the kernels compute
+  // from the offsets they read (sequence_bias).
   q.bias = p.sigmoid_bias;
-  if (p.sigmoid_bias_auto) q.bias = p.seqlen_k > 0 ? static_cast<float>(-std::log(static_cast<double>(p.seqlen_k))) : 0.0f;
-  q.mask = resolve_mask(p.causal != 0, p.window_left, p.window_right, p.seqlen_q, p.seqlen_k);
+  if (p.sigmoid_bias_auto && !packed) {
+    q.bias = p.seqlen_k > 0 ? static_cast<float>(-std::log(static_cast<double>(p.seqlen_k))) : 0.0f;
+  }
+  q.bias_auto = p.sigmoid_bias_auto != 0 && packed;
+  q.bias_per_batch = p.sigmoid_bias_per_batch;
+  // Packed: a bound that hides nothing from the longest sequences hides nothing from any, so the
+  // mask resolved with the longest lengths is every sequence's.
+  q.mask = resolve_mask(p.causal != 0, p.window_left, p.window_right, q.seqlen_q, q.seqlen_k);
   q.alibi_slopes = p.alibi_slopes;
   q.alibi_stride_batch = p.alibi_stride_batch;
   q.score_function = p.score_function == FLASH_SIGMOID_SIGMOID_VIA_TANH ? ScoreFunctionKind::kSigmoidViaTanh
@@ -181,23 +194,23 @@ ProblemParams problem_params(const Problem& p) {
 ForwardParams make_params(const ForwardArgs& args) {
   ForwardParams f;
   f.problem = problem_params(args.problem);
-  f.q = strided(args.q);
-  f.k = strided(args.k);
-  f.v = strided(args.v);
-  f.out = strided(args.out);
+  f.q = strided(args.q, args.problem);
+  f.k = strided(args.k, args.problem);
+  f.v = strided(args.v, args.problem);
+  f.out = strided(args.out, args.problem);
   return f;
 }
 
 BackwardParams make_params(const BackwardArgs& args, void* workspace) {
   BackwardParams b;
   b.problem = problem_params(args.problem);
-  b.q = strided(args.q);
-  b.k = strided(args.k);
-  b.v = strided(args.v);
-  b.dout = strided(args.dout);
-  b.dq = strided(args.dq);
-  b.dk = strided(args.dk);
-  b.dv = strided(args.dv);
+  b.q = strided(args.q, args.problem);
+  b.k = strided(args.k, args.problem);
+  b.v = strided(args.v, args.problem);
+  b.dout = strided(args.dout, args.problem);
+  b.dq = strided(args.dq, args.problem);
+  b.dk = strided(args.dk, args.problem);
+  b.dv = strided(args.dv, args.problem);
   b.dq_accum = static_cast<float*>(workspace);
   b.deterministic = args.deterministic != 0;
   return b;

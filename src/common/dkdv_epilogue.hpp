@@ -13,6 +13,7 @@
 
 #include "common/gmem_tile.hpp"
 #include "common/params.hpp"
+#include "common/tile_scheduler.hpp"
 
 namespace flash_sigmoid {
 
@@ -29,7 +30,8 @@ struct DkDvEpilogue {
 
   template <class AccDk, class AccDv>
   CUTE_DEVICE static void store(AccDk& acc_dk, AccDv const& acc_dv, typename Traits::SharedStorage& smem,
-                                const BackwardParams& params, int n_block, int kv_head_idx, int batch_idx, int tidx) {
+                                const BackwardParams& params, int n_block, int kv_head_idx, int batch_idx,
+                                SeqlenInfo const& seqlen, int tidx) {
     using namespace cute;
     const ProblemParams& problem = params.problem;
     CUTE_UNROLL
@@ -37,9 +39,10 @@ struct DkDvEpilogue {
 
     Tensor sdK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});  // (BLK_N, HEAD_DIM)
     Tensor sdV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});  // (BLK_N, HEAD_DIM)
-    Tensor gdK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.dk, batch_idx, kv_head_idx, n_block * kBlockN);
-    Tensor gdV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.dv, batch_idx, kv_head_idx, n_block * kBlockN);
-    const int row_limit = problem.seqlen_k - n_block * kBlockN;
+    const int row0 = seqlen.offset_k + n_block * kBlockN;
+    Tensor gdK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.dk, batch_idx, kv_head_idx, row0);
+    Tensor gdV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.dv, batch_idx, kv_head_idx, row0);
+    const int row_limit = seqlen.seqlen_k - n_block * kBlockN;
     // No cp.async still writes K or V (the mainloop's last groups are empty; a block whose query
     // range is empty issued none), and every thread is past its last product that reads them,
     // before either buffer is overwritten.

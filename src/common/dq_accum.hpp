@@ -113,13 +113,15 @@ struct DqAccumConvert {
     static_assert(DqAccumLayout::kPanelCols % 8 == 0, "a thread's 8 columns lie in one panel row (two float4 loads)");
     const ProblemParams& problem = params.problem;
     const DqAccumLayout layout = DqAccumLayout::make(problem);
+    const SeqlenInfo seqlen = SeqlenInfo::make(problem, batch_idx);
     const int row0 = row_block * kRows;
-    const int rows = min(kRows, problem.seqlen_q - row0);
+    const int rows = min(kRows, seqlen.seqlen_q - row0);  // none past a packed sequence's end
+    if (rows <= 0) return;
     const int vectors_per_row = problem.head_dim / 8;  // the GPU API requires head_dim % 8 == 0
-    const float* src = params.dq_accum + layout.offset(batch_idx, head_idx, row0, 0);
+    const float* src = params.dq_accum + layout.offset(batch_idx, seqlen.offset_q, head_idx, row0, 0);
     const int64_t dst_offset = static_cast<int64_t>(batch_idx) * params.dq.stride_batch +
                                static_cast<int64_t>(head_idx) * params.dq.stride_head +
-                               static_cast<int64_t>(row0) * params.dq.stride_seq;
+                               (static_cast<int64_t>(seqlen.offset_q) + row0) * params.dq.stride_seq;
     Element* dst = static_cast<Element*>(params.dq.ptr) + dst_offset;
     cutlass::NumericArrayConverter<Element, float, 8, cutlass::FloatRoundStyle::round_to_nearest> convert;
     for (int i = static_cast<int>(threadIdx.x); i < rows * vectors_per_row; i += static_cast<int>(blockDim.x)) {

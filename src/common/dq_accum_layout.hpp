@@ -14,6 +14,13 @@
 //     works per line, filled (Nsight Compute: lg_throttle stalls at the reductions, and the next
 //     instruction waiting until they drained). Measured in docs/sm80_backward.md.
 // Offsets are int64: one (batch, head) slice alone may hold more than 2^31 floats.
+//
+// Packed (varlen) problems: one run of rows per head, [heads_q, row_panels, pitch / 8, 128, 8],
+// where sequence b's rows start at panel ceil((cu_seqlens_q[b] + 128 b) / 128) (FlashAttention-2's
+// padding, computable from the sequence's own offset without a prefix pass): each sequence's rows
+// start a panel of their own, so its query tiles keep their static offsets, and sequence b's panels
+// end at or before b + 1's first (ceil(x / 128) + ceil(n / 128) <= ceil((x + n) / 128) + 1). The
+// run is round_up(total_q + 128 batch, 128) rows.
 #pragma once
 
 #include <cstddef>
@@ -30,20 +37,33 @@ struct DqAccumLayout {
   static constexpr int kPanelElems = kPanelRows * kPanelCols;
   static constexpr int kPitchAlign = 32;  // the pitch is head_dim rounded up to this
 
-  int row_panels = 0;  // rows / 128
+  int row_panels = 0;  // rows / 128 (of a batch entry; packed: of a head's whole run)
   int col_panels = 0;  // pitch / 8
   int heads_q = 0;
+  bool packed = false;
+
+  // The rows of one (batch, head) slice (dense) or of one head's run of sequences (packed).
+  FLASH_SIGMOID_HOST_DEVICE static int64_t slice_rows(const ProblemParams& p) {
+    return is_packed(p) ? static_cast<int64_t>(p.total_q) + static_cast<int64_t>(kPanelRows) * p.batch : p.seqlen_q;
+  }
 
   FLASH_SIGMOID_HOST_DEVICE static DqAccumLayout make(const ProblemParams& p) {
     DqAccumLayout l;
-    l.row_panels = (p.seqlen_q + kPanelRows - 1) / kPanelRows;
+    l.row_panels = static_cast<int>((slice_rows(p) + kPanelRows - 1) / kPanelRows);
     l.col_panels = (p.head_dim + kPitchAlign - 1) / kPitchAlign * (kPitchAlign / kPanelCols);
     l.heads_q = p.heads_q;
+    l.packed = is_packed(p);
     return l;
   }
-  // Offset of (row, col) of a (batch, head) slice; col_panel = col / 8, col % 8 added by callers.
-  FLASH_SIGMOID_HOST_DEVICE int64_t offset(int batch_idx, int head_idx, int row, int col_panel) const {
-    const int64_t panel = (static_cast<int64_t>(batch_idx) * heads_q + head_idx) * row_panels + row / kPanelRows;
+  // Offset of (row, col) of batch entry batch_idx's rows for query head head_idx; offset_q: the
+  // entry's first row in q (SeqlenInfo; 0 dense). col_panel = col / 8, col % 8 added by callers.
+  FLASH_SIGMOID_HOST_DEVICE int64_t offset(int batch_idx, int offset_q, int head_idx, int row, int col_panel) const {
+    const int64_t first_panel =
+        packed ? static_cast<int64_t>(head_idx) * row_panels +
+                     (static_cast<int64_t>(offset_q) + static_cast<int64_t>(kPanelRows) * batch_idx + kPanelRows - 1) /
+                         kPanelRows
+               : (static_cast<int64_t>(batch_idx) * heads_q + head_idx) * row_panels;
+    const int64_t panel = first_panel + row / kPanelRows;
     return (panel * col_panels + col_panel) * kPanelElems + static_cast<int64_t>(row % kPanelRows) * kPanelCols;
   }
 
@@ -64,7 +84,7 @@ struct DqAccumLayout {
   // The same for a validated problem (which the API guarantees to fit).
   static size_t bytes(const ProblemParams& p) {
     uint64_t b = 0;
-    checked_bytes(p.batch, p.heads_q, p.seqlen_q, p.head_dim, &b);
+    checked_bytes(is_packed(p) ? 1 : p.batch, p.heads_q, slice_rows(p), p.head_dim, &b);
     return static_cast<size_t>(b);
   }
 };
@@ -73,7 +93,7 @@ struct DqAccumLayout {
 // deterministic mode or without queries (then no atomics and no convert run).
 inline size_t dq_accum_workspace_bytes(const BackwardParams& params) {
   const ProblemParams& p = params.problem;
-  if (params.deterministic || p.batch == 0 || p.heads_q == 0 || p.seqlen_q == 0) return 0;
+  if (params.deterministic || p.batch == 0 || p.heads_q == 0 || p.total_q == 0) return 0;
   return DqAccumLayout::bytes(p);
 }
 

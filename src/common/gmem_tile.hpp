@@ -45,18 +45,22 @@ struct GmemTileCopies {
       cute::Copy_Atom<cute::UniversalCopy<cute::uint128_t>, Element>{}, GmemThreadLayout{}, GmemValueLayout{}));
 };
 
-// (rows, HEAD_DIM) view of one (batch, head) slice of a [batch, seqlen, heads, head_dim] tensor.
-// The (batch, head) offset is int64; offsets inside the slice fit in int (validated by the API).
+// (rows, HEAD_DIM) view of one (batch, head) slice of a [batch, seqlen, heads, head_dim] tensor,
+// from row first_row on: a packed sequence's rows (first_row = its offset, SeqlenInfo; the API
+// sets stride_batch to 0 for packed tensors), or a dense entry's (first_row = 0). The base offset
+// is int64; offsets inside the slice fit in int (validated by the API).
 template <int kHeadDim, class Element>
-CUTE_DEVICE auto gmem_head_slice(const StridedPtr& t, int batch_idx, int head_idx, int rows) {
+CUTE_DEVICE auto gmem_head_slice(const StridedPtr& t, int batch_idx, int head_idx, int first_row, int rows) {
   using namespace cute;
-  const int64_t offset = static_cast<int64_t>(batch_idx) * t.stride_batch + static_cast<int64_t>(head_idx) * t.stride_head;
+  const int64_t offset = static_cast<int64_t>(batch_idx) * t.stride_batch +
+                         static_cast<int64_t>(head_idx) * t.stride_head + static_cast<int64_t>(first_row) * t.stride_seq;
   Element* base = static_cast<Element*>(t.ptr) + offset;
   return make_tensor(make_gmem_ptr(base), make_shape(rows, Int<kHeadDim>{}),
                      make_stride(static_cast<int>(t.stride_seq), _1{}));
 }
 
-// (kRows, HEAD_DIM) tile of one (batch, head) slice, starting at row row0. The tile's base offset
+// (kRows, HEAD_DIM) tile of one (batch, head) slice, starting at row row0 of the tensor's seq
+// dimension (a packed sequence's tiles add the sequence's offset, as above). The tile's base offset
 // is int64; offsets inside the tile are int (the API bounds a slice's offsets below 2^31; rows past
 // the sequence are never dereferenced).
 template <int kRows, int kHeadDim, class Element>

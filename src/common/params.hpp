@@ -4,6 +4,7 @@
 // the public structs and the API never sees CuTe.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "base/host_device.hpp"
@@ -22,19 +23,47 @@ struct StridedPtr {
 
 struct ProblemParams {
   int batch = 0;
+  // Dense: every batch entry's lengths. Packed (cu_seqlens_q set): the longest sequences
+  // (max_seqlen_q, max_seqlen_k), which size the grids; each block reads its own sequence's lengths
+  // (SeqlenInfo, common/tile_scheduler.hpp).
   int seqlen_q = 0;
   int seqlen_k = 0;
+  // Rows of the q/out and k/v tensors' seq dimension: seqlen_q and seqlen_k when dense, the packed
+  // totals (cu_seqlens_*[batch]) when packed.
+  int total_q = 0;
+  int total_k = 0;
+  // Packed (varlen) sequences, device int32 [batch + 1] (both null: dense): sequence b is rows
+  // [cu_seqlens_q[b], cu_seqlens_q[b + 1]) of q and out, [cu_seqlens_k[b], cu_seqlens_k[b + 1]) of k
+  // and v. The tensors' stride_batch is then 0 (the API sets it), so a tile's base is its sequence's
+  // first row plus the tile's rows.
+  const int32_t* cu_seqlens_q = nullptr;
+  const int32_t* cu_seqlens_k = nullptr;
   int heads_q = 0;
   int heads_kv = 0;
   int head_dim = 0;      // the real head dim; the kernel's bucket is >= this
   int group_size = 1;    // heads_q / heads_kv
   float scale = 1.f;
   float bias = 0.f;
+  // Per batch entry instead of `bias` (sequence_bias below): a device fp32 [batch], or (bias_auto)
+  // -log(seqlen_k) of each sequence, computed from its lengths on the device.
+  const float* bias_per_batch = nullptr;
+  bool bias_auto = false;
   ResolvedMask mask;
   const float* alibi_slopes = nullptr;  // null: no ALiBi
   int64_t alibi_stride_batch = 0;
   ScoreFunctionKind score_function = ScoreFunctionKind::kSigmoidViaExp2;
 };
+
+FLASH_SIGMOID_HOST_DEVICE bool is_packed(const ProblemParams& problem) { return problem.cu_seqlens_q != nullptr; }
+
+// The score bias of batch entry batch_idx whose key sequence has seqlen_k keys. "auto" is -log in
+// double rounded once to fp32, as the CPU implementation and a caller passing -math.log(n) get it;
+// a sequence without keys has no score, so its 0 never matters.
+FLASH_SIGMOID_HOST_DEVICE float sequence_bias(const ProblemParams& problem, int batch_idx, int seqlen_k) {
+  if (problem.bias_per_batch != nullptr) return problem.bias_per_batch[batch_idx];
+  if (problem.bias_auto) return seqlen_k > 0 ? static_cast<float>(-log(static_cast<double>(seqlen_k))) : 0.f;
+  return problem.bias;
+}
 
 struct ForwardParams {
   ProblemParams problem;

@@ -46,9 +46,11 @@ struct ScoreVariant {
     constexpr float kInputScale = ScoreFunction::kInputScale;
     ScoreVariant v;
     v.scale = problem.scale * kInputScale;
-    v.bias = problem.bias * kInputScale;
+    // The mask holds the batch entry's own lengths (SeqlenInfo): a packed sequence's bias and ALiBi
+    // distances are its own.
+    v.bias = sequence_bias(problem, batch_idx, mask.seqlen_k) * kInputScale;
     v.alibi = AlibiTerm::make(problem.alibi_slopes, problem.alibi_stride_batch, batch_idx, head_idx,
-                              problem.seqlen_k - problem.seqlen_q, kInputScale);
+                              mask.seqlen_k - mask.seqlen_q, kInputScale);
     v.mask = mask;
     return v;
   }
@@ -108,9 +110,10 @@ struct FragmentBand {
 // Every coordinate is the thread's base coordinate (element 0) plus a static offset, so after
 // unrolling dq = row(i) - row(0) and dk = col(i) - col(0) are compile-time constants; the mask
 // (FragmentBand) and ALiBi are written in those terms.
-//  - Masking sets p to exactly 0 after the score function. Masked elements go through it too, but
-//    their scores are finite (zero-filled keys give 0), so no +-inf reaches an approximate
-//    instruction, and the result is discarded.
+//  - Masking sets p to exactly 0 after the score function (a select, never a product). Masked
+//    elements go through it too and the result is discarded: zero-filled keys give finite scores,
+//    and the keys a TMA tile reads past a packed sequence's end (the next sequence's, any value,
+//    NaN included) give scores whose p is replaced by 0 whatever it was.
 //  - ALiBi: the distance is d0 + (dq - dk) in float, d0 converted once per tile. That avoids one
 //    int->float conversion per element, which issues at 16/clk/SM on sm80 and sm90 (the rate of
 //    the score function's MUFU). Exact while |distance| < 2^24.

@@ -33,16 +33,27 @@
 namespace flash_sigmoid {
 
 // One batch entry's sequences. Dense batches: every entry has the problem's lengths and starts at
-// row 0 of its batch slice. Packed (varlen) problems will read cu_seqlens here; nothing else
-// changes for a kernel that takes its lengths from SeqlenInfo.
+// row 0 of its batch slice. Packed (varlen) problems: sequence b's lengths and first rows come from
+// cu_seqlens_q/k[b] and [b + 1] (two loads each, device memory). Kernels take their lengths, their
+// mask and their tiles' first rows from here, never from the problem directly; a block whose query
+// tile starts at or past seqlen_q has no rows to compute (the grid is sized by the longest sequence).
 struct SeqlenInfo {
   int seqlen_q = 0;
   int seqlen_k = 0;
+  int offset_q = 0;  // the sequence's first row in q and out (0 dense: the batch stride selects the entry)
+  int offset_k = 0;  // the same in k and v
 
-  FLASH_SIGMOID_HOST_DEVICE static SeqlenInfo make(const ProblemParams& problem, int /*batch_idx*/) {
+  FLASH_SIGMOID_HOST_DEVICE static SeqlenInfo make(const ProblemParams& problem, int batch_idx) {
     SeqlenInfo s;
-    s.seqlen_q = problem.seqlen_q;
-    s.seqlen_k = problem.seqlen_k;
+    if (is_packed(problem)) {
+      s.offset_q = problem.cu_seqlens_q[batch_idx];
+      s.offset_k = problem.cu_seqlens_k[batch_idx];
+      s.seqlen_q = problem.cu_seqlens_q[batch_idx + 1] - s.offset_q;
+      s.seqlen_k = problem.cu_seqlens_k[batch_idx + 1] - s.offset_k;
+    } else {
+      s.seqlen_q = problem.seqlen_q;
+      s.seqlen_k = problem.seqlen_k;
+    }
     return s;
   }
 

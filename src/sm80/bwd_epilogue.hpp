@@ -12,6 +12,7 @@
 
 #include "common/gmem_tile.hpp"
 #include "common/params.hpp"
+#include "common/tile_scheduler.hpp"
 #include "sm80/bwd_traits.hpp"
 
 namespace flash_sigmoid::sm80 {
@@ -25,18 +26,19 @@ struct Sm80BwdDqEpilogue {
 
   template <class AccDq>
   CUTE_DEVICE static void store(AccDq& acc_dq, typename DqTraits::SharedStorage& smem, const BackwardParams& params,
-                                int m_block, int head_idx, int batch_idx, int tidx) {
+                                int m_block, int head_idx, int batch_idx, SeqlenInfo const& seqlen, int tidx) {
     using namespace cute;
     const ProblemParams& problem = params.problem;
     CUTE_UNROLL
     for (int i = 0; i < size(acc_dq); ++i) acc_dq(i) *= problem.scale;
     Tensor sdQ = make_tensor(make_smem_ptr(smem.q.data()), typename DqTraits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
-    Tensor gdQ = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.dq, batch_idx, head_idx, m_block * kBlockM);
+    Tensor gdQ = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.dq, batch_idx, head_idx,
+                                                            seqlen.offset_q + m_block * kBlockM);
     // Every warp has finished reading Q (and any cp.async into it has landed: the mainloop's last
     // wait) before Q's buffer is overwritten.
     __syncthreads();
     AccumulatorTileStore<DqTraits, typename DqTraits::TiledMma, kBlockM>::store(
-        acc_dq, sdQ, gdQ, problem.seqlen_q - m_block * kBlockM, problem.head_dim, tidx);
+        acc_dq, sdQ, gdQ, seqlen.seqlen_q - m_block * kBlockM, problem.head_dim, tidx);
   }
 };
 

@@ -58,7 +58,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   const KeyTileWork work = Sm80BwdDkDvScheduler<Traits>::first_work(problem);
   const int tidx = static_cast<int>(threadIdx.x);
 
-  const Mask mask = SeqlenInfo::make(problem, work.batch_idx).mask<Mask>(problem);
+  const SeqlenInfo seqlen = SeqlenInfo::make(problem, work.batch_idx);
+  // A packed key sequence shorter than the longest one has no keys in this tile.
+  if (work.n_block * Traits::kBlockN >= seqlen.seqlen_k) return;
+  const Mask mask = seqlen.mask<Mask>(problem);
   const BlockRange range = query_block_range<Traits::kBlockM, Traits::kBlockN>(mask, work.n_block);
 
   typename Traits::TiledMmaDkv tiled_mma_dkv;
@@ -71,9 +74,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   // the mainloop and stores dK = dV = 0.
   if (!range.empty()) {
     Sm80BwdDkDvMainloop<Traits, Variant>::run(params, mask, range, work.n_block, work.kv_head_idx, work.batch_idx,
-                                               !params.deterministic, smem, acc_dk, acc_dv, tidx);
+                                               seqlen, !params.deterministic, smem, acc_dk, acc_dv, tidx);
   }
-  DkDvEpilogue<Traits>::store(acc_dk, acc_dv, smem, params, work.n_block, work.kv_head_idx, work.batch_idx, tidx);
+  DkDvEpilogue<Traits>::store(acc_dk, acc_dv, smem, params, work.n_block, work.kv_head_idx, work.batch_idx, seqlen,
+                              tidx);
 }
 
 template <class DqTraits, class Variant>
@@ -89,7 +93,10 @@ __global__ void __launch_bounds__(DqTraits::kNThreads, 1)
   const QueryTileWork work = Sm80BwdDqScheduler<DqTraits>::first_work(problem);
   const int tidx = static_cast<int>(threadIdx.x);
 
-  const Mask mask = SeqlenInfo::make(problem, work.batch_idx).mask<Mask>(problem);
+  const SeqlenInfo seqlen = SeqlenInfo::make(problem, work.batch_idx);
+  // A packed query sequence shorter than the longest one has no rows in this tile.
+  if (work.m_block * DqTraits::kBlockM >= seqlen.seqlen_q) return;
+  const Mask mask = seqlen.mask<Mask>(problem);
   const BlockRange range = key_block_range<DqTraits::kBlockM, DqTraits::kBlockN>(mask, work.m_block);
 
   typename DqTraits::TiledMma tiled_mma;
@@ -100,9 +107,9 @@ __global__ void __launch_bounds__(DqTraits::kNThreads, 1)
   if (!range.empty()) {
     const Variant variant = Variant::make(problem, mask, work.batch_idx, work.head_idx);
     Sm80BwdDqMainloop<DqTraits, Variant>::run(params, variant, range, work.m_block, work.head_idx, work.kv_head_idx,
-                                              work.batch_idx, smem, acc_dq, tidx);
+                                              work.batch_idx, seqlen, smem, acc_dq, tidx);
   }
-  Sm80BwdDqEpilogue<DqTraits>::store(acc_dq, smem, params, work.m_block, work.head_idx, work.batch_idx, tidx);
+  Sm80BwdDqEpilogue<DqTraits>::store(acc_dq, smem, params, work.m_block, work.head_idx, work.batch_idx, seqlen, tidx);
 }
 
 }  // namespace flash_sigmoid::sm80

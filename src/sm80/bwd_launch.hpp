@@ -61,7 +61,7 @@ struct Sm80Bwd {
       return launch_kernel(&sm80_bwd_dq_kernel<DqTraits, Variant>, dq, stream, params);
     }
     // Without queries dK = dV = 0 (every key tile's query range is empty); no dQ, no workspace.
-    if (p.seqlen_q == 0) return launch_dkdv();
+    if (p.total_q == 0) return launch_dkdv();
     if (cudaError_t err = DqAccumWorkspace::clear(params, stream); err != cudaSuccess) return err;
     if (cudaError_t err = launch_dkdv(); err != cudaSuccess) return err;
     return DqAccumWorkspace::convert<Element>(params, stream);

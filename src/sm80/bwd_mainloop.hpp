@@ -65,8 +65,8 @@ struct Sm80BwdDkDvMainloop {
   // every translation unit's compile time for a branch that costs nothing.)
   template <class AccDk, class AccDv>
   CUTE_DEVICE static void run(const BackwardParams& params, const Mask& mask, const BlockRange& range, int n_block,
-                              int kv_head_idx, int batch_idx, bool accumulate_dq, typename Traits::SharedStorage& smem,
-                              AccDk& acc_dk, AccDv& acc_dv, int tidx) {
+                              int kv_head_idx, int batch_idx, SeqlenInfo const& seqlen, bool accumulate_dq,
+                              typename Traits::SharedStorage& smem, AccDk& acc_dk, AccDv& acc_dv, int tidx) {
     using namespace cute;
     const ProblemParams& problem = params.problem;
 
@@ -92,9 +92,10 @@ struct Sm80BwdDkDvMainloop {
     Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
 
     auto load_rows = [&](const StridedPtr& src, int head_idx, int m_block, auto&& dst) {
-      Tensor g = gmem_rows_tile<kBlockM, kHeadDim, Element>(src, batch_idx, head_idx, m_block * kBlockM);
+      Tensor g = gmem_rows_tile<kBlockM, kHeadDim, Element>(src, batch_idx, head_idx,
+                                                            seqlen.offset_q + m_block * kBlockM);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(g), dst, tQcQ,
-                           problem.seqlen_q - m_block * kBlockM, problem.head_dim);
+                           seqlen.seqlen_q - m_block * kBlockM, problem.head_dim);
     };
 
     // ---- S = Q K^T and dP = dO V^T, per key-column slice (BLK_M, SLICE_N) of the tile: ldmatrix
@@ -163,9 +164,10 @@ struct Sm80BwdDkDvMainloop {
 
     // Prologue: K, V and the first Q, dO in one commit group.
     {
-      const int key_limit = problem.seqlen_k - n_block * kBlockN;
-      Tensor gK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, n_block * kBlockN);
-      Tensor gV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, n_block * kBlockN);
+      const int key_limit = seqlen.seqlen_k - n_block * kBlockN;
+      const int row0 = seqlen.offset_k + n_block * kBlockN;
+      Tensor gK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, row0);
+      Tensor gV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, row0);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gK), gmem_thr_copy.partition_D(sK), tKVcKV,
                            key_limit, problem.head_dim);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gV), gmem_thr_copy.partition_D(sV), tKVcKV,
@@ -235,8 +237,9 @@ struct Sm80BwdDkDvMainloop {
       // Otherwise each slice is added when it is formed.
       // In deterministic mode there is no workspace (dq_accum may be null, and only a zero offset from
       // a null pointer is defined); dq_tile is then never dereferenced.
-      float* dq_tile =
-          params.dq_accum + (accumulate_dq ? dq_layout.offset(batch_idx, tile.head_idx, tile.m_block * kBlockM, 0) : 0);
+      float* dq_tile = params.dq_accum + (accumulate_dq ? dq_layout.offset(batch_idx, seqlen.offset_q, tile.head_idx,
+                                                                           tile.m_block * kBlockM, 0)
+                                                        : 0);
       Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDqSliceDim>>{});  // (MMA, MMA_M, MMA_SLICE)
       const bool spread_dq = Traits::kDqSplits == 1 && accumulate_dq && DqAtomicAdd::slice_in_pitch(0, dq_pitch);
       if (accumulate_dq) {
@@ -291,7 +294,7 @@ struct Sm80BwdDqMainloop {
   // Accumulates acc_dq (MMA, MMA_M, MMA_HEAD_DIM) of query tile m_block over the key tiles of range.
   template <class AccDq>
   CUTE_DEVICE static void run(const BackwardParams& params, const Variant& variant, const BlockRange& range,
-                              int m_block, int head_idx, int kv_head_idx, int batch_idx,
+                              int m_block, int head_idx, int kv_head_idx, int batch_idx, SeqlenInfo const& seqlen,
                               typename DqTraits::SharedStorage& smem, AccDq& acc_dq, int tidx) {
     using namespace cute;
     const ProblemParams& problem = params.problem;
@@ -308,9 +311,10 @@ struct Sm80BwdDqMainloop {
     Tensor tVsV = gmem_thr_copy.partition_D(sV);  // (CPY, CPY_N, CPY_K, STAGE)
     Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
     auto load_kv = [&](int n_block, int stage) {
-      const int key_limit = problem.seqlen_k - n_block * kBlockN;
-      Tensor gK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, n_block * kBlockN);
-      Tensor gV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, n_block * kBlockN);
+      const int key_limit = seqlen.seqlen_k - n_block * kBlockN;
+      const int row0 = seqlen.offset_k + n_block * kBlockN;
+      Tensor gK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, row0);
+      Tensor gV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, row0);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gK), tKsK(_, _, _, stage), tKVcKV, key_limit,
                            problem.head_dim);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gV), tVsV(_, _, _, stage), tKVcKV, key_limit,
@@ -340,9 +344,10 @@ struct Sm80BwdDqMainloop {
     // Prologue: Q, dO and the first K, V in one commit group.
     {
       Tensor tQcQ = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-      const int q_rows = problem.seqlen_q - m_block * kBlockM;
-      Tensor gQ = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.q, batch_idx, head_idx, m_block * kBlockM);
-      Tensor gdO = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.dout, batch_idx, head_idx, m_block * kBlockM);
+      const int q_rows = seqlen.seqlen_q - m_block * kBlockM;
+      const int row0 = seqlen.offset_q + m_block * kBlockM;
+      Tensor gQ = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.q, batch_idx, head_idx, row0);
+      Tensor gdO = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.dout, batch_idx, head_idx, row0);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gQ), gmem_thr_copy.partition_D(sQ), tQcQ, q_rows,
                            problem.head_dim);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gdO), gmem_thr_copy.partition_D(sdO), tQcQ,

@@ -56,12 +56,16 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) sm80_fwd_kernel(const __
   const Mask mask = seqlen.mask<Mask>(problem);
   const BlockRange range = key_block_range<kBlockM, kBlockN>(mask, m_block);
   const int q_rows = seqlen.seqlen_q - m_block * kBlockM;
+  // A packed sequence shorter than the longest one has no rows in this tile.
+  if (q_rows <= 0) return;
 
+  // The sequence's rows only: the predicated copies below read nothing and write nothing past
+  // seqlen_q / seqlen_k, so a packed neighbour's rows are never touched.
   const int batch_idx = work.batch_idx;
-  Tensor mQ = gmem_head_slice<kHeadDim, Element>(params.q, batch_idx, work.head_idx, seqlen.seqlen_q);      // (SEQ_Q, HEAD_DIM)
-  Tensor mK = gmem_head_slice<kHeadDim, Element>(params.k, batch_idx, work.kv_head_idx, seqlen.seqlen_k);   // (SEQ_K, HEAD_DIM)
-  Tensor mV = gmem_head_slice<kHeadDim, Element>(params.v, batch_idx, work.kv_head_idx, seqlen.seqlen_k);   // (SEQ_K, HEAD_DIM)
-  Tensor mO = gmem_head_slice<kHeadDim, Element>(params.out, batch_idx, work.head_idx, seqlen.seqlen_q);    // (SEQ_Q, HEAD_DIM)
+  Tensor mQ = gmem_head_slice<kHeadDim, Element>(params.q, batch_idx, work.head_idx, seqlen.offset_q, seqlen.seqlen_q);     // (SEQ_Q, HEAD_DIM)
+  Tensor mK = gmem_head_slice<kHeadDim, Element>(params.k, batch_idx, work.kv_head_idx, seqlen.offset_k, seqlen.seqlen_k);  // (SEQ_K, HEAD_DIM)
+  Tensor mV = gmem_head_slice<kHeadDim, Element>(params.v, batch_idx, work.kv_head_idx, seqlen.offset_k, seqlen.seqlen_k);  // (SEQ_K, HEAD_DIM)
+  Tensor mO = gmem_head_slice<kHeadDim, Element>(params.out, batch_idx, work.head_idx, seqlen.offset_q, seqlen.seqlen_q);   // (SEQ_Q, HEAD_DIM)
   Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));  // (BLK_M, HEAD_DIM)
   Tensor gO = local_tile(mO, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));  // (BLK_M, HEAD_DIM)
   Tensor gK = local_tile(mK, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));        // (BLK_N, HEAD_DIM, n)

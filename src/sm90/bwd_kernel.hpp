@@ -47,7 +47,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   const KeyTileWork work = Sm90BwdDkDvScheduler<Traits>::first_work(problem);
   const int tidx = static_cast<int>(threadIdx.x);
 
-  const Mask mask = SeqlenInfo::make(problem, work.batch_idx).mask<Mask>(problem);
+  const SeqlenInfo seqlen = SeqlenInfo::make(problem, work.batch_idx);
+  // A packed key sequence shorter than the longest one has no keys in this tile.
+  if (work.n_block * Traits::kBlockN >= seqlen.seqlen_k) return;
+  const Mask mask = seqlen.mask<Mask>(problem);
   const BlockRange range = query_block_range<Traits::kBlockM, Traits::kBlockN>(mask, work.n_block);
 
   typename Traits::TiledMmaDkv tiled_mma_dkv;
@@ -57,10 +60,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   clear(acc_dv);
   if (!range.empty()) {
     Sm90BwdDkDvMainloop<Traits, Variant>::run(params, mask, range, work.n_block, work.kv_head_idx, work.batch_idx,
-                                               smem, acc_dk, acc_dv, tidx);
+                                               seqlen, smem, acc_dk, acc_dv, tidx);
   }
   Sm90BwdDkDvEpilogue<Traits>::store(acc_dk, acc_dv, smem, params, work.n_block, work.kv_head_idx, work.batch_idx,
-                                     tidx);
+                                     seqlen, tidx);
 #endif
 }
 

@@ -44,7 +44,7 @@ struct Sm90Bwd {
     const ProblemParams& p = params.problem;
     const LaunchShape dkdv{Sm90BwdDkDvScheduler<Traits>::grid(p), Traits::kNThreads, Traits::kSmemBytes};
     auto launch_dkdv = [&] { return launch_kernel(&sm90_bwd_dkdv_kernel<Traits, Variant>, dkdv, stream, params); };
-    if (p.seqlen_q == 0) return launch_dkdv();  // dK = dV = 0, no dQ
+    if (p.total_q == 0) return launch_dkdv();  // dK = dV = 0, no dQ
     if (cudaError_t err = DqAccumWorkspace::clear(params, stream); err != cudaSuccess) return err;
     if (cudaError_t err = launch_dkdv(); err != cudaSuccess) return err;  // no keys: an empty grid
     return DqAccumWorkspace::convert<typename Traits::Element>(params, stream);

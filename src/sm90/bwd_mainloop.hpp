@@ -56,8 +56,8 @@ struct Sm90BwdDkDvMainloop {
 
   template <class AccDk, class AccDv>
   CUTE_DEVICE static void run(const BackwardParams& params, const Mask& mask, const BlockRange& range, int n_block,
-                              int kv_head_idx, int batch_idx, typename Traits::SharedStorage& smem, AccDk& acc_dk,
-                              AccDv& acc_dv, int tidx) {
+                              int kv_head_idx, int batch_idx, SeqlenInfo const& seqlen,
+                              typename Traits::SharedStorage& smem, AccDk& acc_dk, AccDv& acc_dv, int tidx) {
     using namespace cute;
     const ProblemParams& problem = params.problem;
 
@@ -80,9 +80,10 @@ struct Sm90BwdDkDvMainloop {
     Tensor tQcQ = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
     auto load_rows = [&](const StridedPtr& src, int head_idx, int m_block, auto&& dst) {
-      Tensor g = gmem_rows_tile<kBlockM, kHeadDim, Element>(src, batch_idx, head_idx, m_block * kBlockM);
+      Tensor g = gmem_rows_tile<kBlockM, kHeadDim, Element>(src, batch_idx, head_idx,
+                                                            seqlen.offset_q + m_block * kBlockM);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(g), dst, tQcQ,
-                           problem.seqlen_q - m_block * kBlockM, problem.head_dim);
+                           seqlen.seqlen_q - m_block * kBlockM, problem.head_dim);
     };
 
     // ---- S^T = K Q^T and dP^T = V dO^T: shared-memory descriptors for both operands.
@@ -123,9 +124,10 @@ struct Sm90BwdDkDvMainloop {
     int stage = 0;
 
     {
-      const int key_limit = problem.seqlen_k - n_block * kBlockN;
-      Tensor gK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, n_block * kBlockN);
-      Tensor gV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, n_block * kBlockN);
+      const int key_limit = seqlen.seqlen_k - n_block * kBlockN;
+      const int row0 = seqlen.offset_k + n_block * kBlockN;
+      Tensor gK = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.k, batch_idx, kv_head_idx, row0);
+      Tensor gV = gmem_rows_tile<kBlockN, kHeadDim, Element>(params.v, batch_idx, kv_head_idx, row0);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gK), gmem_thr_copy.partition_D(sK), tKVcKV,
                            key_limit, problem.head_dim);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gV), gmem_thr_copy.partition_D(sV), tKVcKV,
@@ -189,7 +191,8 @@ struct Sm90BwdDkDvMainloop {
       wgmma_product<false>(mma_dkv, tdKrdZ, tdKrQ(_, _, _, stage), acc_dk);
       warpgroup_wait<2>();  // dQ's batch (the oldest of the three) is complete
       warpgroup_fence_operand(acc_dq);
-      float* dq_tile = params.dq_accum + dq_layout.offset(batch_idx, tile.head_idx, tile.m_block * kBlockM, 0);
+      float* dq_tile =
+          params.dq_accum + dq_layout.offset(batch_idx, seqlen.offset_q, tile.head_idx, tile.m_block * kBlockM, 0);
       if (dq_whole) {
         DqAtomicAdd::add_part(acc_dq, dq_tile, 0, 1, tidx);
       } else {

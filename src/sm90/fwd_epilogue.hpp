@@ -11,6 +11,7 @@
 
 #include "common/params.hpp"
 #include "common/gmem_tile.hpp"
+#include "common/tile_scheduler.hpp"
 #include "sm90/fwd_traits.hpp"
 
 namespace flash_sigmoid::sm90 {
@@ -25,13 +26,14 @@ struct Sm90FwdEpilogue {
   // (the mainloop's end, or no mainloop at all for an empty key range).
   template <class AccO>
   CUTE_DEVICE static void store(AccO const& acc_o, typename Traits::SharedStorage& smem, const ForwardParams& params,
-                                int m_block, int head_idx, int batch_idx, int tidx) {
+                                int m_block, int head_idx, int batch_idx, SeqlenInfo const& seqlen, int tidx) {
     using namespace cute;
     const ProblemParams& problem = params.problem;
     Tensor sO = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
-    Tensor gO = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.out, batch_idx, head_idx, m_block * kBlockM);
+    Tensor gO = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.out, batch_idx, head_idx,
+                                                           seqlen.offset_q + m_block * kBlockM);
     AccumulatorTileStore<Traits, typename Traits::TiledMmaO, kBlockM>::store(
-        acc_o, sO, gO, problem.seqlen_q - m_block * kBlockM, problem.head_dim, tidx);
+        acc_o, sO, gO, seqlen.seqlen_q - m_block * kBlockM, problem.head_dim, tidx);
   }
 };
 

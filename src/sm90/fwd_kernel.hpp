@@ -44,7 +44,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) sm90_fwd_kernel(const __
   const QueryTileWork work = Sm90FwdScheduler<Traits>::first_work(problem);
   const int tidx = static_cast<int>(threadIdx.x);
 
-  const Mask mask = SeqlenInfo::make(problem, work.batch_idx).mask<Mask>(problem);
+  const SeqlenInfo seqlen = SeqlenInfo::make(problem, work.batch_idx);
+  // A packed sequence shorter than the longest one has no rows in this tile.
+  if (work.m_block * Traits::kBlockM >= seqlen.seqlen_q) return;
+  const Mask mask = seqlen.mask<Mask>(problem);
   const BlockRange range = key_block_range<Traits::kBlockM, Traits::kBlockN>(mask, work.m_block);
 
   typename Traits::TiledMmaO tiled_mma_o;
@@ -55,9 +58,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) sm90_fwd_kernel(const __
   if (!range.empty()) {
     const Variant variant = Variant::make(problem, mask, work.batch_idx, work.head_idx);
     Sm90FwdMainloop<Traits, Variant>::run(params, variant, range, work.m_block, work.head_idx, work.kv_head_idx,
-                                          work.batch_idx, smem, acc_o, tidx);
+                                          work.batch_idx, seqlen, smem, acc_o, tidx);
   }
-  Sm90FwdEpilogue<Traits>::store(acc_o, smem, params, work.m_block, work.head_idx, work.batch_idx, tidx);
+  Sm90FwdEpilogue<Traits>::store(acc_o, smem, params, work.m_block, work.head_idx, work.batch_idx, seqlen, tidx);
 #endif
 }
 

@@ -30,6 +30,7 @@
 #include "common/score_variant.hpp"
 #include "common/params.hpp"
 #include "common/gmem_tile.hpp"
+#include "common/tile_scheduler.hpp"
 #include "sm90/common_mma.hpp"
 #include "sm90/fwd_scores.hpp"
 #include "sm90/fwd_traits.hpp"
@@ -44,11 +45,12 @@ struct Sm90FwdMainloop {
   static constexpr int kHeadDim = Traits::kHeadDim;
 
   // Accumulates the tile's O into acc_o (MMA, MMA_M, MMA_HEAD_DIM) over the key tiles of range
-  // (which must not be empty). On return every product has completed and every thread has passed
+  // (which must not be empty), reading the rows of the batch entry's sequences (seqlen: their
+  // lengths and, packed, their first rows) only. On return every product has completed and every thread has passed
   // the last barrier, so Q's buffer may be overwritten and no cp.async is in flight.
   template <class AccO>
   CUTE_DEVICE static void run(const ForwardParams& params, Variant const& variant, BlockRange const& range,
-                              int m_block, int head_idx, int kv_head_idx, int batch_idx,
+                              int m_block, int head_idx, int kv_head_idx, int batch_idx, SeqlenInfo const& seqlen,
                               typename Traits::SharedStorage& smem, AccO& acc_o, int tidx) {
     using namespace cute;
     const ProblemParams& problem = params.problem;
@@ -67,9 +69,10 @@ struct Sm90FwdMainloop {
     Tensor tQcQ = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
     auto load_kv = [&](const StridedPtr& src, auto&& dst, int n_block) {
-      Tensor g = gmem_rows_tile<kBlockN, kHeadDim, Element>(src, batch_idx, kv_head_idx, n_block * kBlockN);
+      Tensor g = gmem_rows_tile<kBlockN, kHeadDim, Element>(src, batch_idx, kv_head_idx,
+                                                            seqlen.offset_k + n_block * kBlockN);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(g), dst, tKVcKV,
-                           problem.seqlen_k - n_block * kBlockN, problem.head_dim);
+                           seqlen.seqlen_k - n_block * kBlockN, problem.head_dim);
     };
 
     // ---- The products: shared-memory descriptors for Q, K and V; P from registers.
@@ -104,9 +107,10 @@ struct Sm90FwdMainloop {
 
     // ---- Prologue: Q and K[0]; then V[0] and K[1] land while tile 0's scores are formed.
     {
-      Tensor gQ = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.q, batch_idx, head_idx, m_block * kBlockM);
+      Tensor gQ = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.q, batch_idx, head_idx,
+                                                             seqlen.offset_q + m_block * kBlockM);
       copy_tile_rows_zfill(gmem_tiled_copy, gmem_thr_copy.partition_S(gQ), tQsQ, tQcQ,
-                           problem.seqlen_q - m_block * kBlockM, problem.head_dim);
+                           seqlen.seqlen_q - m_block * kBlockM, problem.head_dim);
       load_kv(params.k, tKsK(_, _, _, 0), first);
       cute::cp_async_fence();
     }

@@ -57,10 +57,20 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       return Sm90FwdWsScheduler<Traits>::first_work(problem);
     }
   };
-  auto range_of = [&](const QueryTileWork& work, Mask& mask) {
-    mask = SeqlenInfo::make(problem, work.batch_idx).mask<Mask>(problem);
+  auto range_of = [&](const QueryTileWork& work, SeqlenInfo& seqlen, Mask& mask) {
+    seqlen = SeqlenInfo::make(problem, work.batch_idx);
+    mask = seqlen.mask<Mask>(problem);
     return key_block_range<Traits::kBlockM, Traits::kBlockN>(mask, work.m_block);
   };
+  if constexpr (!kPersistent) {
+    // A packed sequence shorter than the longest one has no rows in this tile: the whole block
+    // leaves before any barrier exists. (A persistent block's tiles of that kind have an empty key
+    // range and store nothing.)
+    const QueryTileWork work = work_of(first_tile);
+    if (work.m_block * Traits::kBlockM >= SeqlenInfo::make(problem, work.batch_idx).seqlen_q) return;
+  }
+  // Packed K/V tiles may hold the next sequence's rows past seqlen_k (Mainloop::load).
+  const bool zero_v_tail = is_packed(problem);
 
   const int warp_group = __shfl_sync(0xffffffff, static_cast<int>(threadIdx.x) / 128, 0);  // uniform per warp
   if (threadIdx.x == 0) {
@@ -77,8 +87,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       int j = 0;                        // the block's tiles so far
       for (int64_t tile = first_tile; tile < end_tile; tile += tile_stride, ++j) {
         const QueryTileWork work = work_of(tile);
+        SeqlenInfo seqlen;
         Mask mask;
-        const BlockRange range = range_of(work, mask);
+        const BlockRange range = range_of(work, seqlen, mask);
         // Q's buffer holds the previous tile's O until every consumer has stored it.
         auto wait_q_free = [&]() {
           if (kPersistent && j > 0) cutlass::arch::ClusterBarrier::wait(&smem.q_empty, uint32_t(j - 1) & 1);
@@ -86,8 +97,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
         if (range.empty()) {
           wait_q_free();  // nothing to load; keeps the producer in step with the epilogues
         } else {
-          Mainloop::load(params, range, work.m_block, work.head_idx, work.kv_head_idx, work.batch_idx, smem, k_slot,
-                         v_slot, wait_q_free);
+          Mainloop::load(params, range, work.m_block, work.head_idx, work.kv_head_idx, work.batch_idx, seqlen, smem,
+                         k_slot, v_slot, wait_q_free);
         }
       }
     }
@@ -100,8 +111,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   uint32_t q_phase = 0;
   for (int64_t tile = first_tile; tile < end_tile; tile += tile_stride) {
     const QueryTileWork work = work_of(tile);
+    SeqlenInfo seqlen;
     Mask mask;
-    const BlockRange range = range_of(work, mask);
+    const BlockRange range = range_of(work, seqlen, mask);
     typename Traits::TiledMmaO tiled_mma_o;
     Tensor acc_o = partition_fragment_C(tiled_mma_o, Shape<Int<Traits::kBlockM>, Int<Traits::kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
     clear(acc_o);
@@ -109,7 +121,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     // nothing and stores O = 0.
     if (!range.empty()) {
       const Variant variant = Variant::make(problem, mask, work.batch_idx, work.head_idx);
-      Mainloop::mma(variant, range, work.m_block, smem, acc_o, ctid, q_phase, k_slot, v_slot);
+      Mainloop::mma(variant, range, work.m_block, smem, acc_o, ctid, q_phase, k_slot, v_slot, zero_v_tail);
       q_phase ^= 1;
       // A score function whose P is sigma / kOutputScale (SigmoidViaExp2Relu): O scaled once.
       constexpr float kOutputScale = Variant::ScoreFunction::kOutputScale;
@@ -122,9 +134,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     // soon as its own products are done; the consumers then meet before the global stores.
     Tensor sO = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
     Tensor gO = gmem_rows_tile<Traits::kBlockM, Traits::kHeadDim, typename Traits::Element>(
-        params.out, work.batch_idx, work.head_idx, work.m_block * Traits::kBlockM);
+        params.out, work.batch_idx, work.head_idx, seqlen.offset_q + work.m_block * Traits::kBlockM);
     AccumulatorTileStore<Traits, typename Traits::TiledMmaO, Traits::kBlockM>::store(
-        acc_o, sO, gO, problem.seqlen_q - work.m_block * Traits::kBlockM, problem.head_dim, ctid, [] {
+        acc_o, sO, gO, seqlen.seqlen_q - work.m_block * Traits::kBlockM, problem.head_dim, ctid, [] {
           cutlass::arch::NamedBarrier::sync(Traits::kNConsumerThreads, uint32_t(Sm90FwdWsBarrier::kConsumers));
         });
     if constexpr (kPersistent) {

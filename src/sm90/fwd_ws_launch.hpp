@@ -6,7 +6,9 @@
 // and 128 the lockstep sm90 forward (fwd_launch.hpp) serves the call, with the same results; above,
 // declines() tells the registry to pick another family. TMA needs a 16-byte-aligned base,
 // strides that are multiples of 16 bytes below 2^40 bytes, and non-zero extents below 2^31 (an
-// empty key set is served without K/V descriptors of its own).
+// empty key set is served without K/V descriptors of its own). Packed (varlen) tensors are
+// described whole, (total rows, head_dim, heads, 1); the lockstep fallback reads packed sequences
+// too.
 #pragma once
 
 #include <cstddef>
@@ -61,19 +63,23 @@ struct Sm90FwdWsLaunch {
   // next family, the sm80 one).
   static const char* declines(const ForwardParams& params) {
     const ProblemParams& p = params.problem;
-    if (p.batch == 0 || p.seqlen_q == 0) return nullptr;  // nothing to do: the API never launches it
+    if (p.batch == 0 || p.total_q == 0) return nullptr;  // nothing to do: the API never launches it
     if (kHasCpAsyncFallback || tma_can_serve(params)) return nullptr;
     return "TMA cannot describe q, k or v (it needs a 16-byte aligned base and strides that are positive multiples "
            "of 8 elements below 2^39) and the sm90 family has no cp.async forward at this head dim";
   }
 
-  // An empty key set (seqlen_k == 0) loads nothing: every tile stores O = 0, and K's and V's
+  // The batch extent TMA sees: packed tensors are one run of rows.
+  static int tma_batch(const ProblemParams& p) { return is_packed(p) ? 1 : p.batch; }
+
+  // An empty key set (total_k == 0) loads nothing: every tile stores O = 0, and K's and V's
   // descriptors, which no load uses, describe Q's memory (TMA has no zero extent).
   static bool tma_can_serve(const ForwardParams& params) {
     const ProblemParams& p = params.problem;
-    return tma_can_describe(params.q, p.seqlen_q, p.heads_q, p.batch) &&
-           (p.seqlen_k == 0 || (tma_can_describe(params.k, p.seqlen_k, p.heads_kv, p.batch) &&
-                                tma_can_describe(params.v, p.seqlen_k, p.heads_kv, p.batch)));
+    const int batch = tma_batch(p);
+    return tma_can_describe(params.q, p.total_q, p.heads_q, batch) &&
+           (p.total_k == 0 || (tma_can_describe(params.k, p.total_k, p.heads_kv, batch) &&
+                               tma_can_describe(params.v, p.total_k, p.heads_kv, batch)));
   }
 
   static Params make_params(const ForwardParams& params) {
@@ -81,16 +87,17 @@ struct Sm90FwdWsLaunch {
     const ProblemParams& p = params.problem;
     Params kp;
     static_cast<ForwardParams&>(kp) = params;
-    auto gmem = [&](const StridedPtr& t, int seqlen, int heads) {
+    const int batch = tma_batch(p);
+    auto gmem = [&](const StridedPtr& t, int rows, int heads) {
       return make_tensor(make_gmem_ptr(static_cast<Element const*>(t.ptr)),
-                         make_shape(int32_t(seqlen), int32_t(p.head_dim), int32_t(heads), int32_t(p.batch)),
-                         make_stride(tma_stride(t.stride_seq, seqlen), _1{}, tma_stride(t.stride_head, heads),
-                                     tma_stride(t.stride_batch, p.batch)));
+                         make_shape(int32_t(rows), int32_t(p.head_dim), int32_t(heads), int32_t(batch)),
+                         make_stride(tma_stride(t.stride_seq, rows), _1{}, tma_stride(t.stride_head, heads),
+                                     tma_stride(t.stride_batch, batch)));
     };
-    auto q = gmem(params.q, p.seqlen_q, p.heads_q);
-    const bool no_keys = p.seqlen_k == 0;
-    auto k = no_keys ? q : gmem(params.k, p.seqlen_k, p.heads_kv);
-    auto v = no_keys ? q : gmem(params.v, p.seqlen_k, p.heads_kv);
+    auto q = gmem(params.q, p.total_q, p.heads_q);
+    const bool no_keys = p.total_k == 0;
+    auto k = no_keys ? q : gmem(params.k, p.total_k, p.heads_kv);
+    auto v = no_keys ? q : gmem(params.v, p.total_k, p.heads_kv);
     kp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, q, typename Traits::SmemLayoutQ{},
                              Shape<Int<Traits::kBlockM>, Int<kHeadDim>>{}, _1{});
     kp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, k, take<0, 2>(typename Traits::SmemLayoutKV{}),

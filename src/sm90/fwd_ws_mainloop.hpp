@@ -34,6 +34,7 @@
 #include "common/block_range.hpp"
 #include "common/params.hpp"
 #include "common/score_variant.hpp"
+#include "common/tile_scheduler.hpp"
 #include "sm90/common_mma.hpp"
 #include "sm90/fwd_scores.hpp"
 #include "sm90/fwd_ws_traits.hpp"
@@ -62,8 +63,10 @@ struct Sm90FwdWsParams : ForwardParams {
   typename Traits::TmaQ tma_q;
   typename Traits::TmaKV tma_k;
   typename Traits::TmaKV tma_v;
-  TmaGmemShape shape_q;  // (seqlen_q, head_dim, heads_q, batch)
-  TmaGmemShape shape_k;  // (seqlen_k, head_dim, heads_kv, batch)
+  // Dense: (seqlen, head_dim, heads, batch). Packed: (total rows, head_dim, heads, 1), and a
+  // sequence's tiles are found at its offset along the rows (load()).
+  TmaGmemShape shape_q;
+  TmaGmemShape shape_k;
 };
 
 template <class Traits, class Variant, bool kPingPong>
@@ -90,25 +93,31 @@ struct Sm90FwdWsMainloop {
     }
   }
 
-  // The producer: one thread issues every load of the tile's key range (which must not be empty).
+  // The producer: one thread issues every load of the tile's key range (which must not be empty),
+  // at the sequences' rows (seqlen: their first rows when packed). A packed tile that reaches past
+  // its sequence reads the next sequence's rows (TMA bounds only the whole tensor, whose end it
+  // zero-fills): Q's extra rows are never stored, K's extra keys are masked, and V's extra rows are
+  // zeroed by the consumers before they multiply (mma()'s end).
   // k_slot, v_slot: the producer's place in the K and V rings (they start at phase 1: every buffer
   // starts empty) and carry over to the next tile of a persistent block. wait_q_free: called
   // before Q's buffer is overwritten (a persistent block's previous epilogue may still read it);
   // K[0] is issued before it, so the next tile's first key tile loads during that epilogue.
   template <class WaitQFree>
   CUTE_DEVICE static void load(Sm90FwdWsParams<Traits> const& params, BlockRange const& range, int m_block,
-                               int head_idx, int kv_head_idx, int batch_idx, typename Traits::SharedStorage& smem,
-                               Slot& k_slot, Slot& v_slot, WaitQFree&& wait_q_free) {
+                               int head_idx, int kv_head_idx, int batch_idx, SeqlenInfo const& seqlen,
+                               typename Traits::SharedStorage& smem, Slot& k_slot, Slot& v_slot,
+                               WaitQFree&& wait_q_free) {
     using namespace cute;
     Tensor mQ = params.tma_q.get_tma_tensor(params.shape_q);  // (SEQ_Q, HEAD_DIM, HEADS_Q, BATCH)
     Tensor mK = params.tma_k.get_tma_tensor(params.shape_k);  // (SEQ_K, HEAD_DIM, HEADS_KV, BATCH)
     Tensor mV = params.tma_v.get_tma_tensor(params.shape_k);
-    Tensor gQ = local_tile(mQ(_, _, head_idx, batch_idx), Shape<Int<kBlockM>, Int<kHeadDim>>{},
-                           make_coord(m_block, _0{}));  // (BLK_M, HEAD_DIM)
-    Tensor gK = local_tile(mK(_, _, kv_head_idx, batch_idx), Shape<Int<kBlockN>, Int<kHeadDim>>{},
-                           make_coord(_, _0{}));  // (BLK_N, HEAD_DIM, N_BLOCKS)
-    Tensor gV = local_tile(mV(_, _, kv_head_idx, batch_idx), Shape<Int<kBlockN>, Int<kHeadDim>>{},
-                           make_coord(_, _0{}));  // (BLK_N, HEAD_DIM, N_BLOCKS)
+    const int tma_batch = is_packed(params.problem) ? 0 : batch_idx;
+    Tensor mQs = domain_offset(make_coord(seqlen.offset_q, _0{}), mQ(_, _, head_idx, tma_batch));    // (SEQ_Q, HEAD_DIM)
+    Tensor mKs = domain_offset(make_coord(seqlen.offset_k, _0{}), mK(_, _, kv_head_idx, tma_batch));  // (SEQ_K, HEAD_DIM)
+    Tensor mVs = domain_offset(make_coord(seqlen.offset_k, _0{}), mV(_, _, kv_head_idx, tma_batch));  // (SEQ_K, HEAD_DIM)
+    Tensor gQ = local_tile(mQs, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, _0{}));  // (BLK_M, HEAD_DIM)
+    Tensor gK = local_tile(mKs, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));  // (BLK_N, HEAD_DIM, N_BLOCKS)
+    Tensor gV = local_tile(mVs, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));  // (BLK_N, HEAD_DIM, N_BLOCKS)
     Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});   // (BLK_M, HEAD_DIM)
     Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});  // (BLK_N, HEAD_DIM, STAGE)
     Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});  // (BLK_N, HEAD_DIM, STAGE)
@@ -152,12 +161,15 @@ struct Sm90FwdWsMainloop {
   // A consumer warpgroup: accumulates its 64 rows of the tile's O into acc_o (MMA, MMA_M,
   // MMA_HEAD_DIM) over the key range (which must not be empty). ctid: the thread's index among the
   // consumers; q_phase: the parity of Q's "full" barrier for this tile; k_slot, v_slot: the
-  // consumers' place in the rings (from phase 0), carried over between tiles. On return this
+  // consumers' place in the rings (from phase 0), carried over between tiles. zero_v_tail: V's
+  // buffers may hold rows past seqlen_k that are not zeros (packed sequences, load()); the last key
+  // tile's are then zeroed before P V reads them, since P = 0 there does not make 0 * NaN = 0.
+  // On return this
   // warpgroup's products have completed (Q's buffer rows of this warpgroup may be overwritten).
   template <class AccO>
   CUTE_DEVICE static void mma(Variant const& variant, BlockRange const& range, int m_block,
                               typename Traits::SharedStorage& smem, AccO& acc_o, int ctid, uint32_t q_phase,
-                              Slot& k_slot, Slot& v_slot) {
+                              Slot& k_slot, Slot& v_slot, bool zero_v_tail) {
     using namespace cute;
     const int warp_group = ctid / 128;
     Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});    // (BLK_M, HEAD_DIM)
@@ -242,6 +254,10 @@ struct Sm90FwdWsMainloop {
     }
 
     Barrier::wait(&smem.v_full[v_slot.index], v_slot.phase);
+    // Only the range's last key tile can reach past seqlen_k (the tiles before it end inside the
+    // range, whose end is at most seqlen_k).
+    const int v_rows = variant.mask.seqlen_k - (range.end - 1) * kBlockN;
+    if (zero_v_tail && v_rows < kBlockN) zero_rows_from(v_rows, v_slot.index, smem, ctid);
     Tensor tOrP = make_tensor(rP.data(), wg_accumulator_as_operand_a(rP.layout()));  // (MMA, MMA_M, MMA_K)
     warpgroup_fence_operand(tOrP);
     wgmma_product<false>(mma_o, tOrP, tOrV(_, _, _, v_slot.index), acc_o);
@@ -249,6 +265,27 @@ struct Sm90FwdWsMainloop {
     release(&smem.v_empty[v_slot.index]);
     v_slot.advance();
     warpgroup_fence_operand(acc_o);
+  }
+
+  // Rows [first_row, kBlockN) of V's buffer `stage` <- 0, by every consumer thread (16-byte stores;
+  // the 128-byte swizzle permutes whole 16-byte chunks, so each chunk's 8 elements stay
+  // contiguous). The buffer's TMA write has completed (its "full" barrier was waited on). Each
+  // thread fences its generic-proxy stores towards the async proxy (wgmma reads shared memory
+  // through it), and the consumers meet before either warpgroup multiplies: both read every row.
+  // Reached once per query tile of a packed sequence whose last key tile is partial; the meeting
+  // moves the ping-pong's offset between the warpgroups to the epilogue's barrier a little early.
+  CUTE_DEVICE static void zero_rows_from(int first_row, int stage, typename Traits::SharedStorage& smem, int ctid) {
+    using namespace cute;
+    Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});  // (BLK_N, HEAD_DIM, STAGE)
+    constexpr int kChunksPerRow = kHeadDim / 8;
+    const int chunks = (kBlockN - first_row) * kChunksPerRow;
+    for (int i = ctid; i < chunks; i += kNConsumerThreads) {
+      const int row = first_row + i / kChunksPerRow;
+      const int col = (i % kChunksPerRow) * 8;
+      *reinterpret_cast<uint4*>(&sV(row, col, stage)) = make_uint4(0, 0, 0, 0);
+    }
+    cutlass::arch::fence_view_async_shared();
+    cutlass::arch::NamedBarrier::sync(kNConsumerThreads, uint32_t(Sm90FwdWsBarrier::kConsumers));
   }
 };
 
