@@ -256,6 +256,31 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             k_pos = k_pos.clamp(max=rotary_cos.shape[0] - 1)
             k = _rotate(k, cos[k_pos], sin[k_pos], rotary_interleaved)
 
+    if capacity > 0 and _decode_kernel_takes(q, k_cache, v_cache, heads_kv):
+        # The decode kernel reads each row's cache_seqlens + seqlen_new keys in place. Only the new
+        # tokens' slots are computed here (per-call host work is what bounds a short decode step).
+        with torch.no_grad():
+            if k is not None and seqlen_new > 0:
+                new_pos = (lengths[:, None] + torch.arange(seqlen_new, device=device)[None, :]).clamp(max=capacity - 1)
+                if paged:
+                    rows_new, slots_new = block_table.long().gather(1, new_pos // page_size), new_pos % page_size
+                else:
+                    rows_new, slots_new = rows[:, None].expand_as(new_pos), new_pos
+                k_cache[rows_new, slots_new] = k
+                v_cache[rows_new, slots_new] = v
+        if isinstance(cache_seqlens, torch.Tensor):
+            keys = cache_seqlens + seqlen_new if seqlen_new else cache_seqlens
+        else:
+            keys = total.to(torch.int32)
+        left, right = _dense._flash_window(window_size, bool(causal), capacity)
+        scale = head_dim ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
+        _ops.check_alibi(alibi_slopes, q)
+        return _ops.ops.kvcache_fwd(
+            q, k_cache, v_cache, None, None, None, None, keys.contiguous(),
+            cache_batch_idx.contiguous() if cache_batch_idx is not None else None,
+            block_table.contiguous() if paged else None, scale, _ops.as_float("sigmoid_bias", sigmoid_bias),
+            bool(causal), left, right, bool(rotary_interleaved), bool(causal or local), alibi_slopes, int(num_splits))
+
     # Positions 0 .. capacity-1 of every row, as (cache row or page, slot) indices.
     positions = torch.arange(capacity, device=device)
     if paged:
@@ -272,18 +297,6 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             slots_new = slot_of.gather(1, new_pos.clamp(max=capacity - 1))
             k_cache[rows_new, slots_new] = k
             v_cache[rows_new, slots_new] = v
-
-        if capacity > 0 and _decode_kernel_takes(q, k_cache, v_cache, heads_kv):
-            # The decode kernel reads each row's cache_seqlens + seqlen_new keys in place.
-            left, right = _dense._flash_window(window_size, bool(causal), capacity)
-            scale = head_dim ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
-            _ops.check_alibi(alibi_slopes, q)
-            return _ops.ops.kvcache_fwd(
-                q, k_cache, v_cache, None, None, None, None, total.to(torch.int32),
-                cache_batch_idx.contiguous() if cache_batch_idx is not None else None,
-                block_table.contiguous() if paged else None, scale, _ops.as_float("sigmoid_bias", sigmoid_bias),
-                bool(causal), left, right, bool(rotary_interleaved), bool(causal or local), alibi_slopes,
-                int(num_splits))
 
         # Right-aligned dense copy: position p holds key j = p - (capacity - total) when j >= 0.
         src = positions[None, :] - (capacity - total)[:, None]  # (B, capacity)
