@@ -56,8 +56,8 @@ Status gpu_implements(const Problem& p, const char* where) {
   if (p.sigmoid_bias_per_batch != nullptr) {
     return fail(Status::kUnsupported, std::string(where) +
                                           ": problem.sigmoid_bias_per_batch: a per-sequence bias is not implemented "
-                                          "on the GPU yet (docs/varlen.md; a KV-cache forward takes it); the CPU "
-                                          "implementation has it");
+                                          "on the GPU yet (docs/varlen.md); the CPU implementation has it (and the "
+                                          "GPU's KV-cache forward)");
   }
   return Status::kSuccess;
 }
