@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/decode_plan.hpp"
 #include "flash_sigmoid/flash_sigmoid.hpp"
 #include "kvcache_fixture.hpp"
 
@@ -225,6 +226,31 @@ TEST(GpuKvCacheValidation, KvCacheFieldsTheDecodeKernelDoesNotTakeAreUnsupported
                          "kvcache_append: the KV-cache append is not implemented on the GPU yet (docs/kvcache.md)"));
   EXPECT_TRUE(fails_with(static_cast<Status>(flash_sigmoid_kvcache_append(&append, nullptr)), Status::kUnsupported,
                          "kvcache_append: the KV-cache append"));
+}
+
+// The decode kernel's launch plan (common/decode_plan.hpp) reads shapes and the device's size only.
+TEST(DecodePlan, SplitsFromShapesAndTheSmCount) {
+  const int slots = decode_blocks_per_sm(128, 233472);  // H200: 228 KB of shared memory per SM
+  EXPECT_EQ(slots, 2);
+  EXPECT_EQ(decode_blocks_per_sm(64, 233472), 3);
+  EXPECT_EQ(decode_blocks_per_sm(256, 233472), 1);
+  // B 16, Hkv 8 (128 blocks per split) on 132 SMs x 2: 4 splits fill two waves to 97%.
+  const DecodePlan decode = decode_plan(16, 1, 32, 8, 128, 8192, 0, 132, slots);
+  EXPECT_EQ(decode.row_chunks, 1);
+  EXPECT_EQ(decode.num_splits, 4);
+  EXPECT_EQ(decode.workspace_bytes, size_t{4} * 16 * 32 * 128 * 4);
+  // A short cache: at most one split per 4 key tiles (3 tiles: one split, no workspace).
+  const DecodePlan short_cache = decode_plan(1, 1, 8, 8, 128, 192, 0, 132, slots);
+  EXPECT_EQ(short_cache.num_splits, 1);
+  EXPECT_EQ(short_cache.workspace_bytes, 0u);
+  // MQA with 32 heads: two row chunks of 16; 4 tokens x 16 heads: four.
+  EXPECT_EQ(decode_plan(2, 1, 32, 1, 64, 4096, 0, 132, 3).row_chunks, 2);
+  EXPECT_EQ(decode_plan(2, 4, 16, 1, 64, 4096, 0, 132, 3).row_chunks, 4);
+  // Asked for: taken as given within 1..128, even past the key tiles.
+  EXPECT_EQ(decode_plan(2, 1, 8, 2, 128, 64, 64, 132, slots).num_splits, 64);
+  EXPECT_EQ(decode_plan(2, 1, 8, 2, 128, 64, 500, 132, slots).num_splits, kDecodeMaxSplits);
+  // Fixed for fixed shapes: the same answer every time (nothing but the arguments is read).
+  EXPECT_EQ(decode_plan(16, 1, 32, 8, 128, 8192, 0, 132, slots).num_splits, decode.num_splits);
 }
 
 }  // namespace
