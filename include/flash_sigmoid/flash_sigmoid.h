@@ -140,6 +140,11 @@ typedef struct FlashSigmoidProblem {
   /* Entries of k/v's batch dimension (cache rows, or pages with block_table); 0 = batch (and
    * then 0 is an error with block_table). Only read with kv_batch_idx or block_table. */
   int64_t kv_batch;
+  /* KV cache on the GPU (the decode kernel, docs/kvcache.md): splits of each row's keys, summed in
+   * fp32 (flash-attn's num_splits). 0 = chosen from the shapes and the device's SM count only (a
+   * fixed launch for fixed shapes); 1..128 = that many. More than one split needs forward workspace
+   * (flash_sigmoid_forward_workspace_size). The CPU implementation does not split (ignored). */
+  int32_t num_splits;
 } FlashSigmoidProblem;
 
 typedef struct FlashSigmoidForwardArgs {
@@ -205,7 +210,11 @@ FLASH_SIGMOID_EXPORT FlashSigmoidTensor flash_sigmoid_contiguous_tensor(void* da
 /* GPU path. can_implement checks the arguments and that a kernel for them is built and runs on
  * the current device, touching no memory. forward/backward launch on `stream` and return without
  * synchronising; they allocate nothing: the caller passes `workspace` of at least the queried size
- * (the backward's fp32 dq accumulator; the forward needs none). */
+ * (the backward's fp32 dq accumulator; the forward's only for a KV-cache problem with more than one
+ * split: the splits' fp32 partial outputs). A KV-cache forward (seqused_k, kv_batch_idx or
+ * block_table set) runs the decode kernel: seqlen_q * heads_q / heads_kv <= 64 query rows per kv
+ * head, any mask, ALiBi, sigmoid_bias_auto or sigmoid_bias_per_batch (device memory, like every
+ * KV-cache pointer there; their values are not checked on the GPU). */
 FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_can_implement_forward(const FlashSigmoidForwardArgs* args);
 FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_can_implement_backward(const FlashSigmoidBackwardArgs* args);
 FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_forward_workspace_size(const FlashSigmoidForwardArgs* args,

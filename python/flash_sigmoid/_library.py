@@ -98,7 +98,7 @@ def _varlen_fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
 @torch.library.register_fake("flash_sigmoid::kvcache_fwd")
 def _kvcache_fwd_fake(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx, block_table,
                       scale, sigmoid_bias, causal, window_left, window_right, rotary_interleaved, rotary_q_steps,
-                      alibi_slopes):
+                      alibi_slopes, num_splits=0):
     return q.new_empty(q.shape)
 
 

@@ -2,14 +2,18 @@
 
 Layer: Python package. CPU tensors go, after the checks below, through the flash_sigmoid::kvcache_fwd
 op (src/torch/ops.cpp: the C API's append, then the forward reading each row's keys in place,
-pages included; docs/kvcache.md, step 3). CUDA tensors take the path of step 1, composed of torch
-operations and flash_attn_interface's dense forward, with no host read of a device tensor (so no
-sync, and fixed launches for fixed shapes):
+pages included; docs/kvcache.md, step 3). CUDA tensors are rotated and appended with torch
+operations here (1, 2 below), then attended by the same op's CUDA path, the split-KV decode kernel
+(step 2), which reads each row's keys in place; when the kernel does not take the call (more than
+DECODE_MAX_ROWS = 64 packed query rows seqlen_q * heads_q / heads_kv, a head dim not a multiple of
+8, caches the kernel cannot read in place) steps 3 and 4 compose it from torch operations and
+flash_attn_interface's dense forward. Neither reads a device tensor on the host (so no sync, and
+fixed launches for fixed shapes):
 
 1. rotary: q and the new k are rotated at their positions (below) in fp32 and rounded back;
 2. append: the new k, v are written into the cache in place at rows cache_seqlens[b] .. + seqlen_new
    (through block_table's pages for a paged cache);
-3. assemble: each batch row's cache (cache_batch_idx's row, or its pages) is gathered into a dense
+3. assemble (composed path only): each batch row's cache (cache_batch_idx's row, or its pages) is gathered into a dense
    [B, S_max, Hkv, D] buffer with its L_b = cache_seqlens[b] + seqlen_new keys *right-aligned*
    (key j at position S_max - L_b + j) and zeros before them;
 4. attend: the dense forward over S_max keys. Bottom-right alignment then gives every row exactly
@@ -18,8 +22,7 @@ sync, and fixed launches for fixed shapes):
    (softmax would need the padded scores masked instead).
 
 Step 3 of the composed path copies the whole cache every call (about three times the bytes the
-attention itself needs): a correct path, not a fast one. The split-KV decode kernel
-(docs/kvcache.md) replaces it.
+attention itself needs): a correct path, not a fast one; the decode kernel replaces it where it can.
 
 Positions (flash-attn 2.5.6): the new k's token i is at cache_seqlens[b] + i; q's token i is at
 cache_seqlens[b] + i when causal or a window is set, otherwise every q token is at
@@ -68,6 +71,24 @@ def _rotate(x, cos, sin, interleaved):
     return torch.cat((rotated, xf[..., 2 * half:]), dim=-1).to(x.dtype)
 
 
+# The decode kernel packs seqlen_q * heads_q / heads_kv query rows per kv head (docs/kvcache.md).
+DECODE_MAX_ROWS = 64
+
+
+def _vector_readable(t):
+    """What the GPU kernels read in place: 16-byte aligned, every stride a multiple of 16 bytes."""
+    vector = 16 // t.element_size()
+    return t.data_ptr() % 16 == 0 and all(st % vector == 0 for sz, st in zip(t.shape[:-1], t.stride()[:-1]) if sz > 1)
+
+
+def _decode_kernel_takes(q, k_cache, v_cache, heads_kv):
+    """Whether the CUDA decode kernel serves the call (else the composed path below does)."""
+    seqlen_q, heads, head_dim = q.shape[1], q.shape[2], q.shape[3]
+    return (q.dtype in (torch.float16, torch.bfloat16) and head_dim % 8 == 0
+            and seqlen_q * (heads // heads_kv) <= DECODE_MAX_ROWS
+            and _vector_readable(k_cache) and _vector_readable(v_cache))
+
+
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
                             cache_seqlens=None, cache_batch_idx=None, block_table=None, softmax_scale=None,
                             causal=False, window_size=(-1, -1), rotary_interleaved=True, alibi_slopes=None,
@@ -90,7 +111,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         causal, window_size, alibi_slopes ((nheads,) or (batch, nheads)), softmax_scale: as in
             flash_attn_func, bottom-right aligned to each row's cache_seqlens + seqlen_new keys.
         rotary_interleaved: True rotates channel pairs (2i, 2i + 1), False pairs (i, i + rotary_dim/2).
-        num_splits: accepted for compatibility; this path does not split.
+        num_splits: CUDA decode kernel: splits of each row's keys (0: chosen from the shapes and the SM
+            count); ignored on the CPU and by the composed path.
         sigmoid_bias: a float (every row).
     Returns out (batch, seqlen_q, nheads, headdim). Forward only: no gradient flows.
     """
@@ -233,6 +255,31 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             k_pos = lengths[:, None] + torch.arange(seqlen_new, device=device)[None, :]
             k_pos = k_pos.clamp(max=rotary_cos.shape[0] - 1)
             k = _rotate(k, cos[k_pos], sin[k_pos], rotary_interleaved)
+
+    if capacity > 0 and _decode_kernel_takes(q, k_cache, v_cache, heads_kv):
+        # The decode kernel reads each row's cache_seqlens + seqlen_new keys in place. Only the new
+        # tokens' slots are computed here (per-call host work is what bounds a short decode step).
+        with torch.no_grad():
+            if k is not None and seqlen_new > 0:
+                new_pos = (lengths[:, None] + torch.arange(seqlen_new, device=device)[None, :]).clamp(max=capacity - 1)
+                if paged:
+                    rows_new, slots_new = block_table.long().gather(1, new_pos // page_size), new_pos % page_size
+                else:
+                    rows_new, slots_new = rows[:, None].expand_as(new_pos), new_pos
+                k_cache[rows_new, slots_new] = k
+                v_cache[rows_new, slots_new] = v
+        if isinstance(cache_seqlens, torch.Tensor):
+            keys = cache_seqlens + seqlen_new if seqlen_new else cache_seqlens
+        else:
+            keys = total.to(torch.int32)
+        left, right = _dense._flash_window(window_size, bool(causal), capacity)
+        scale = head_dim ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
+        _ops.check_alibi(alibi_slopes, q)
+        return _ops.ops.kvcache_fwd(
+            q, k_cache, v_cache, None, None, None, None, keys.contiguous(),
+            cache_batch_idx.contiguous() if cache_batch_idx is not None else None,
+            block_table.contiguous() if paged else None, scale, _ops.as_float("sigmoid_bias", sigmoid_bias),
+            bool(causal), left, right, bool(rotary_interleaved), bool(causal or local), alibi_slopes, int(num_splits))
 
     # Positions 0 .. capacity-1 of every row, as (cache row or page, slot) indices.
     positions = torch.arange(capacity, device=device)

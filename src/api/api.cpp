@@ -96,6 +96,68 @@ Status check_workspace(const BackwardArgs& args, Workspace workspace, const char
   return Status::kSuccess;
 }
 
+// The decode kernel for a validated KV-cache forward on the current device, and its plan (which
+// reads the device's SM count and shared memory, never device memory).
+Status select_decode(const ForwardArgs& args, const char* where, const dispatch::DecodeKernelEntry** kernel,
+                     DecodePlan* plan) {
+  const Problem& p = args.problem;
+  std::string why;
+  const DType dtype = static_cast<DType>(p.dtype);
+  if (dispatch::find_decode_kernel(dtype, static_cast<int>(p.head_dim), 0, &why) == nullptr) {
+    return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
+  }
+  int arch = 0;
+  if (Status s = current_device_arch(where, &arch); s != Status::kSuccess) return s;
+  *kernel = dispatch::find_decode_kernel(dtype, static_cast<int>(p.head_dim), arch, &why);
+  if (*kernel == nullptr) return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
+  int device = 0, sms = 0, smem = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return api::fail(Status::kCudaError, std::string(where) + ": reading the device's attributes: " +
+                                             cudaGetErrorString(err));
+  }
+  *plan = decode_plan(p.batch, p.seqlen_q, p.heads_q, p.heads_kv, p.head_dim, p.seqlen_k, p.num_splits, sms,
+                      decode_blocks_per_sm((*kernel)->head_dim, smem));
+  return Status::kSuccess;
+}
+
+Status check_forward_workspace(size_t need, Workspace workspace, const char* where) {
+  if (need == 0) return Status::kSuccess;
+  if (workspace.bytes < need) {
+    return api::fail(Status::kWorkspaceTooSmall,
+                     std::string(where) + ": workspace.bytes: expected at least " + std::to_string(need) +
+                         " (the KV-cache splits' partial sums, see workspace_size), got " +
+                         std::to_string(workspace.bytes));
+  }
+  if (workspace.data == nullptr || reinterpret_cast<uintptr_t>(workspace.data) % 16 != 0) {
+    std::ostringstream got;
+    if (workspace.data == nullptr) got << "NULL";
+    else got << workspace.data;
+    return api::fail(Status::kInvalidArgument, std::string(where) +
+                                                   ": workspace.data: expected a non-null 16-byte aligned device "
+                                                   "pointer, got " + got.str());
+  }
+  return Status::kSuccess;
+}
+
+// A KV-cache forward: the decode kernel with the plan's splits.
+Status decode_forward(const ForwardArgs& args, Workspace workspace, Stream stream) {
+  const dispatch::DecodeKernelEntry* kernel = nullptr;
+  DecodePlan plan;
+  if (Status s = select_decode(args, "forward", &kernel, &plan); s != Status::kSuccess) return s;
+  if (Status s = check_forward_workspace(plan.workspace_bytes, workspace, "forward"); s != Status::kSuccess) return s;
+  const DecodeParams params = api::make_decode_params(args, plan, workspace.data);
+  const cudaError_t err = kernel->launch(params, reinterpret_cast<cudaStream_t>(stream));
+  if (err != cudaSuccess) {
+    return api::fail(Status::kCudaError, std::string("forward: kernel ") + kernel->name +
+                                             " failed to launch: " + cudaGetErrorString(err));
+  }
+  return api::succeed();
+}
+
 }  // namespace
 
 Problem problem_init(int64_t head_dim) {
@@ -124,6 +186,7 @@ Problem problem_init(int64_t head_dim) {
   p.block_table_stride_batch = 0;
   p.page_size = 0;
   p.kv_batch = 0;
+  p.num_splits = 0;
   return p;
 }
 
@@ -133,6 +196,12 @@ Tensor contiguous_tensor(void* data, int64_t seqlen, int64_t heads, int64_t head
 
 Status can_implement(const ForwardArgs& args) {
   if (Status s = api::validate(&args, api::Backend::kCuda, "can_implement"); s != Status::kSuccess) return s;
+  if (api::is_kvcache(args.problem)) {
+    const dispatch::DecodeKernelEntry* kernel = nullptr;
+    DecodePlan plan;
+    if (Status s = select_decode(args, "can_implement", &kernel, &plan); s != Status::kSuccess) return s;
+    return api::succeed();
+  }
   const KernelEntry* kernel = nullptr;
   const ForwardParams params = api::make_params(args);
   if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, false, "can_implement", &kernel, &params);
@@ -156,7 +225,14 @@ Status can_implement(const BackwardArgs& args) {
 Status workspace_size(const ForwardArgs& args, size_t* bytes) {
   if (bytes == nullptr) return api::fail(Status::kInvalidArgument, "workspace_size: bytes: expected a non-null pointer, got NULL");
   *bytes = 0;
-  return api::validate(&args, api::Backend::kCuda, "workspace_size");
+  if (Status s = api::validate(&args, api::Backend::kCuda, "workspace_size"); s != Status::kSuccess) return s;
+  if (!api::is_kvcache(args.problem) || api::nothing_to_do(args)) return Status::kSuccess;
+  // The decode kernel's splits need fp32 partial sums; their number depends on the device.
+  const dispatch::DecodeKernelEntry* kernel = nullptr;
+  DecodePlan plan;
+  if (Status s = select_decode(args, "workspace_size", &kernel, &plan); s != Status::kSuccess) return s;
+  *bytes = plan.workspace_bytes;
+  return api::succeed();
 }
 
 Status workspace_size(const BackwardArgs& args, size_t* bytes) {
@@ -167,9 +243,10 @@ Status workspace_size(const BackwardArgs& args, size_t* bytes) {
   return Status::kSuccess;
 }
 
-Status forward(const ForwardArgs& args, Workspace /*workspace: the forward needs none*/, Stream stream) {
+Status forward(const ForwardArgs& args, Workspace workspace, Stream stream) {
   if (Status s = api::validate(&args, api::Backend::kCuda, "forward"); s != Status::kSuccess) return s;
   if (api::nothing_to_do(args)) return api::succeed();
+  if (api::is_kvcache(args.problem)) return decode_forward(args, workspace, stream);
   const ForwardParams params = api::make_params(args);
   const KernelEntry* kernel = nullptr;
   if (Status s = select_kernel(Direction::kFwd, args.problem, params.problem.mask.kind, false, "forward", &kernel, &params);

@@ -14,6 +14,7 @@
 
 #include "api/error.hpp"
 #include "api/validate.hpp"
+#include "common/decode_plan.hpp"
 
 namespace flash_sigmoid::api {
 
@@ -153,6 +154,8 @@ class Checker {
             "NULL with problem.block_table (a paged cache maps batch entries to pages)",
             static_cast<const void*>(p.kv_batch_idx));
     require(p.kv_batch >= 0, "problem.kv_batch", ">= 0 (0: batch)", p.kv_batch);
+    require(p.num_splits >= 0 && p.num_splits <= kDecodeMaxSplits, "problem.num_splits",
+            "0 (choose) .. 128 (splits of each KV-cache row's keys)", p.num_splits);
     if (p.block_table == nullptr) {
       require(p.page_size == 0, "problem.page_size", "0 without problem.block_table", p.page_size);
       return;

@@ -19,22 +19,47 @@
 namespace flash_sigmoid::api {
 namespace {
 
-// What is valid but not implemented by the GPU kernels yet: Unsupported, never a kernel that would
-// ignore the field and return a wrong answer. (Packed sequences and per-sequence biases are
-// implemented by both kernel families, forward and backward: docs/varlen.md.)
-Status gpu_implements(const Problem& p, const char* where) {
-  for (const auto& [ptr, name, what] :
-       {std::tuple{p.seqused_k, "problem.seqused_k", "per-batch key counts (a KV cache)"},
-        std::tuple{p.kv_batch_idx, "problem.kv_batch_idx", "a KV-cache row map"},
-        std::tuple{p.block_table, "problem.block_table", "a paged KV cache"}}) {
-    if (ptr != nullptr) {
-      return fail(Status::kUnsupported, std::string(where) + ": " + name + ": " + what +
-                                            " is not implemented on the GPU yet (docs/kvcache.md); the CPU "
-                                            "implementation (cpu::forward) has it");
-    }
+// A KV-cache forward on the GPU runs the decode kernel (docs/kvcache.md): what it does not take is
+// Unsupported naming the field, never a kernel that would ignore it.
+Status decode_implements(const Problem& p, const char* where) {
+  const int64_t rows = p.seqlen_q * (p.heads_q / p.heads_kv);
+  if (rows > kDecodeMaxRows) {
+    std::ostringstream os;
+    os << where << ": problem.seqlen_q: the GPU KV-cache (decode) kernel takes seqlen_q * heads_q / heads_kv <= "
+       << kDecodeMaxRows << " query rows per kv head, got " << p.seqlen_q << " * " << p.heads_q / p.heads_kv << " = "
+       << rows << " (flash_attn_with_kvcache runs longer queries through the dense forward, docs/kvcache.md); the "
+       << "CPU implementation (cpu::forward) has it";
+    return fail(Status::kUnsupported, os.str());
+  }
+  if (p.kernel_arch == 90) {
+    return fail(Status::kUnsupported, std::string(where) +
+                                          ": problem.kernel_arch: the KV-cache decode kernel is sm80-family code "
+                                          "(mma.sync, cp.async; it runs on sm_90 too): expected 0 or 80, got 90");
+  }
+  if (p.kernel_variant != nullptr && p.kernel_variant[0] != '\0') {
+    return fail(Status::kUnsupported, std::string(where) + ": problem.kernel_variant: the KV-cache decode kernel has "
+                                                           "no variants: expected NULL or \"\", got '" +
+                                          p.kernel_variant + "'");
   }
   return Status::kSuccess;
 }
+
+// What is valid but not implemented by the GPU kernels: Unsupported, never a kernel that would
+// ignore the field and return a wrong answer. Packed sequences and per-sequence biases are
+// implemented by both kernel families, forward and backward (docs/varlen.md); a KV-cache forward
+// runs the decode kernel.
+Status gpu_implements(const Problem& p, const char* where) {
+  if (is_kvcache(p)) return decode_implements(p, where);
+  return Status::kSuccess;
+}
+
+}  // namespace
+
+bool is_kvcache(const Problem& p) {
+  return p.seqused_k != nullptr || p.kv_batch_idx != nullptr || p.block_table != nullptr;
+}
+
+namespace {
 
 template <class Args>
 Status finish(const Checker& c, const Args& args, Backend backend, const char* where) {
@@ -199,6 +224,31 @@ ForwardParams make_params(const ForwardArgs& args) {
   f.v = strided(args.v, args.problem);
   f.out = strided(args.out, args.problem);
   return f;
+}
+
+DecodeParams make_decode_params(const ForwardArgs& args, const DecodePlan& plan, void* workspace) {
+  const Problem& p = args.problem;
+  DecodeParams d;
+  d.forward = make_params(args);
+  // Each row's bias is known on the device only (auto: -log of its key count).
+  d.forward.problem.bias = p.sigmoid_bias;
+  KvCacheParams& kv = d.kv;
+  kv.seqused_k = p.seqused_k;
+  kv.kv_batch_idx = p.kv_batch_idx;
+  kv.block_table = p.block_table;
+  kv.block_table_stride_batch = p.block_table_stride_batch;
+  kv.page_size = p.block_table != nullptr ? static_cast<int>(p.page_size) : 0;
+  // Unresolved bounds (each row has its own key count); a bound past any row's keys never binds,
+  // so clamping it to seqlen_k keeps the kernel's int arithmetic in range.
+  auto clamp = [&](int64_t bound) { return static_cast<int>(bound < 0 ? -1 : std::min(bound, p.seqlen_k)); };
+  kv.window_left = clamp(p.window_left);
+  kv.window_right = p.causal ? 0 : clamp(p.window_right);
+  kv.bias_per_batch = p.sigmoid_bias_per_batch;
+  kv.bias_auto = p.sigmoid_bias_auto != 0;
+  d.num_splits = plan.num_splits;
+  d.row_chunks = plan.row_chunks;
+  d.partial = static_cast<float*>(workspace);
+  return d;
 }
 
 BackwardParams make_params(const BackwardArgs& args, void* workspace) {

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 
+#include "common/decode_plan.hpp"
 #include "common/params.hpp"
 #include "flash_sigmoid/flash_sigmoid.hpp"
 
@@ -38,8 +39,14 @@ Status check_host_append(const KvAppendArgs& args, const char* where);
 bool nothing_to_do(const ForwardArgs& args);
 bool nothing_to_do(const BackwardArgs& args);
 
+// Whether the problem reads a KV cache (seqused_k, kv_batch_idx or block_table): on the GPU the
+// decode kernel's.
+bool is_kvcache(const Problem& p);
+
 // The kernels' view of a validated problem.
 ForwardParams make_params(const ForwardArgs& args);
+// The decode kernel's view of a validated KV-cache forward with its plan and workspace.
+DecodeParams make_decode_params(const ForwardArgs& args, const DecodePlan& plan, void* workspace);
 BackwardParams make_params(const BackwardArgs& args, void* workspace);
 
 }  // namespace flash_sigmoid::api

@@ -77,6 +77,32 @@ struct BackwardParams {
   bool deterministic = false;
 };
 
+// The KV-cache fields of a forward (docs/kvcache.md) as the decode kernel reads them: all device
+// memory, read only on the device. The mask is kept unresolved (each row has its own key count):
+// bounds of -1 are unbounded, causal is folded into window_right = 0.
+struct KvCacheParams {
+  const int32_t* seqused_k = nullptr;     // [batch] keys of each row; null: seqlen_k (the capacity)
+  const int32_t* kv_batch_idx = nullptr;  // [batch] cache row of each batch entry; null: b
+  const int32_t* block_table = nullptr;   // paged: [batch, block_table_stride_batch] page numbers
+  int64_t block_table_stride_batch = 0;
+  int page_size = 0;  // a power of two >= 16 with block_table
+  int window_left = -1;
+  int window_right = -1;
+  const float* bias_per_batch = nullptr;  // [batch]; null: ProblemParams::bias (or bias_auto)
+  bool bias_auto = false;                 // bias = -log(keys of the row)
+};
+
+// The decode kernel's parameters: the forward's, the cache fields, and its launch plan
+// (common/decode_plan.hpp). partial: fp32 [num_splits, batch, seqlen_q, heads_q, head_dim], the
+// splits' sums (workspace; unused with one split, which writes out directly).
+struct DecodeParams {
+  ForwardParams forward;
+  KvCacheParams kv;
+  int num_splits = 1;
+  int row_chunks = 1;
+  float* partial = nullptr;
+};
+
 // A kernel's own parameters: the validated problem (Base: ForwardParams or BackwardParams) and
 // whatever the kernel's family builds from it on the host. `Family` tells the families' types apart;
 // a family that needs fields of its own (TMA descriptors, say) defines its own struct deriving from

@@ -183,9 +183,39 @@ size_t backward_workspace_bytes(const KernelQuery& q, const BackwardParams& para
   return any ? bytes : dq_accum_workspace_bytes(params);
 }
 
+const DecodeKernelEntry* find_decode_kernel(DType dtype, int head_dim, int device_arch, std::string* why) {
+  const DecodeKernelEntry* best = nullptr;
+  bool built = false;
+  for (const DecodeKernelEntry* e = kCompiledDecodeKernels; e->name != nullptr; ++e) {
+    if (e->dtype != dtype || e->head_dim < head_dim) continue;
+    built = true;
+    const bool runs = device_arch == 0 ||
+                      (e->arch == 80 ? device_arch >= kSm80FamilyMinDeviceArch : device_arch == 90);
+    if (runs && (best == nullptr || e->head_dim < best->head_dim)) best = e;
+  }
+  if (best != nullptr) return best;
+  std::ostringstream os;
+  os << "no KV-cache decode kernel for dtype " << dtype_name(dtype) << ", head_dim " << head_dim;
+  if (built) {
+    os << " runs on this device (compute capability " << device_arch / 10 << "." << device_arch % 10 << ")";
+  } else {
+    os << " is built";
+  }
+  os << "; built decode kernels: ";
+  int n = 0;
+  for (const DecodeKernelEntry* e = kCompiledDecodeKernels; e->name != nullptr; ++e) os << (n++ ? ", " : "") << e->name;
+  if (n == 0) os << "none";
+  os << "; rebuild with the forward in FLASH_SIGMOID_DIRECTIONS, the dtype in FLASH_SIGMOID_DTYPES and a bucket >= "
+     << head_dim << " in FLASH_SIGMOID_DECODE_HEAD_DIMS (this build: FLASH_SIGMOID_ARCHS=" << FLASH_SIGMOID_BUILT_ARCHS
+     << ", docs/install.md)";
+  *why = os.str();
+  return nullptr;
+}
+
 std::string compiled_keys() {
   std::ostringstream os;
   for (const KernelEntry* e = kCompiledKernels; e->name != nullptr; ++e) os << e->name << "\n";
+  for (const DecodeKernelEntry* e = kCompiledDecodeKernels; e->name != nullptr; ++e) os << e->name << "\n";
   return os.str();
 }
 

@@ -39,6 +39,16 @@ struct KernelEntry {
   ForwardDeclines forward_declines;  // forward: nullptr when it serves every validated problem
 };
 
+// The KV-cache decode kernel (kernel_table.py: its own key, no mask column).
+using DecodeLauncher = cudaError_t (*)(const DecodeParams&, cudaStream_t);
+struct DecodeKernelEntry {
+  const char* name;  // nullptr ends the table
+  int arch;          // 80 (sm80-family code) or 90 (sm_90a)
+  DType dtype;
+  int head_dim;  // bucket: serves head dims <= it, from the smallest bucket that does
+  DecodeLauncher launch;
+};
+
 // What a caller asks for. Without a device (device_arch 0) only the build is consulted.
 struct KernelQuery {
   Direction direction;
@@ -67,6 +77,10 @@ bool any_kernel_for(const KernelQuery& query, std::string* why);
 // picked at launch has enough. Where none is built, the default mode's dQ accumulator
 // (dq_accum_workspace_bytes), so that a caller's sizing does not depend on the build.
 size_t backward_workspace_bytes(const KernelQuery& query, const BackwardParams& params);
+
+// The decode kernel for dtype and head_dim that runs on device_arch (0: only whether one is
+// built), or nullptr with `why` naming what was built and how to rebuild.
+const DecodeKernelEntry* find_decode_kernel(DType dtype, int head_dim, int device_arch, std::string* why);
 
 // Every compiled key, one per line.
 std::string compiled_keys();

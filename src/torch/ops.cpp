@@ -9,7 +9,8 @@
 //              sigmoid_bias_per_batch, sigmoid_bias_auto, causal, ..., deterministic) -> out
 //   varlen_bwd(dout, q, k, v, ...same...) -> (dq, dk, dv)       packed sequences (docs/varlen.md)
 //   kvcache_fwd(q, k_cache(a!), v_cache(b!), k, v, rotary_cos, rotary_sin, cache_seqlens,
-//               cache_batch_idx, block_table, ...) -> out      CPU tensors only (docs/kvcache.md)
+//               cache_batch_idx, block_table, ..., num_splits) -> out
+//               CPU: append, then attend; CUDA: attend only (the decode kernel; docs/kvcache.md)
 //   build_info() -> str
 //
 // Each op builds the public API's structs from the tensors' strides, takes outputs and workspace
@@ -239,17 +240,32 @@ StableTensor kvcache_fwd(StableTensor q, StableTensor k_cache, StableTensor v_ca
                          std::optional<StableTensor> rotary_sin, StableTensor cache_seqlens,
                          std::optional<StableTensor> cache_batch_idx, std::optional<StableTensor> block_table,
                          double scale, double sigmoid_bias, bool causal, int64_t window_left, int64_t window_right,
-                         bool rotary_interleaved, bool rotary_q_steps, std::optional<StableTensor> alibi_slopes) {
+                         bool rotary_interleaved, bool rotary_q_steps, std::optional<StableTensor> alibi_slopes,
+                         int64_t num_splits) {
   constexpr const char* op = "flash_sigmoid::kvcache_fwd";
   const std::string variant;
   KvCacheInputs in;
   prepare_kvcache_inputs(
       op, q, k_cache, v_cache,
       KvCacheParams{std::move(k), std::move(v), std::move(rotary_cos), std::move(rotary_sin), std::move(cache_seqlens),
-                    std::move(cache_batch_idx), std::move(block_table), rotary_interleaved, rotary_q_steps},
+                    std::move(cache_batch_idx), std::move(block_table), rotary_interleaved, rotary_q_steps,
+                    num_splits},
       OpParams{scale, sigmoid_bias, causal, window_left, window_right, std::move(alibi_slopes),
                FLASH_SIGMOID_SIGMOID_VIA_EXP2, 0, &variant},
       &in);
+  if (in.backend == Backend::kCuda) {
+#ifdef FLASH_SIGMOID_TORCH_CUDA
+    // The decode kernel; its splits' partial sums in workspace from torch's allocator (graph-safe).
+    torch::stable::accelerator::DeviceGuard guard(q.get_device_index());
+    size_t bytes = 0;
+    check_status(op, workspace_size(in.forward, &bytes));
+    StableTensor workspace = scratch_bytes(q, bytes);
+    check_status(op, forward(in.forward, Workspace{bytes ? workspace.data_ptr() : nullptr, bytes}, current_stream(q)));
+    return in.out;
+#else
+    no_cuda(op);
+#endif
+  }
   check_status(op, cpu::kvcache_append(in.append, cpu_threads()));
   // The lengths are valid now (the append checked them against the capacity).
   for (size_t b = 0; b < in.seqused_k.size(); ++b) {
@@ -293,7 +309,7 @@ STABLE_TORCH_LIBRARY(flash_sigmoid, m) {
       "kvcache_fwd(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? k, Tensor? v, Tensor? rotary_cos, "
       "Tensor? rotary_sin, Tensor cache_seqlens, Tensor? cache_batch_idx, Tensor? block_table, float scale, "
       "float sigmoid_bias, bool causal, int window_left, int window_right, bool rotary_interleaved, "
-      "bool rotary_q_steps, Tensor? alibi_slopes) -> Tensor");
+      "bool rotary_q_steps, Tensor? alibi_slopes, int num_splits=0) -> Tensor");
   m.def("build_info() -> str");
 }
 
@@ -303,7 +319,7 @@ STABLE_TORCH_LIBRARY_IMPL(flash_sigmoid, CPU, m) {
   m.impl("bwd", TORCH_BOX(&fs_torch::bwd));
   m.impl("varlen_fwd", TORCH_BOX(&fs_torch::varlen_fwd));
   m.impl("varlen_bwd", TORCH_BOX(&fs_torch::varlen_bwd));
-  m.impl("kvcache_fwd", TORCH_BOX(&fs_torch::kvcache_fwd));  // CPU only: CUDA tensors take the composed path
+  m.impl("kvcache_fwd", TORCH_BOX(&fs_torch::kvcache_fwd));
 }
 
 #ifdef FLASH_SIGMOID_TORCH_CUDA
@@ -313,6 +329,7 @@ STABLE_TORCH_LIBRARY_IMPL(flash_sigmoid, CUDA, m) {
   m.impl("bwd", TORCH_BOX(&fs_torch::bwd));
   m.impl("varlen_fwd", TORCH_BOX(&fs_torch::varlen_fwd));
   m.impl("varlen_bwd", TORCH_BOX(&fs_torch::varlen_bwd));
+  m.impl("kvcache_fwd", TORCH_BOX(&fs_torch::kvcache_fwd));  // attends only (kvcache.py appends first)
 }
 #endif
 

@@ -292,8 +292,18 @@ void check_index(const char* op, const char* name, const StableTensor& t, const 
 void prepare_kvcache_inputs(const char* op, const StableTensor& q, const StableTensor& k_cache,
                             const StableTensor& v_cache, const KvCacheParams& kv, const OpParams& params,
                             KvCacheInputs* in) {
-  if (!q.is_cpu()) fail(op, "q", "expected a CPU tensor (the GPU path is the composed one, docs/kvcache.md)");
+  const Backend backend = backend_of(q);
+  in->backend = backend;
   if (q.dim() != 4) fail(op, "q", "expected 4 dims [batch, seqlen_q, heads, head_dim], got shape " + shape_string(q));
+  // On CUDA the op attends only: kvcache.py appends (and rotates) with torch operations first, in
+  // place and without a host sync, and passes cache_seqlens + seqlen_new as cache_seqlens.
+  if (backend == Backend::kCuda && (kv.k.has_value() || kv.v.has_value())) {
+    fail(op, "k, v", "expected None for CUDA tensors (append the new tokens first; flash_attn_with_kvcache does)");
+  }
+  if (backend == Backend::kCuda && (kv.rotary_cos.has_value() || kv.rotary_sin.has_value())) {
+    fail(op, "rotary_cos, rotary_sin", "expected None for CUDA tensors (rotate before appending; "
+                                       "flash_attn_with_kvcache does)");
+  }
   check_like_q(op, "k_cache", k_cache, q);
   check_like_q(op, "v_cache", v_cache, q);
   if (sizes_vec(v_cache) != sizes_vec(k_cache)) {
@@ -303,9 +313,13 @@ void prepare_kvcache_inputs(const char* op, const StableTensor& q, const StableT
   if (k_cache.size(3) != head_dim) fail(op, "k_cache", "expected head_dim " + std::to_string(head_dim) + " like q");
   const bool paged = kv.block_table.has_value();
   Problem p = problem_init(head_dim);
-  p.dtype = static_cast<FlashSigmoidDType>(api_dtype(op, q, Backend::kCpu));
+  p.dtype = static_cast<FlashSigmoidDType>(api_dtype(op, q, backend));
   p.batch = batch, p.seqlen_q = q.size(1), p.heads_q = q.size(2), p.heads_kv = heads_kv;
   set_params(op, params, &p);
+  if (kv.num_splits < 0 || kv.num_splits > 128) {
+    fail(op, "num_splits", "expected 0 (choose) .. 128, got " + std::to_string(kv.num_splits));
+  }
+  p.num_splits = static_cast<int32_t>(kv.num_splits);
   in->alibi = prepare_alibi(op, params.alibi_slopes, q, batch, p.heads_q, &p);
   check_index(op, "cache_seqlens", kv.cache_seqlens, q, batch, 1);
   if (paged) {
@@ -380,7 +394,9 @@ void prepare_kvcache_inputs(const char* op, const StableTensor& q, const StableT
   ForwardArgs& f = in->forward;
   f = ForwardArgs{};
   f.problem = p;
-  f.problem.seqused_k = in->seqused_k.data();
+  // CPU: filled after the append; CUDA: cache_seqlens already counts the appended tokens.
+  f.problem.seqused_k = backend == Backend::kCpu ? in->seqused_k.data() : lengths;
+  if (backend == Backend::kCuda) in->q_rotated = readable(q, backend);
   in->out = empty_like_sizes(q, q);
   f.q = api_tensor(in->q_rotated);
   f.k = api_tensor(k_cache);

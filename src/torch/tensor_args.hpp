@@ -73,16 +73,19 @@ VarlenInputs prepare_varlen_inputs(const char* op, const StableTensor& q, const 
                                    const std::optional<StableTensor>& dout, const VarlenParams& varlen,
                                    const OpParams& params);
 
-// The kvcache_fwd op (CPU tensors; docs/kvcache.md): the append step's and the forward's
-// arguments over the caller's tensors, `q_rotated`, `out` and the key counts they point into.
+// The kvcache_fwd op (docs/kvcache.md): the append step's (CPU tensors only) and the forward's
+// arguments over the caller's tensors, `q_rotated`, `out` and the key counts they point into. On
+// CUDA tensors the op attends only: k, v and the rotary tables must be None, and cache_seqlens
+// (device memory, read by the kernel) already counts every key of the row.
 // Checks ranks, dtypes, devices and the shapes that tie the tensors together; the public API
 // checks the rest (strides, page size, and on the CPU the index values). Fill in place (the
 // structs point into the object); throws std::runtime_error naming the argument.
 struct KvCacheInputs {
-  KvAppendArgs append;
+  Backend backend;
+  KvAppendArgs append;  // CPU only (on CUDA the caller appends first)
   ForwardArgs forward;
   std::vector<int32_t> seqused_k;  // cache_seqlens + seqlen_new
-  StableTensor q_rotated, out;
+  StableTensor q_rotated, out;  // q_rotated: the forward's q (q itself, a rotated copy, or a readable copy)
   std::optional<StableTensor> alibi;
 };
 struct KvCacheParams {
@@ -91,6 +94,7 @@ struct KvCacheParams {
   std::optional<StableTensor> cache_batch_idx, block_table;
   bool rotary_interleaved;
   bool rotary_q_steps;  // q's token i rotated at cache_seqlens + i (else all at cache_seqlens)
+  int64_t num_splits;   // 0: choose (the GPU decode kernel's splits; the CPU does not split)
 };
 void prepare_kvcache_inputs(const char* op, const StableTensor& q, const StableTensor& k_cache,
                             const StableTensor& v_cache, const KvCacheParams& kv, const OpParams& params,

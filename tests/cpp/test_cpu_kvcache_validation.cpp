@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/decode_plan.hpp"
 #include "flash_sigmoid/flash_sigmoid.hpp"
 #include "kvcache_fixture.hpp"
 
@@ -165,10 +166,11 @@ TEST(CpuKvCacheValidation, AppendErrorsNameTheArgument) {
                          "cpu::kvcache_append: args: expected a non-null pointer"));
 }
 
-// The GPU path never reads the KV-cache pointers (device memory there; these point nowhere): a
-// valid KV-cache problem is Unsupported naming the field, before any device is asked.
-TEST(GpuKvCacheValidation, KvCacheFieldsAreUnsupportedNamed) {
-  alignas(16) static uint16_t q[64 * 2 * 16], k[64 * 2 * 16], v[64 * 2 * 16], o[64 * 2 * 16];
+// The GPU path never reads the KV-cache pointers (device memory there; these point nowhere). A
+// KV-cache forward goes to the decode kernel: what it does not take is Unsupported naming the field,
+// before any device is asked (a device is asked only for a problem it takes).
+TEST(GpuKvCacheValidation, KvCacheFieldsTheDecodeKernelDoesNotTakeAreUnsupportedNamed) {
+  alignas(16) static uint16_t q[80 * 2 * 16], k[64 * 2 * 16], v[64 * 2 * 16], o[80 * 2 * 16];
   ForwardArgs a{};
   a.problem = problem_init(16);
   a.problem.dtype = FLASH_SIGMOID_BFLOAT16;
@@ -178,25 +180,42 @@ TEST(GpuKvCacheValidation, KvCacheFieldsAreUnsupportedNamed) {
   a.v = contiguous_tensor(v, 64, 2, 16);
   a.out = contiguous_tensor(o, 1, 2, 16);
   const auto* nowhere = reinterpret_cast<const int32_t*>(uintptr_t{0x1000});  // never dereferenced
-  const std::string gpu = " is not implemented on the GPU yet (docs/kvcache.md)";
   ForwardArgs used = a;
   used.problem.seqused_k = nowhere;
+  // 65 query rows per kv head: more than the decode kernel packs.
+  used.problem.seqlen_q = 65;
+  used.q = contiguous_tensor(q, 65, 2, 16);
+  used.out = contiguous_tensor(o, 65, 2, 16);
   EXPECT_TRUE(fails_with(forward(used, {}, nullptr), Status::kUnsupported,
-                         "forward: problem.seqused_k: per-batch key counts (a KV cache)" + gpu));
-  EXPECT_TRUE(fails_with(can_implement(used), Status::kUnsupported, "can_implement: problem.seqused_k"));
+                         "forward: problem.seqlen_q: the GPU KV-cache (decode) kernel takes seqlen_q * heads_q / "
+                         "heads_kv <= 64 query rows per kv head, got 65 * 1 = 65"));
+  EXPECT_TRUE(fails_with(can_implement(used), Status::kUnsupported, "can_implement: problem.seqlen_q"));
   ForwardArgs mapped = a;
   mapped.problem.kv_batch_idx = nowhere;
+  mapped.problem.kernel_arch = 90;
   EXPECT_TRUE(fails_with(forward(mapped, {}, nullptr), Status::kUnsupported,
-                         "forward: problem.kv_batch_idx: a KV-cache row map" + gpu));
-  ForwardArgs paged = a;
-  paged.problem.block_table = nowhere;
-  paged.problem.block_table_stride_batch = 4, paged.problem.page_size = 16, paged.problem.kv_batch = 2;
-  paged.k.stride_batch = paged.v.stride_batch = 16 * 2 * 16;
-  EXPECT_TRUE(fails_with(forward(paged, {}, nullptr), Status::kUnsupported,
-                         "forward: problem.block_table: a paged KV cache" + gpu));
-  // The cheap checks still come first: a bad page size is InvalidArgument, not Unsupported.
-  paged.problem.page_size = 12;
-  EXPECT_TRUE(fails_with(forward(paged, {}, nullptr), Status::kInvalidArgument, "problem.page_size: expected a power"));
+                         "forward: problem.kernel_arch: the KV-cache decode kernel is sm80-family code"));
+  mapped.problem.kernel_arch = 0;
+  mapped.problem.kernel_variant = "ws_deep";
+  EXPECT_TRUE(fails_with(forward(mapped, {}, nullptr), Status::kUnsupported,
+                         "forward: problem.kernel_variant: the KV-cache decode kernel has no variants"));
+  mapped.problem.kernel_variant = nullptr;
+  mapped.problem.num_splits = 129;
+  EXPECT_TRUE(fails_with(forward(mapped, {}, nullptr), Status::kInvalidArgument,
+                         "forward: problem.num_splits: expected 0 (choose) .. 128"));
+  // fp16 has no decode kernel in the CPU tier's build (bf16 only): Unsupported naming the build.
+  if (std::string(build_info()).find("decode_fp16") == std::string::npos) {
+    ForwardArgs half = a;
+    half.problem.dtype = FLASH_SIGMOID_FLOAT16;
+    half.problem.block_table = nowhere;
+    half.problem.block_table_stride_batch = 4, half.problem.page_size = 16, half.problem.kv_batch = 2;
+    half.k.stride_batch = half.v.stride_batch = 16 * 2 * 16;
+    EXPECT_TRUE(fails_with(forward(half, {}, nullptr), Status::kUnsupported,
+                           "forward: no KV-cache decode kernel for dtype fp16, head_dim 16 is built"));
+    // The cheap checks still come first: a bad page size is InvalidArgument, not Unsupported.
+    half.problem.page_size = 12;
+    EXPECT_TRUE(fails_with(forward(half, {}, nullptr), Status::kInvalidArgument, "problem.page_size: expected a power"));
+  }
   KvAppendArgs append{};
   append.problem = a.problem;
   append.cache_seqlens = nowhere;
@@ -207,6 +226,31 @@ TEST(GpuKvCacheValidation, KvCacheFieldsAreUnsupportedNamed) {
                          "kvcache_append: the KV-cache append is not implemented on the GPU yet (docs/kvcache.md)"));
   EXPECT_TRUE(fails_with(static_cast<Status>(flash_sigmoid_kvcache_append(&append, nullptr)), Status::kUnsupported,
                          "kvcache_append: the KV-cache append"));
+}
+
+// The decode kernel's launch plan (common/decode_plan.hpp) reads shapes and the device's size only.
+TEST(DecodePlan, SplitsFromShapesAndTheSmCount) {
+  const int slots = decode_blocks_per_sm(128, 233472);  // H200: 228 KB of shared memory per SM
+  EXPECT_EQ(slots, 2);
+  EXPECT_EQ(decode_blocks_per_sm(64, 233472), 3);
+  EXPECT_EQ(decode_blocks_per_sm(256, 233472), 1);
+  // B 16, Hkv 8 (128 blocks per split) on 132 SMs x 2: 4 splits fill two waves to 97%.
+  const DecodePlan decode = decode_plan(16, 1, 32, 8, 128, 8192, 0, 132, slots);
+  EXPECT_EQ(decode.row_chunks, 1);
+  EXPECT_EQ(decode.num_splits, 4);
+  EXPECT_EQ(decode.workspace_bytes, size_t{4} * 16 * 32 * 128 * 4);
+  // A short cache: at most one split per 4 key tiles (3 tiles: one split, no workspace).
+  const DecodePlan short_cache = decode_plan(1, 1, 8, 8, 128, 192, 0, 132, slots);
+  EXPECT_EQ(short_cache.num_splits, 1);
+  EXPECT_EQ(short_cache.workspace_bytes, 0u);
+  // MQA with 32 heads: two row chunks of 16; 4 tokens x 16 heads: four.
+  EXPECT_EQ(decode_plan(2, 1, 32, 1, 64, 4096, 0, 132, 3).row_chunks, 2);
+  EXPECT_EQ(decode_plan(2, 4, 16, 1, 64, 4096, 0, 132, 3).row_chunks, 4);
+  // Asked for: taken as given within 1..128, even past the key tiles.
+  EXPECT_EQ(decode_plan(2, 1, 8, 2, 128, 64, 64, 132, slots).num_splits, 64);
+  EXPECT_EQ(decode_plan(2, 1, 8, 2, 128, 64, 500, 132, slots).num_splits, kDecodeMaxSplits);
+  // Fixed for fixed shapes: the same answer every time (nothing but the arguments is read).
+  EXPECT_EQ(decode_plan(16, 1, 32, 8, 128, 8192, 0, 132, slots).num_splits, decode.num_splits);
 }
 
 }  // namespace

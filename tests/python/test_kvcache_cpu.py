@@ -119,7 +119,7 @@ def test_kvcache_op_opcheck(page_size):
 
 
 def test_cpu_tensors_take_the_cpp_op(monkeypatch):
-    # CPU tensors run append + forward in C++ (no dense gather); CUDA tensors keep the composed path.
+    # CPU tensors run append + forward in C++ (no dense gather); CUDA tensors append in Python first.
     from flash_sigmoid import ops as fs_ops
     calls = []
     real = fs_ops.ops.kvcache_fwd
