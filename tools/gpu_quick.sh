@@ -24,7 +24,7 @@ t0=$SECONDS
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_SIGMOID_BUILD_TESTS="${FLASH_SIGMOID_QUICK_TESTS:-OFF}" "${gtest_root[@]}" \
   -DFLASH_SIGMOID_ARCHS="${FLASH_SIGMOID_ARCHS:-90a}" -DFLASH_SIGMOID_HEAD_DIMS="${FLASH_SIGMOID_HEAD_DIMS:-64;128}" \
   -DFLASH_SIGMOID_DTYPES="${FLASH_SIGMOID_DTYPES:-fp16;bf16}" -DFLASH_SIGMOID_MASKS="${FLASH_SIGMOID_MASKS:-none;right;band}" -DFLASH_SIGMOID_DIRECTIONS="${FLASH_SIGMOID_DIRECTIONS:-fwd}" \
-  -DFLASH_SIGMOID_VARIANTS="${FLASH_SIGMOID_VARIANTS-all}" -DFLASH_SIGMOID_DECODE_HEAD_DIMS="${FLASH_SIGMOID_DECODE_HEAD_DIMS:-}" -DPython3_EXECUTABLE="$(command -v python3)" >"$out/configure.log" 2>&1 \
+  -DFLASH_SIGMOID_VARIANTS="${FLASH_SIGMOID_VARIANTS-all}" -DFLASH_SIGMOID_SM80_SASS="${FLASH_SIGMOID_SM80_SASS:-90}" -DFLASH_SIGMOID_DECODE_HEAD_DIMS="${FLASH_SIGMOID_DECODE_HEAD_DIMS:-}" -DPython3_EXECUTABLE="$(command -v python3)" >"$out/configure.log" 2>&1 \
   || { tail -n 30 "$out/configure.log"; echo "configure FAILED"; exit 1; }
 cmake --build "$build" -j "$(nproc)" >"$out/build.log" 2>&1 || { grep -E "error|Error" "$out/build.log" | head -n 40; echo "build FAILED"; exit 1; }
 grep -iE "spill|C7508|C7513|warning" "$out/build.log" | head -n 20
