@@ -4,7 +4,9 @@ long KV cache, reported as KV-cache read bandwidth (bytes of K and V read / medi
 bf16, B 16, Hq 32, Hkv 8, D 128, Sk 8k/16k/32k/64k (every row full), contiguous and paged (page 16
 and 256, pages in random order); fresh random inputs. The decode kernel is timed twice: the eager
 Python call (its host work included, which bounds short caches) and the same call captured in a
-CUDA graph and replayed (how a serving loop runs decode; the kernel's own bandwidth). Beside the decode kernel, in the same run: the
+CUDA graph and replayed (how a serving loop runs decode; the kernel's own bandwidth); and a whole
+serving step (one new token appended with rotary, then attended: the append kernel, then the decode
+kernel). Beside the decode kernel, in the same run: the
 composed path (kvcache.py's torch gather + dense forward), and PyTorch SDPA (softmax; cuDNN and
 flash backends where they take the shape, GQA through enable_gqa) on the same K/V as a reference
 for what a memory-bound decode reaches on this GPU. The caches (0.5-4 GiB) dwarf L2, so no flush is
@@ -41,6 +43,34 @@ def median_ms(fn, iters=20, warmup=3):
     return times[len(times) // 2]
 
 
+def rotary_tables(seqlen, base=10000.0):
+    """cos, sin [seqlen, D / 2] in fp32 (GPT-NeoX frequencies)."""
+    inv = base ** (-torch.arange(0, D, 2, device="cuda", dtype=torch.float32) / D)
+    angles = torch.arange(seqlen, device="cuda", dtype=torch.float32)[:, None] * inv[None, :]
+    return angles.cos(), angles.sin()
+
+
+def back_to_back_ms(fn, calls=20, repeats=10, warmup=3):
+    """Per-call time of `calls` calls issued back to back (events around the batch, no sync between
+    calls, so one call's host work overlaps the previous call's kernels): the throughput of an eager
+    serving loop. median_ms above syncs after every call, so its time adds the host latency of
+    each call to the kernels'."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    times.sort()
+    return times[len(times) // 2]
+
+
 def make_cache(seqlen, page_size, g):
     """(k_cache, v_cache, block_table or None) holding B rows of `seqlen` keys."""
     if page_size is None:
@@ -68,7 +98,10 @@ def run(seqlens, composed_up_to):
             k, v, table = make_cache(seqlen, page_size, g)
             call = lambda: flash_attn_with_kvcache(q, k, v, cache_seqlens=lens, block_table=table, sigmoid_bias=bias)
             ms = median_ms(call)
-            rows.append(dict(seqlen=seqlen, layout=layout, impl="flash_sigmoid decode (eager)", ms=ms,
+            rows.append(dict(seqlen=seqlen, layout=layout, impl="flash_sigmoid decode (eager, synced per call)", ms=ms,
+                             tbps=kv_bytes / ms / 1e9))
+            ms = back_to_back_ms(call)
+            rows.append(dict(seqlen=seqlen, layout=layout, impl="flash_sigmoid decode (eager, back to back)", ms=ms,
                              tbps=kv_bytes / ms / 1e9))
             # As a serving loop runs it: the call captured once, replayed (no Python or launch overhead).
             call()
@@ -79,6 +112,19 @@ def run(seqlens, composed_up_to):
             rows.append(dict(seqlen=seqlen, layout=layout, impl="flash_sigmoid decode (CUDA graph)", ms=ms,
                              tbps=kv_bytes / ms / 1e9))
             del graph
+            # A serving step: one new token appended (rotated, half-split rotary over all of D) into the
+            # last slot of each row, then attended; the append kernel runs before the decode kernel.
+            k_new = torch.randn(B, 1, HKV, D, device="cuda", dtype=torch.bfloat16, generator=g)
+            cos, sin = rotary_tables(seqlen)
+            step = lambda: flash_attn_with_kvcache(q, k, v, k_new, k_new, rotary_cos=cos, rotary_sin=sin,
+                                                   cache_seqlens=lens - 1, block_table=table, causal=True,
+                                                   rotary_interleaved=False, sigmoid_bias=bias)
+            ms = median_ms(step)
+            rows.append(dict(seqlen=seqlen, layout=layout, impl="flash_sigmoid append + rotary + decode (eager, synced)",
+                             ms=ms, tbps=kv_bytes / ms / 1e9))
+            ms = back_to_back_ms(step)
+            rows.append(dict(seqlen=seqlen, layout=layout, impl="flash_sigmoid append + rotary + decode (back to back)",
+                             ms=ms, tbps=kv_bytes / ms / 1e9))
             if seqlen <= composed_up_to:
                 real = fs_kvcache._decode_kernel_takes
                 fs_kvcache._decode_kernel_takes = lambda *a: False
@@ -94,9 +140,14 @@ def run(seqlens, composed_up_to):
                 for name, backend in (("SDPA cuDNN (softmax)", torch.nn.attention.SDPBackend.CUDNN_ATTENTION),
                                       ("SDPA flash (softmax)", torch.nn.attention.SDPBackend.FLASH_ATTENTION)):
                     try:
+                        sdpa = lambda: F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True)
                         with torch.nn.attention.sdpa_kernel(backend):
-                            ms = median_ms(lambda: F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True))
-                        rows.append(dict(seqlen=seqlen, layout=layout, impl=name, ms=ms, tbps=kv_bytes / ms / 1e9))
+                            ms = median_ms(sdpa)
+                            rows.append(dict(seqlen=seqlen, layout=layout, impl=name + " synced", ms=ms,
+                                             tbps=kv_bytes / ms / 1e9))
+                            ms = back_to_back_ms(sdpa)
+                        rows.append(dict(seqlen=seqlen, layout=layout, impl=name + " back to back", ms=ms,
+                                         tbps=kv_bytes / ms / 1e9))
                     except RuntimeError as e:
                         rows.append(dict(seqlen=seqlen, layout=layout, impl=name, ms=None, tbps=None,
                                          note=str(e).splitlines()[0][:80]))

@@ -196,6 +196,10 @@ typedef struct FlashSigmoidKvAppendArgs {
    * read and written only with rotary tables and q.data non-NULL. */
   FlashSigmoidTensor q;
   FlashSigmoidTensor q_rotated;
+  /* NULL, or int32 [batch] (written): cache_seqlens[b] + seqlen_new, the forward's seqused_k, so a
+   * GPU caller needs no separate addition. On the GPU it is clamped to 0..seqlen_k (the values are
+   * not checked there). */
+  int32_t* seqused_k_out;
 } FlashSigmoidKvAppendArgs;
 
 /* Defaults for a problem of this head dim: fp16, scale 1/sqrt(head_dim), bias 0, no mask, no
@@ -233,8 +237,11 @@ FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_cpu_backward(const FlashSi
                                                                    int num_threads);
 
 /* The append step (FlashSigmoidKvAppendArgs). The CPU one is blocking and single-threaded (it
- * touches only the new tokens; num_threads is checked and reserved); the GPU one is not
- * implemented yet (Unsupported, docs/kvcache.md). */
+ * touches only the new tokens; num_threads is checked and reserved) and checks the index values.
+ * The GPU one launches one kernel on `stream` (every pointer device memory; needs the decode
+ * kernel's dtype and a bucket >= head_dim built) and does not read the values on the host: a new
+ * token whose position is past seqlen_k, or whose cache row or page is outside k_cache, is not
+ * written; rotary positions past the table use its last row. */
 FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_cpu_kvcache_append(const FlashSigmoidKvAppendArgs* args,
                                                                          int num_threads);
 FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_kvcache_append(const FlashSigmoidKvAppendArgs* args,

@@ -1,19 +1,19 @@
 """flash-attn 2.5.6's `flash_attn_with_kvcache` (inference) with a trailing `sigmoid_bias`.
 
-Layer: Python package. CPU tensors go, after the checks below, through the flash_sigmoid::kvcache_fwd
-op (src/torch/ops.cpp: the C API's append, then the forward reading each row's keys in place,
-pages included; docs/kvcache.md, step 3). CUDA tensors are rotated and appended with torch
-operations here (1, 2 below), then attended by the same op's CUDA path, the split-KV decode kernel
-(step 2), which reads each row's keys in place; when the kernel does not take the call (more than
+Layer: Python package. After the checks below, both CPU and CUDA tensors go through the
+flash_sigmoid::kvcache_fwd op (src/torch/ops.cpp): the C API's append (new k, v into the cache in
+place, rotary on them and on q), then the forward reading each row's keys in place, pages included
+(docs/kvcache.md). On CUDA those are the append kernel and the split-KV decode kernel: a call runs
+no torch operation and reads no device value on the host (so no sync, fixed launches for fixed
+shapes, and little per-call host work). When the decode kernel does not take the call (more than
 DECODE_MAX_ROWS = 64 packed query rows seqlen_q * heads_q / heads_kv, a head dim not a multiple of
-8, caches the kernel cannot read in place) steps 3 and 4 compose it from torch operations and
-flash_attn_interface's dense forward. Neither reads a device tensor on the host (so no sync, and
-fixed launches for fixed shapes):
+8, fp32, caches it cannot read in place) the composed path (_composed) builds it from torch
+operations and flash_attn_interface's dense forward:
 
 1. rotary: q and the new k are rotated at their positions (below) in fp32 and rounded back;
 2. append: the new k, v are written into the cache in place at rows cache_seqlens[b] .. + seqlen_new
    (through block_table's pages for a paged cache);
-3. assemble (composed path only): each batch row's cache (cache_batch_idx's row, or its pages) is gathered into a dense
+3. assemble: each batch row's cache (cache_batch_idx's row, or its pages) is gathered into a dense
    [B, S_max, Hkv, D] buffer with its L_b = cache_seqlens[b] + seqlen_new keys *right-aligned*
    (key j at position S_max - L_b + j) and zeros before them;
 4. attend: the dense forward over S_max keys. Bottom-right alignment then gives every row exactly
@@ -30,8 +30,10 @@ cache_seqlens[b] (flash-attn treats a non-causal query block as one position).
 
 Checked here, naming the argument: shapes, dtypes, devices, the page size (a power of two >= 16),
 the last dim contiguous. Checked only for CPU tensors, where the values are on the host already:
-cache_seqlens + seqlen_new within the cache, block_table entries within the pages. On CUDA a
-value out of range is not checked (a check would sync); the indexing then fails on the device.
+cache_seqlens + seqlen_new within the cache, block_table entries within the pages. On CUDA the
+values are not checked (a check would sync): the append kernel skips a new token with no place in
+the cache and the decode kernel clamps each row's key count to the capacity (the composed path's
+indexing fails on the device instead).
 """
 import numbers
 
@@ -176,37 +178,18 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             raise ValueError("cache_seqlens: expected the cache lengths when k, v (new tokens) are given")
 
     device = q.device
-    if cache_seqlens is None:
-        lengths = torch.full((batch,), capacity, dtype=torch.int64, device=device)
-    elif isinstance(cache_seqlens, numbers.Integral) and not isinstance(cache_seqlens, bool):
+    if cache_seqlens is not None and not isinstance(cache_seqlens, torch.Tensor):
+        if not isinstance(cache_seqlens, numbers.Integral) or isinstance(cache_seqlens, bool):
+            raise TypeError(f"cache_seqlens: expected None, an int or an int32 tensor [batch], got "
+                            f"{type(cache_seqlens).__name__}")
         if cache_seqlens < 0:
             raise ValueError(f"cache_seqlens: expected >= 0, got {cache_seqlens}")
-        lengths = torch.full((batch,), int(cache_seqlens), dtype=torch.int64, device=device)
-    else:
+    elif cache_seqlens is not None:
         _check_index("cache_seqlens", cache_seqlens, (batch,), device)
-        lengths = cache_seqlens.long()
-    total = lengths + seqlen_new  # keys each row attends to, after the append
-
-    rows = cache_batch_idx.long() if cache_batch_idx is not None else torch.arange(batch, device=device)
-    if not q.is_cuda:  # host values: check what the indexing would otherwise get wrong
-        if (lengths < 0).any():
-            raise ValueError(f"cache_seqlens: expected >= 0, got {lengths.tolist()}")
-        if (total > capacity).any():
-            raise ValueError(f"cache_seqlens: cache_seqlens + seqlen_new ({total.tolist()}) exceeds the cache's "
-                             f"{capacity} positions")
-        if paged:
-            used = (torch.arange(block_table.shape[1]) * page_size)[None, :] < total[:, None]
-            bad = used & ((block_table < 0) | (block_table >= num_pages))
-            if bad.any():
-                b, p = (int(x) for x in bad.nonzero()[0])
-                raise ValueError(f"block_table: entry [{b}, {p}] = {int(block_table[b, p])} is not a page of "
-                                 f"k_cache (0 .. {num_pages - 1})")
-        elif cache_batch_idx is not None and ((rows < 0) | (rows >= k_cache.shape[0])).any():
-            raise ValueError(f"cache_batch_idx: expected entries in 0 .. {k_cache.shape[0] - 1}, "
-                             f"got {cache_batch_idx.tolist()}")
 
     local = window_size is not None and tuple(window_size) != (-1, -1)
-    if rotary_cos is not None or rotary_sin is not None:
+    rotary = rotary_cos is not None or rotary_sin is not None
+    if rotary:
         if rotary_cos is None or rotary_sin is None:
             raise ValueError("rotary_cos, rotary_sin: expected both or neither")
         if k is None:  # flash-attn 2.5.6 (mha_fwd_kvcache) requires the new tokens with rotary
@@ -224,26 +207,74 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         if rotary_cos.shape[0] < capacity:
             raise ValueError(f"rotary_cos: expected at least the cache's {capacity} positions (dim 0), "
                              f"got {rotary_cos.shape[0]}")
-        if not q.is_cuda:
-            last = lengths + ((seqlen_q - 1) if (causal or local) else 0)
-            if seqlen_new:
-                last = torch.maximum(last, lengths + seqlen_new - 1)
-            if (last >= rotary_cos.shape[0]).any():
-                raise ValueError(f"rotary_cos: expected a row for every position of q and the new k (up to "
-                                 f"{int(last.max())}), got {rotary_cos.shape[0]} rows")
 
-    if not q.is_cuda:  # the C++ path: append, then the forward reading each row's keys in place
+    if isinstance(cache_seqlens, torch.Tensor):
+        op_lengths = cache_seqlens  # int32 [batch], checked above
+    else:  # None (every row full) or one int for every row
+        op_lengths = torch.full((batch,), capacity if cache_seqlens is None else int(cache_seqlens),
+                                dtype=torch.int32, device=device)
+
+    def op_call(k_new, v_new):
+        """The kvcache_fwd op: the append (new tokens, rotary), then the forward reading each row's
+        cache_seqlens + seqlen_new keys in place; on CUDA one append kernel and the decode kernel."""
         left, right = _dense._flash_window(window_size, bool(causal), capacity)
         scale = head_dim ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
         _ops.check_alibi(alibi_slopes, q)
-        rotary = rotary_cos is not None
         return _ops.ops.kvcache_fwd(
-            q, k_cache, v_cache, k, v, rotary_cos.float().contiguous() if rotary else None,
-            rotary_sin.float().contiguous() if rotary else None, lengths.to(torch.int32).contiguous(),
+            q, k_cache, v_cache, k_new, v_new, rotary_cos.float().contiguous() if rotary else None,
+            rotary_sin.float().contiguous() if rotary else None, op_lengths.contiguous(),
             cache_batch_idx.contiguous() if cache_batch_idx is not None else None,
             block_table.contiguous() if paged else None, scale, _ops.as_float("sigmoid_bias", sigmoid_bias),
-            bool(causal), left, right, bool(rotary_interleaved), bool(causal or local), alibi_slopes)
+            bool(causal), left, right, bool(rotary_interleaved), bool(causal or local), alibi_slopes, int(num_splits))
 
+    if q.is_cuda:
+        if capacity > 0 and _decode_kernel_takes(q, k_cache, v_cache, heads_kv):
+            # Nothing here reads a device value or launches a torch operation: per-call host work is
+            # what bounds a short decode step (docs/kvcache.md).
+            return op_call(k, v)
+        return _composed(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, op_lengths.long(), cache_batch_idx,
+                         block_table, softmax_scale, causal, window_size, rotary_interleaved, alibi_slopes,
+                         sigmoid_bias, capacity, page_size if paged else None, local)
+
+    # CPU tensors: the values are on the host, so check what the C++ path would otherwise reject
+    # with a less specific message (and what the indexing would get wrong).
+    lengths = op_lengths.long()
+    total = lengths + seqlen_new  # keys each row attends to, after the append
+    if (lengths < 0).any():
+        raise ValueError(f"cache_seqlens: expected >= 0, got {lengths.tolist()}")
+    if (total > capacity).any():
+        raise ValueError(f"cache_seqlens: cache_seqlens + seqlen_new ({total.tolist()}) exceeds the cache's "
+                         f"{capacity} positions")
+    if paged:
+        used = (torch.arange(block_table.shape[1]) * page_size)[None, :] < total[:, None]
+        bad = used & ((block_table < 0) | (block_table >= num_pages))
+        if bad.any():
+            b, p = (int(x) for x in bad.nonzero()[0])
+            raise ValueError(f"block_table: entry [{b}, {p}] = {int(block_table[b, p])} is not a page of "
+                             f"k_cache (0 .. {num_pages - 1})")
+    elif cache_batch_idx is not None and ((cache_batch_idx < 0) | (cache_batch_idx >= k_cache.shape[0])).any():
+        raise ValueError(f"cache_batch_idx: expected entries in 0 .. {k_cache.shape[0] - 1}, "
+                         f"got {cache_batch_idx.tolist()}")
+    if rotary:
+        last = lengths + ((seqlen_q - 1) if (causal or local) else 0)
+        if seqlen_new:
+            last = torch.maximum(last, lengths + seqlen_new - 1)
+        if (last >= rotary_cos.shape[0]).any():
+            raise ValueError(f"rotary_cos: expected a row for every position of q and the new k (up to "
+                             f"{int(last.max())}), got {rotary_cos.shape[0]} rows")
+    return op_call(k, v)
+
+
+def _composed(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, lengths, cache_batch_idx, block_table, softmax_scale,
+              causal, window_size, rotary_interleaved, alibi_slopes, sigmoid_bias, capacity, page_size, local):
+    """CUDA calls the decode kernel does not take: rotary and append with torch operations, the
+    cache gathered right-aligned into a dense buffer, the dense forward (module docstring, 1-4)."""
+    batch, seqlen_q = q.shape[0], q.shape[1]
+    device = q.device
+    paged = block_table is not None
+    seqlen_new = 0 if k is None else k.shape[1]
+    total = lengths + seqlen_new
+    rows = cache_batch_idx.long() if cache_batch_idx is not None else torch.arange(batch, device=device)
     if rotary_cos is not None:
         cos, sin = rotary_cos.float(), rotary_sin.float()
         q_steps = torch.arange(seqlen_q, device=device) if (causal or local) else torch.zeros(seqlen_q, device=device,
@@ -255,31 +286,6 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             k_pos = lengths[:, None] + torch.arange(seqlen_new, device=device)[None, :]
             k_pos = k_pos.clamp(max=rotary_cos.shape[0] - 1)
             k = _rotate(k, cos[k_pos], sin[k_pos], rotary_interleaved)
-
-    if capacity > 0 and _decode_kernel_takes(q, k_cache, v_cache, heads_kv):
-        # The decode kernel reads each row's cache_seqlens + seqlen_new keys in place. Only the new
-        # tokens' slots are computed here (per-call host work is what bounds a short decode step).
-        with torch.no_grad():
-            if k is not None and seqlen_new > 0:
-                new_pos = (lengths[:, None] + torch.arange(seqlen_new, device=device)[None, :]).clamp(max=capacity - 1)
-                if paged:
-                    rows_new, slots_new = block_table.long().gather(1, new_pos // page_size), new_pos % page_size
-                else:
-                    rows_new, slots_new = rows[:, None].expand_as(new_pos), new_pos
-                k_cache[rows_new, slots_new] = k
-                v_cache[rows_new, slots_new] = v
-        if isinstance(cache_seqlens, torch.Tensor):
-            keys = cache_seqlens + seqlen_new if seqlen_new else cache_seqlens
-        else:
-            keys = total.to(torch.int32)
-        left, right = _dense._flash_window(window_size, bool(causal), capacity)
-        scale = head_dim ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
-        _ops.check_alibi(alibi_slopes, q)
-        return _ops.ops.kvcache_fwd(
-            q, k_cache, v_cache, None, None, None, None, keys.contiguous(),
-            cache_batch_idx.contiguous() if cache_batch_idx is not None else None,
-            block_table.contiguous() if paged else None, scale, _ops.as_float("sigmoid_bias", sigmoid_bias),
-            bool(causal), left, right, bool(rotary_interleaved), bool(causal or local), alibi_slopes, int(num_splits))
 
     # Positions 0 .. capacity-1 of every row, as (cache row or page, slot) indices.
     positions = torch.arange(capacity, device=device)

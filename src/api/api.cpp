@@ -269,11 +269,30 @@ Status backward(const BackwardArgs& args, Workspace workspace, Stream stream) {
   return launched(kernel->backward(params, reinterpret_cast<cudaStream_t>(stream)), *kernel, "backward");
 }
 
-Status kvcache_append(const KvAppendArgs& args, Stream /*stream*/) {
-  if (Status s = api::validate(&args, api::Backend::kCuda, "kvcache_append"); s != Status::kSuccess) return s;
-  return api::fail(Status::kUnsupported,
-                   "kvcache_append: the KV-cache append is not implemented on the GPU yet (docs/kvcache.md); "
-                   "the CPU implementation (cpu::kvcache_append) has it");
+Status kvcache_append(const KvAppendArgs& args, Stream stream) {
+  constexpr const char* where = "kvcache_append";
+  if (Status s = api::validate(&args, api::Backend::kCuda, where); s != Status::kSuccess) return s;
+  const AppendParams params = api::make_params(args);
+  if (params.batch == 0 || (params.seqlen_new == 0 && params.seqlen_q == 0 && params.seqused_k_out == nullptr)) {
+    return api::succeed();
+  }
+  // The append kernel is built with each decode key (per dtype, any head dim).
+  const DType dtype = static_cast<DType>(args.problem.dtype);
+  const int head_dim = static_cast<int>(args.problem.head_dim);
+  std::string why;
+  if (dispatch::find_decode_kernel(dtype, head_dim, 0, &why) == nullptr) {
+    return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
+  }
+  int arch = 0;
+  if (Status s = current_device_arch(where, &arch); s != Status::kSuccess) return s;
+  const dispatch::DecodeKernelEntry* kernel = dispatch::find_decode_kernel(dtype, head_dim, arch, &why);
+  if (kernel == nullptr) return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
+  const cudaError_t err = kernel->append(params, reinterpret_cast<cudaStream_t>(stream));
+  if (err != cudaSuccess) {
+    return api::fail(Status::kCudaError, std::string(where) + ": the append kernel of " + kernel->name +
+                                             " failed to launch: " + cudaGetErrorString(err));
+  }
+  return api::succeed();
 }
 
 namespace cpu {

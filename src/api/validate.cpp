@@ -238,6 +238,8 @@ DecodeParams make_decode_params(const ForwardArgs& args, const DecodePlan& plan,
   kv.block_table = p.block_table;
   kv.block_table_stride_batch = p.block_table_stride_batch;
   kv.page_size = p.block_table != nullptr ? static_cast<int>(p.page_size) : 0;
+  const KvGeometry geometry = kv_geometry(p);
+  kv.kv_rows = static_cast<int>(geometry.rows >= 0 ? geometry.rows : p.batch);
   // Unresolved bounds (each row has its own key count); a bound past any row's keys never binds,
   // so clamping it to seqlen_k keeps the kernel's int arithmetic in range.
   auto clamp = [&](int64_t bound) { return static_cast<int>(bound < 0 ? -1 : std::min(bound, p.seqlen_k)); };
@@ -249,6 +251,45 @@ DecodeParams make_decode_params(const ForwardArgs& args, const DecodePlan& plan,
   d.row_chunks = plan.row_chunks;
   d.partial = static_cast<float*>(workspace);
   return d;
+}
+
+AppendParams make_params(const KvAppendArgs& args) {
+  const Problem& p = args.problem;
+  AppendParams a;
+  a.batch = static_cast<int>(p.batch);
+  a.seqlen_new = static_cast<int>(args.seqlen_new);
+  const bool rotary = args.rotary_cos != nullptr;
+  a.seqlen_q = rotary && args.q.data != nullptr ? static_cast<int>(p.seqlen_q) : 0;
+  a.heads_q = static_cast<int>(p.heads_q);
+  a.heads_kv = static_cast<int>(p.heads_kv);
+  a.head_dim = static_cast<int>(p.head_dim);
+  a.seqlen_k = static_cast<int>(p.seqlen_k);
+  const KvGeometry kv = kv_geometry(p);
+  a.kv_rows = static_cast<int>(kv.rows >= 0 ? kv.rows : p.batch);
+  a.cache_seqlens = args.cache_seqlens;
+  a.kv_batch_idx = p.kv_batch_idx;
+  a.block_table = p.block_table;
+  a.block_table_stride_batch = p.block_table_stride_batch;
+  a.page_size = p.block_table != nullptr ? static_cast<int>(p.page_size) : 0;
+  auto rows = [](const Tensor& t) { return StridedPtr{t.data, t.stride_batch, t.stride_seq, t.stride_head}; };
+  a.k_new = rows(args.k_new);
+  a.v_new = rows(args.v_new);
+  a.k_cache = rows(args.k_cache);
+  a.v_cache = rows(args.v_cache);
+  a.q = rows(args.q);
+  a.q_rotated = rows(args.q_rotated);
+  if (rotary) {
+    a.rotary_cos = args.rotary_cos;
+    a.rotary_sin = args.rotary_sin;
+    a.rotary_stride = args.rotary_stride;
+    a.rotary_seqlen = static_cast<int>(args.rotary_seqlen);
+    a.rotary_dim = static_cast<int>(args.rotary_dim);
+    a.rotary_interleaved = args.rotary_interleaved != 0;
+  }
+  // flash-attn 2.5.6: with causal or a window q's token i sits at cache_seqlens[b] + i.
+  a.q_steps = p.causal != 0 || p.window_left != -1 || p.window_right != -1;
+  a.seqused_k_out = args.seqused_k_out;
+  return a;
 }
 
 BackwardParams make_params(const BackwardArgs& args, void* workspace) {

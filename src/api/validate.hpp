@@ -48,5 +48,7 @@ ForwardParams make_params(const ForwardArgs& args);
 // The decode kernel's view of a validated KV-cache forward with its plan and workspace.
 DecodeParams make_decode_params(const ForwardArgs& args, const DecodePlan& plan, void* workspace);
 BackwardParams make_params(const BackwardArgs& args, void* workspace);
+// The append kernel's view of a validated append.
+AppendParams make_params(const KvAppendArgs& args);
 
 }  // namespace flash_sigmoid::api

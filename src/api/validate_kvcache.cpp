@@ -57,11 +57,14 @@ Status validate(const KvAppendArgs* args, Backend backend, const char* where) {
   c.require(p.seqused_k == nullptr, "problem.seqused_k", "NULL for the append (cache_seqlens gives the lengths)",
             static_cast<const void*>(p.seqused_k));
   c.require(args->seqlen_new >= 0, "seqlen_new", ">= 0", args->seqlen_new);
-  const bool has_work = p.batch > 0 && (args->seqlen_new > 0 || (args->rotary_cos != nullptr && p.seqlen_q > 0));
+  const bool has_work = p.batch > 0 && (args->seqlen_new > 0 || (args->rotary_cos != nullptr && p.seqlen_q > 0) ||
+                                        args->seqused_k_out != nullptr);
   c.require(args->cache_seqlens != nullptr || !has_work, "cache_seqlens", "a non-null pointer to int32 [batch]",
             "NULL");
   c.require(reinterpret_cast<uintptr_t>(args->cache_seqlens) % alignof(int32_t) == 0, "cache_seqlens",
             "a 4-byte aligned pointer to int32", static_cast<const void*>(args->cache_seqlens));
+  c.require(reinterpret_cast<uintptr_t>(args->seqused_k_out) % alignof(int32_t) == 0, "seqused_k_out",
+            "NULL or a 4-byte aligned pointer to int32 [batch]", static_cast<const void*>(args->seqused_k_out));
   const int eb = element_bytes(p.dtype);
   const KvGeometry kv = kv_geometry(p);
   c.check_tensor(args->k_new, "k_new", p, args->seqlen_new, p.heads_kv, eb);

@@ -86,6 +86,7 @@ struct KvCacheParams {
   const int32_t* block_table = nullptr;   // paged: [batch, block_table_stride_batch] page numbers
   int64_t block_table_stride_batch = 0;
   int page_size = 0;  // a power of two >= 16 with block_table
+  int kv_rows = 0;    // cache rows, or pages: a row or page outside 0..kv_rows - 1 is read as zeros
   int window_left = -1;
   int window_right = -1;
   const float* bias_per_batch = nullptr;  // [batch]; null: ProblemParams::bias (or bias_auto)
@@ -101,6 +102,35 @@ struct DecodeParams {
   int num_splits = 1;
   int row_chunks = 1;
   float* partial = nullptr;
+};
+
+// The KV-cache append (common/kvcache_append.hpp): new k, v tokens into the cache, rotary on them
+// and on q, and the forward's key counts. Device memory throughout; the index values are read only
+// on the device, where a token with no place in the cache is skipped (nothing is written outside
+// the cache).
+struct AppendParams {
+  int batch = 0;
+  int seqlen_new = 0;
+  int seqlen_q = 0;  // q's tokens to rotate (0: none)
+  int heads_q = 0;
+  int heads_kv = 0;
+  int head_dim = 0;
+  int seqlen_k = 0;  // each row's capacity
+  int kv_rows = 0;   // cache rows, or pages with block_table
+  const int32_t* cache_seqlens = nullptr;  // [batch]
+  const int32_t* kv_batch_idx = nullptr;
+  const int32_t* block_table = nullptr;
+  int64_t block_table_stride_batch = 0;
+  int page_size = 0;
+  StridedPtr k_new, v_new, k_cache, v_cache, q, q_rotated;
+  const float* rotary_cos = nullptr;  // null: no rotary
+  const float* rotary_sin = nullptr;
+  int64_t rotary_stride = 0;
+  int rotary_seqlen = 0;
+  int rotary_dim = 0;
+  bool rotary_interleaved = false;
+  bool q_steps = false;              // q's token i at cache_seqlens + i (else all at cache_seqlens)
+  int32_t* seqused_k_out = nullptr;  // [batch] or null: cache_seqlens + seqlen_new, clamped to 0..seqlen_k
 };
 
 // A kernel's own parameters: the validated problem (Base: ForwardParams or BackwardParams) and

@@ -52,6 +52,11 @@ bool kvcache_append(const FlashSigmoidKvAppendArgs& args) noexcept {
     const size_t row_bytes = static_cast<size_t>(p.head_dim * eb);
     const bool rotary = args.rotary_cos != nullptr;
     std::vector<float> row(static_cast<size_t>(p.head_dim));
+    if (args.seqused_k_out != nullptr) {  // the host checked cache_seqlens + seqlen_new <= seqlen_k
+      for (int64_t b = 0; b < p.batch; ++b) {
+        args.seqused_k_out[b] = static_cast<int32_t>(args.cache_seqlens[b] + args.seqlen_new);
+      }
+    }
     for (int64_t b = 0; b < p.batch; ++b) {
       for (int64_t i = 0; i < args.seqlen_new; ++i) {
         const int64_t pos = args.cache_seqlens[b] + i;

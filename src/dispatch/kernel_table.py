@@ -181,13 +181,18 @@ def generate(out_dir, selected, sm80_sass, decode=()):
             f"cudaError_t launch_{name}(const DecodeParams& params, cudaStream_t stream) {{\n"
             f"  return {DECODE_KERNEL}<{DTYPES[dtype][0]}, {head_dim}>::run(params, stream);\n"
             f"}}\n"
+            f"cudaError_t append_{name}(const AppendParams& params, cudaStream_t stream) {{\n"
+            f"  return {DECODE_KERNEL}<{DTYPES[dtype][0]}, {head_dim}>::append(params, stream);\n"
+            f"}}\n"
             f"}}  // namespace flash_sigmoid::dispatch\n"
         )
         path = os.path.join(out_dir, f"{name}.cu")
         write_if_changed(path, text)
         paths.append((path, arch, ()))
         decls.append(f"cudaError_t launch_{name}(const DecodeParams&, cudaStream_t);")
-        decode_entries.append(f'    {{"{name}", {ARCH_NUMBER[arch]}, {DTYPES[dtype][1]}, {head_dim}, &launch_{name}}},')
+        decls.append(f"cudaError_t append_{name}(const AppendParams&, cudaStream_t);")
+        decode_entries.append(f'    {{"{name}", {ARCH_NUMBER[arch]}, {DTYPES[dtype][1]}, {head_dim}, &launch_{name}, '
+                              f'&append_{name}}},')
     for key in selected:
         arch, direction, variant, dtype, head_dim, mask = key
         family = FAMILIES[(arch, direction, variant)]
@@ -238,7 +243,7 @@ def generate(out_dir, selected, sm80_sass, decode=()):
         + "inline constexpr DecodeKernelEntry kCompiledDecodeKernels[] = {\n"
         + "\n".join(decode_entries)
         + ("\n" if decode_entries else "")
-        + "    {nullptr, 0, DType::kFloat16, 0, nullptr},  // end\n"
+        + "    {nullptr, 0, DType::kFloat16, 0, nullptr, nullptr},  // end\n"
         + "};\n\n"
         + f"inline constexpr int kSm80FamilyMinDeviceArch = {sm80_min_device_arch(sm80_sass)};\n"
     )

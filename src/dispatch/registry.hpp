@@ -41,12 +41,14 @@ struct KernelEntry {
 
 // The KV-cache decode kernel (kernel_table.py: its own key, no mask column).
 using DecodeLauncher = cudaError_t (*)(const DecodeParams&, cudaStream_t);
+using AppendLauncher = cudaError_t (*)(const AppendParams&, cudaStream_t);
 struct DecodeKernelEntry {
   const char* name;  // nullptr ends the table
   int arch;          // 80 (sm80-family code) or 90 (sm_90a)
   DType dtype;
   int head_dim;  // bucket: serves head dims <= it, from the smallest bucket that does
   DecodeLauncher launch;
+  AppendLauncher append;  // the KV-cache append for this dtype (any head dim)
 };
 
 // What a caller asks for. Without a device (device_arch 0) only the build is consulted.

@@ -142,7 +142,8 @@ __global__ void __launch_bounds__(kDecodeThreads) sm80_decode_kernel(const Decod
 
   // This row's keys (read on the device: the launch does not depend on them), and the key range
   // the chunk's rows may see: the first token's left bound to the last token's right bound.
-  const int seqlen_k = kv.seqused_k != nullptr ? kv.seqused_k[batch_idx] : pr.seqlen_k;
+  // Clamped to the capacity: the values are not checked on the host, and no read may leave the cache.
+  const int seqlen_k = kv.seqused_k != nullptr ? min(max(kv.seqused_k[batch_idx], 0), pr.seqlen_k) : pr.seqlen_k;
   const int offset = seqlen_k - pr.seqlen_q;
   const bool has_left = kv.window_left >= 0, has_right = kv.window_right >= 0;
   const int first_token = row0 / group, last_token = (row0 + rows - 1) / group;
@@ -187,7 +188,11 @@ __global__ void __launch_bounds__(kDecodeThreads) sm80_decode_kernel(const Decod
   const Element* k_base = static_cast<const Element*>(k.ptr);
   const Element* v_base = static_cast<const Element*>(v.ptr);
   const bool paged = kv.block_table != nullptr;
-  const int64_t cache_row = kv.kv_batch_idx != nullptr ? kv.kv_batch_idx[batch_idx] : batch_idx;
+  // A cache row or page outside the cache (a value the host never checks on the GPU) is never read:
+  // the last row or page is read in its place, so such a row's output is unspecified but no read
+  // leaves k and v.
+  const int64_t cache_row = min(static_cast<uint32_t>(kv.kv_batch_idx != nullptr ? kv.kv_batch_idx[batch_idx] : batch_idx),
+                                static_cast<uint32_t>(kv.kv_rows - 1));
   const int32_t* pages = paged ? kv.block_table + batch_idx * kv.block_table_stride_batch : nullptr;
   const int page_shift = paged ? __ffs(kv.page_size) - 1 : 0;  // page_size is a power of two
   const int copy_chunk = tid % kChunks;
@@ -218,7 +223,8 @@ __global__ void __launch_bounds__(kDecodeThreads) sm80_decode_kernel(const Decod
       if (valid) {
         int64_t row = cache_row, slot = key;
         if (paged) {
-          row = pages[key >> page_shift];
+          // A page outside the pool reads the last page instead (see cache_row): one unsigned min.
+          row = min(static_cast<uint32_t>(pages[key >> page_shift]), static_cast<uint32_t>(kv.kv_rows - 1));
           slot = key & (kv.page_size - 1);
         }
         k_at = row * k.stride_batch + slot * k.stride_seq + head_kv_idx * k.stride_head + copy_chunk * 8;

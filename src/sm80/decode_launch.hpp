@@ -1,13 +1,15 @@
 // Layer: sm80. The host side of the split-KV decode kernel for one compiled key (Element, head-dim
 // bucket): picks the kernel for the score function, launches it on the caller's stream with the
 // plan the API made (common/decode_plan.hpp), then, with more than one split, the kernel that sums
-// the splits into the output. Both launches are fixed for fixed shapes (CUDA-graph safe).
+// the splits into the output. Both launches are fixed for fixed shapes (CUDA-graph safe). Also the
+// append kernel's entry for the key's dtype.
 // Does not own: the plan, validation, or which keys exist (dispatch/kernel_table.py).
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include "common/decode_plan.hpp"
+#include "common/kvcache_append.hpp"
 #include "common/launch.hpp"
 #include "common/params.hpp"
 #include "policies/sigmoid.hpp"
@@ -34,6 +36,12 @@ struct Sm80Decode {
     const int64_t blocks = (quads + kCombineThreads - 1) / kCombineThreads;
     const LaunchShape combine{dim3(static_cast<unsigned>(blocks < 65535 ? blocks : 65535)), kCombineThreads, 0};
     return launch_kernel(&sm80_decode_combine_kernel<Element>, combine, stream, params);
+  }
+
+  // The append step before a decode (common/kvcache_append.hpp): per dtype, any head dim; built
+  // with each decode key so that a build which decodes a dtype also appends it.
+  static cudaError_t append(const AppendParams& params, cudaStream_t stream) {
+    return launch_kvcache_append<Element>(params, stream);
   }
 };
 

@@ -230,9 +230,10 @@ std::tuple<StableTensor, StableTensor, StableTensor> varlen_bwd(
   return {dq, dk, dv};
 }
 
-// flash_attn_with_kvcache on CPU tensors (python/flash_sigmoid/kvcache.py checks the arguments
-// first): the append (new k, v into the cache in place, rotary on them and into a copy of q), then
-// the forward over each row's cache_seqlens + seqlen_new keys, read in place (pages included).
+// flash_attn_with_kvcache (python/flash_sigmoid/kvcache.py checks the arguments first): the append
+// (new k, v into the cache in place, rotary on them and into a copy of q), then the forward over
+// each row's cache_seqlens + seqlen_new keys, read in place (pages included). On CUDA both are
+// kernels on the current stream (append, decode, and the split sum): no host sync, no other op.
 // window_left/right are the forward's (flash-attn's rules already applied); rotary_q_steps is
 // kvcache.py's position rule for q (causal or a window given).
 StableTensor kvcache_fwd(StableTensor q, StableTensor k_cache, StableTensor v_cache, std::optional<StableTensor> k,
@@ -255,8 +256,10 @@ StableTensor kvcache_fwd(StableTensor q, StableTensor k_cache, StableTensor v_ca
       &in);
   if (in.backend == Backend::kCuda) {
 #ifdef FLASH_SIGMOID_TORCH_CUDA
-    // The decode kernel; its splits' partial sums in workspace from torch's allocator (graph-safe).
+    // The append kernel, then the decode kernel; the splits' partial sums in workspace from torch's
+    // allocator (graph-safe).
     torch::stable::accelerator::DeviceGuard guard(q.get_device_index());
+    if (in.appends) check_status(op, kvcache_append(in.append, current_stream(q)));
     size_t bytes = 0;
     check_status(op, workspace_size(in.forward, &bytes));
     StableTensor workspace = scratch_bytes(q, bytes);

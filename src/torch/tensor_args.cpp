@@ -295,15 +295,6 @@ void prepare_kvcache_inputs(const char* op, const StableTensor& q, const StableT
   const Backend backend = backend_of(q);
   in->backend = backend;
   if (q.dim() != 4) fail(op, "q", "expected 4 dims [batch, seqlen_q, heads, head_dim], got shape " + shape_string(q));
-  // On CUDA the op attends only: kvcache.py appends (and rotates) with torch operations first, in
-  // place and without a host sync, and passes cache_seqlens + seqlen_new as cache_seqlens.
-  if (backend == Backend::kCuda && (kv.k.has_value() || kv.v.has_value())) {
-    fail(op, "k, v", "expected None for CUDA tensors (append the new tokens first; flash_attn_with_kvcache does)");
-  }
-  if (backend == Backend::kCuda && (kv.rotary_cos.has_value() || kv.rotary_sin.has_value())) {
-    fail(op, "rotary_cos, rotary_sin", "expected None for CUDA tensors (rotate before appending; "
-                                       "flash_attn_with_kvcache does)");
-  }
   check_like_q(op, "k_cache", k_cache, q);
   check_like_q(op, "v_cache", v_cache, q);
   if (sizes_vec(v_cache) != sizes_vec(k_cache)) {
@@ -394,9 +385,18 @@ void prepare_kvcache_inputs(const char* op, const StableTensor& q, const StableT
   ForwardArgs& f = in->forward;
   f = ForwardArgs{};
   f.problem = p;
-  // CPU: filled after the append; CUDA: cache_seqlens already counts the appended tokens.
-  f.problem.seqused_k = backend == Backend::kCpu ? in->seqused_k.data() : lengths;
-  if (backend == Backend::kCuda) in->q_rotated = readable(q, backend);
+  // The forward's key counts: on the CPU filled after the append; on CUDA written by the append
+  // kernel into device memory when it runs, else cache_seqlens itself (it counts every key).
+  in->appends = a.seqlen_new > 0 || a.rotary_cos != nullptr;
+  f.problem.seqused_k = lengths;
+  if (backend == Backend::kCpu) {
+    f.problem.seqused_k = in->seqused_k.data();
+  } else if (in->appends) {
+    in->seqused_k_device = torch::stable::new_empty(q, std::vector<int64_t>{batch}, ScalarType::Int);
+    a.seqused_k_out = static_cast<int32_t*>(in->seqused_k_device->data_ptr());
+    f.problem.seqused_k = a.seqused_k_out;
+  }
+  if (backend == Backend::kCuda && a.rotary_cos == nullptr) in->q_rotated = readable(q, backend);
   in->out = empty_like_sizes(q, q);
   f.q = api_tensor(in->q_rotated);
   f.k = api_tensor(k_cache);

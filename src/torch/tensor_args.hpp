@@ -73,18 +73,20 @@ VarlenInputs prepare_varlen_inputs(const char* op, const StableTensor& q, const 
                                    const std::optional<StableTensor>& dout, const VarlenParams& varlen,
                                    const OpParams& params);
 
-// The kvcache_fwd op (docs/kvcache.md): the append step's (CPU tensors only) and the forward's
-// arguments over the caller's tensors, `q_rotated`, `out` and the key counts they point into. On
-// CUDA tensors the op attends only: k, v and the rotary tables must be None, and cache_seqlens
-// (device memory, read by the kernel) already counts every key of the row.
+// The kvcache_fwd op (docs/kvcache.md): the append step's and the forward's arguments over the
+// caller's tensors, `q_rotated`, `out` and the key counts they point into. On CUDA tensors the
+// append is the GPU kernel's (kvcache_append) and writes the key counts into device memory
+// (seqused_k_device); without new tokens or rotary, cache_seqlens is the forward's key counts.
 // Checks ranks, dtypes, devices and the shapes that tie the tensors together; the public API
 // checks the rest (strides, page size, and on the CPU the index values). Fill in place (the
 // structs point into the object); throws std::runtime_error naming the argument.
 struct KvCacheInputs {
   Backend backend;
-  KvAppendArgs append;  // CPU only (on CUDA the caller appends first)
+  KvAppendArgs append;
+  bool appends = false;  // new tokens or rotary: the append runs before the forward
   ForwardArgs forward;
-  std::vector<int32_t> seqused_k;  // cache_seqlens + seqlen_new
+  std::vector<int32_t> seqused_k;  // CPU: cache_seqlens + seqlen_new
+  std::optional<StableTensor> seqused_k_device;  // CUDA with an append: the same, written by the kernel
   StableTensor q_rotated, out;  // q_rotated: the forward's q (q itself, a rotated copy, or a readable copy)
   std::optional<StableTensor> alibi;
 };

@@ -205,12 +205,16 @@ TEST_P(CpuKvCacheAppend, WritesExactlyWhereFlashAttnDoesThenAttends) {
           want_k.put(c.key(b, c.lengths[b] + i, h, x), t.k.get(from));
           want_v.put(c.key(b, c.lengths[b] + i, h, x), t.v.get(from));
         }
-  ASSERT_EQ(cpu::kvcache_append(append_args(c, t, ac.seqlen_new), 1), Status::kSuccess) << last_error();
+  std::vector<int32_t> counts(static_cast<size_t>(c.batch), -7);  // seqused_k_out: the forward's key counts
+  KvAppendArgs args = append_args(c, t, ac.seqlen_new);
+  args.seqused_k_out = counts.data();
+  ASSERT_EQ(cpu::kvcache_append(args, 1), Status::kSuccess) << last_error();
   EXPECT_TRUE(same_bytes(c.k, 0, want_k, want_k.size())) << "k_cache after the append";
   EXPECT_TRUE(same_bytes(c.v, 0, want_v, want_v.size())) << "v_cache after the append";
 
   std::vector<int32_t> grown = c.lengths;
   for (int32_t& n : grown) n += static_cast<int32_t>(ac.seqlen_new);
+  EXPECT_EQ(counts, grown) << "seqused_k_out";
   c.problem.seqused_k = grown.data();
   configure(c, kMasks[2]);
   ASSERT_EQ(cpu::forward(c.forward_args(), 2), Status::kSuccess) << last_error();

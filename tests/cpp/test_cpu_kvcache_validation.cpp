@@ -1,6 +1,7 @@
 // Tests of the KV-cache fields' and the append step's validation (docs/kvcache.md) through the
 // public API: every error's message names the argument and nothing is written before failing; the
-// GPU path answers Unsupported naming each field before any device is asked.
+// GPU path answers Unsupported naming each field before any device is asked, and its append checks
+// the struct as the CPU's does.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -222,10 +223,30 @@ TEST(GpuKvCacheValidation, KvCacheFieldsTheDecodeKernelDoesNotTakeAreUnsupported
   append.seqlen_new = 1;
   append.k_new = append.v_new = contiguous_tensor(q, 1, 2, 16);
   append.k_cache = a.k, append.v_cache = a.v;
-  EXPECT_TRUE(fails_with(kvcache_append(append, nullptr), Status::kUnsupported,
-                         "kvcache_append: the KV-cache append is not implemented on the GPU yet (docs/kvcache.md)"));
-  EXPECT_TRUE(fails_with(static_cast<Status>(flash_sigmoid_kvcache_append(&append, nullptr)), Status::kUnsupported,
-                         "kvcache_append: the KV-cache append"));
+  // The GPU append (common/kvcache_append.hpp) checks the struct like the CPU one, before any device
+  // is asked: a misaligned seqused_k_out is InvalidArgument, a dtype without a decode key
+  // Unsupported naming the build.
+  KvAppendArgs misaligned = append;
+  misaligned.seqused_k_out = reinterpret_cast<int32_t*>(uintptr_t{0x1002});
+  EXPECT_TRUE(fails_with(kvcache_append(misaligned, nullptr), Status::kInvalidArgument,
+                         "kvcache_append: seqused_k_out: expected NULL or a 4-byte aligned pointer"));
+  EXPECT_TRUE(fails_with(static_cast<Status>(flash_sigmoid_kvcache_append(&misaligned, nullptr)),
+                         Status::kInvalidArgument, "kvcache_append: seqused_k_out"));
+  KvAppendArgs counts_only = append;  // nothing appended, but the key counts asked for: needs cache_seqlens
+  counts_only.seqlen_new = 0, counts_only.cache_seqlens = nullptr;
+  counts_only.seqused_k_out = reinterpret_cast<int32_t*>(uintptr_t{0x1000});
+  EXPECT_TRUE(fails_with(kvcache_append(counts_only, nullptr), Status::kInvalidArgument,
+                         "kvcache_append: cache_seqlens: expected a non-null pointer"));
+  if (std::string(build_info()).find("decode_fp16") == std::string::npos) {
+    KvAppendArgs half = append;
+    half.problem.dtype = FLASH_SIGMOID_FLOAT16;
+    EXPECT_TRUE(fails_with(kvcache_append(half, nullptr), Status::kUnsupported,
+                           "kvcache_append: no KV-cache decode kernel for dtype fp16, head_dim 16 is built"));
+  }
+  // Nothing to do (no batch) succeeds without a device.
+  KvAppendArgs empty = append;
+  empty.problem.batch = 0;
+  EXPECT_EQ(kvcache_append(empty, nullptr), Status::kSuccess) << last_error();
 }
 
 // The decode kernel's launch plan (common/decode_plan.hpp) reads shapes and the device's size only.

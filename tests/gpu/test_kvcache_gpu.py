@@ -151,3 +151,77 @@ def test_cuda_graph_capture_and_replay():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, eager)
+
+
+@pytest.mark.parametrize("page_size", [None, 16])
+@pytest.mark.parametrize("interleaved", [True, False])
+@pytest.mark.parametrize("causal", [True, False])
+def test_gpu_append_is_the_cpu_append_bitwise(page_size, interleaved, causal, kernel_calls):
+    # The append kernel (src/common/kvcache_append.hpp) rounds like the CPU implementation (each
+    # rotary product to fp32, one addition, one rounding): the caches after the call are bitwise
+    # the CPU's, partial rotary included (24 of 64 channels), and so is the output up to the
+    # kernels' own accumulation order.
+    skip_unless_decode(torch.bfloat16, 64)
+    cos, sin = rotary_tables(160, 24)
+    results = {}
+    for device in ("cpu", "cuda"):
+        c = make_case(3, 8, 2, 64, torch.bfloat16, lengths=[0, 37, 130], seqlen_new=2, seqlen_q=2,
+                      page_size=page_size, capacity=160, permute_rows=page_size is None, seed=11)
+        out = _call_case(c, device, causal=causal, rotary_cos=cos, rotary_sin=sin, rotary_interleaved=interleaved,
+                         sigmoid_bias=-math.log(160))
+        results[device] = (out.cpu(), c["k_cache"], c["v_cache"])
+    (out_cpu, k_cpu, v_cpu), (out_gpu, k_gpu, v_gpu) = results["cpu"], results["cuda"]
+    assert torch.equal(k_gpu.isnan(), k_cpu.isnan()) and torch.equal(k_gpu.nan_to_num(), k_cpu.nan_to_num())
+    assert torch.equal(v_gpu.isnan(), v_cpu.isnan()) and torch.equal(v_gpu.nan_to_num(), v_cpu.nan_to_num())
+    # bf16 operands on the GPU, fp32 on the CPU: the forward's own tolerance (kvcache_cases.check).
+    assert (out_gpu.double() - out_cpu.double()).abs().max().item() <= 3e-2 * max(1.0, out_cpu.abs().max().item())
+    assert len(kernel_calls) == 2  # both through the op: no torch append on either device
+
+
+def _call_case(c, device, **kw):
+    from flash_sigmoid import flash_attn_with_kvcache
+    on = {name: c[name].to(device) for name in ("q", "k_cache", "v_cache", "k", "v")}
+    extra = {}
+    if c["page_size"] is not None:
+        extra["block_table"] = c["block_table"].to(device)
+    else:
+        extra["cache_batch_idx"] = c["rows"].to(torch.int32).to(device)
+    kw = {key: (val.to(device) if isinstance(val, torch.Tensor) else val) for key, val in kw.items()}
+    lens = torch.tensor(c["lengths"], dtype=torch.int32, device=device)
+    out = flash_attn_with_kvcache(on["q"], on["k_cache"], on["v_cache"], on["k"], on["v"], cache_seqlens=lens,
+                                  **extra, **kw)
+    c["k_cache"].copy_(on["k_cache"])
+    c["v_cache"].copy_(on["v_cache"])
+    return out
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_values_out_of_range_write_nothing_outside_the_cache(paged):
+    # On CUDA the index values are not checked (a check would sync). The append kernel skips a new
+    # token with no place in the cache (position past the capacity, a page or row outside k_cache)
+    # and the decode kernel clamps each row's key count to the capacity and its rows and pages to
+    # the cache: no byte outside the new tokens' own slots changes, and the output stays finite.
+    from flash_sigmoid import flash_attn_with_kvcache
+    skip_unless_decode(torch.bfloat16, 64)
+    g = torch.Generator(device="cuda").manual_seed(5)
+    batch, hkv, d, capacity = 3, 2, 64, 64
+    shape = (batch * capacity // 16 + 1, 16, hkv, d) if paged else (batch + 1, capacity, hkv, d)
+    kc = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
+    vc = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
+    k0, v0 = kc.clone(), vc.clone()
+    q = torch.randn(batch, 1, 8, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k = torch.randn(batch, 1, hkv, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    lens = torch.tensor([capacity, 10, 3], dtype=torch.int32, device="cuda")  # row 0: full, its token has no slot
+    extra = {}
+    if paged:
+        table = torch.arange(batch * capacity // 16, dtype=torch.int32, device="cuda").view(batch, -1).clone()
+        table[1, 0] = -1  # row 1's new token (position 10) would land in page -1
+        table[2, 0] = shape[0] + 5  # row 2's in a page past the pool
+        extra["block_table"] = table
+    else:
+        extra["cache_batch_idx"] = torch.tensor([0, 7, -2], dtype=torch.int32, device="cuda")  # rows 1, 2 outside
+    out = flash_attn_with_kvcache(q, kc, vc, k, k, cache_seqlens=lens, **extra)
+    torch.cuda.synchronize()
+    assert torch.equal(kc, k0) and torch.equal(vc, v0)  # every new token was skipped
+    # The decode kernel reads no page or row outside the cache either (the last one in their place).
+    assert torch.isfinite(out).all()
