@@ -55,11 +55,13 @@ __device__ inline int clamp_position(const AppendParams& a, int64_t pos) {
 
 }  // namespace append_detail
 
-// Block (b, y) takes tokens t = y, y + gridDim.y, ...: t < seqlen_new appends new token t of batch
-// entry b (every kv head), the next seqlen_q rotate q's tokens. Block (b, 0) also writes b's key
-// count.
+// Block (b, y, h) takes tokens t = y, y + gridDim.y, ... of head h: t < seqlen_new appends new
+// token t of batch entry b (kv head h), the next seqlen_q rotate q's tokens (query head h). One
+// head per block keeps every thread's loads independent (a block looping over all heads waited
+// out ~30 dependent load latencies: 23 us per decode step on the H200). Block (b, 0, 0) also
+// writes b's key count.
 template <class Element>
-__device__ void append_token(const AppendParams& a, int b, int t, int64_t cached, bool rotary) {
+__device__ void append_token(const AppendParams& a, int b, int t, int h, int64_t cached, bool rotary) {
   if (t < a.seqlen_new) {
     const int64_t pos = cached + t;
     if (pos < 0 || pos >= a.seqlen_k) return;
@@ -68,10 +70,9 @@ __device__ void append_token(const AppendParams& a, int b, int t, int64_t cached
       row = a.block_table[b * a.block_table_stride_batch + pos / a.page_size];
       slot = pos % a.page_size;
     }
-    if (row < 0 || row >= a.kv_rows) return;
+    if (row < 0 || row >= a.kv_rows || h >= a.heads_kv) return;
     const int table_pos = rotary ? append_detail::clamp_position(a, pos) : 0;
-    for (int idx = threadIdx.x; idx < a.heads_kv * a.head_dim; idx += kAppendThreads) {
-      const int h = idx / a.head_dim, c = idx % a.head_dim;
+    for (int c = threadIdx.x; c < a.head_dim; c += kAppendThreads) {
       const Element* k_src = static_cast<const Element*>(a.k_new.ptr) + b * a.k_new.stride_batch +
                              t * a.k_new.stride_seq + h * a.k_new.stride_head;
       const Element* v_src = static_cast<const Element*>(a.v_new.ptr) + b * a.v_new.stride_batch +
@@ -86,10 +87,9 @@ __device__ void append_token(const AppendParams& a, int b, int t, int64_t cached
     return;
   }
   const int i = t - a.seqlen_new;  // q's token
-  if (i >= a.seqlen_q || !rotary) return;
+  if (i >= a.seqlen_q || !rotary || h >= a.heads_q) return;
   const int table_pos = append_detail::clamp_position(a, cached + (a.q_steps ? i : 0));
-  for (int idx = threadIdx.x; idx < a.heads_q * a.head_dim; idx += kAppendThreads) {
-    const int h = idx / a.head_dim, c = idx % a.head_dim;
+  for (int c = threadIdx.x; c < a.head_dim; c += kAppendThreads) {
     const Element* src =
         static_cast<const Element*>(a.q.ptr) + b * a.q.stride_batch + i * a.q.stride_seq + h * a.q.stride_head;
     Element* dst = static_cast<Element*>(a.q_rotated.ptr) + b * a.q_rotated.stride_batch +
@@ -102,22 +102,27 @@ template <class Element>
 __global__ void __launch_bounds__(kAppendThreads) kvcache_append_kernel(const AppendParams a) {
   const int b = blockIdx.x;
   const int64_t cached = a.cache_seqlens[b];
-  if (blockIdx.y == 0 && threadIdx.x == 0 && a.seqused_k_out != nullptr) {
+  if (blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.x == 0 && a.seqused_k_out != nullptr) {
     const int64_t keys = cached + a.seqlen_new;
     a.seqused_k_out[b] = static_cast<int32_t>(keys < 0 ? 0 : (keys > a.seqlen_k ? a.seqlen_k : keys));
   }
   const bool rotary = a.rotary_cos != nullptr && a.rotary_seqlen > 0;
-  for (int t = blockIdx.y; t < a.seqlen_new + a.seqlen_q; t += gridDim.y) append_token<Element>(a, b, t, cached, rotary);
+  for (int t = blockIdx.y; t < a.seqlen_new + a.seqlen_q; t += gridDim.y) {
+    append_token<Element>(a, b, t, static_cast<int>(blockIdx.z), cached, rotary);
+  }
 }
 
-// One launch on `stream`: a block per (batch entry, new token or q token), up to 65535 tokens; one
-// token row when there is nothing to append but the key counts are asked for.
+// One launch on `stream`: a block per (batch entry, new token or q token, head), up to 65535 tokens;
+// one token row when there is nothing to append but the key counts are asked for.
 template <class Element>
 cudaError_t launch_kvcache_append(const AppendParams& params, cudaStream_t stream) {
   int tokens = params.seqlen_new + params.seqlen_q;
   if (tokens > 65535) tokens = 65535;  // grid.y's limit; blocks loop over the rest
   if (tokens == 0 && params.seqused_k_out != nullptr) tokens = 1;
-  const LaunchShape shape{dim3(static_cast<unsigned>(params.batch), static_cast<unsigned>(tokens)), kAppendThreads, 0};
+  const int heads = params.seqlen_q > 0 && params.heads_q > params.heads_kv ? params.heads_q : params.heads_kv;
+  const LaunchShape shape{dim3(static_cast<unsigned>(params.batch), static_cast<unsigned>(tokens),
+                               static_cast<unsigned>(heads > 0 ? heads : 1)),
+                          kAppendThreads, 0};
   return launch_kernel(&kvcache_append_kernel<Element>, shape, stream, params);
 }
 #endif
