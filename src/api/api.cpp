@@ -77,13 +77,14 @@ size_t backward_workspace_bytes(const BackwardArgs& args) {
       kernel_query(Direction::kBwd, args.problem, params.problem.mask.kind, params.deterministic), params);
 }
 
-Status check_workspace(const BackwardArgs& args, Workspace workspace, const char* where) {
-  const size_t need = backward_workspace_bytes(args);
+// A caller's workspace against what the call needs: at least `need` bytes (named by `what`), on a
+// non-null 16-byte aligned device pointer.
+Status check_workspace_bytes(size_t need, Workspace workspace, const char* where, const char* what) {
   if (need == 0) return Status::kSuccess;
   if (workspace.bytes < need) {
     return api::fail(Status::kWorkspaceTooSmall,
-                     std::string(where) + ": workspace.bytes: expected at least " + std::to_string(need) +
-                         " (see workspace_size), got " + std::to_string(workspace.bytes));
+                     std::string(where) + ": workspace.bytes: expected at least " + std::to_string(need) + " (" +
+                         what + ", see workspace_size), got " + std::to_string(workspace.bytes));
   }
   if (workspace.data == nullptr || reinterpret_cast<uintptr_t>(workspace.data) % 16 != 0) {
     std::ostringstream got;
@@ -94,6 +95,10 @@ Status check_workspace(const BackwardArgs& args, Workspace workspace, const char
                                                    "pointer, got " + got.str());
   }
   return Status::kSuccess;
+}
+
+Status check_workspace(const BackwardArgs& args, Workspace workspace, const char* where) {
+  return check_workspace_bytes(backward_workspace_bytes(args), workspace, where, "the dQ accumulator");
 }
 
 // The decode kernel for a validated KV-cache forward on the current device, and its plan (which
@@ -124,31 +129,12 @@ Status select_decode(const ForwardArgs& args, const char* where, const dispatch:
   return Status::kSuccess;
 }
 
-Status check_forward_workspace(size_t need, Workspace workspace, const char* where) {
-  if (need == 0) return Status::kSuccess;
-  if (workspace.bytes < need) {
-    return api::fail(Status::kWorkspaceTooSmall,
-                     std::string(where) + ": workspace.bytes: expected at least " + std::to_string(need) +
-                         " (the KV-cache splits' partial sums, see workspace_size), got " +
-                         std::to_string(workspace.bytes));
-  }
-  if (workspace.data == nullptr || reinterpret_cast<uintptr_t>(workspace.data) % 16 != 0) {
-    std::ostringstream got;
-    if (workspace.data == nullptr) got << "NULL";
-    else got << workspace.data;
-    return api::fail(Status::kInvalidArgument, std::string(where) +
-                                                   ": workspace.data: expected a non-null 16-byte aligned device "
-                                                   "pointer, got " + got.str());
-  }
-  return Status::kSuccess;
-}
-
 // A KV-cache forward: the decode kernel with the plan's splits.
 Status decode_forward(const ForwardArgs& args, Workspace workspace, Stream stream) {
   const dispatch::DecodeKernelEntry* kernel = nullptr;
   DecodePlan plan;
   if (Status s = select_decode(args, "forward", &kernel, &plan); s != Status::kSuccess) return s;
-  if (Status s = check_forward_workspace(plan.workspace_bytes, workspace, "forward"); s != Status::kSuccess) return s;
+  if (Status s = check_workspace_bytes(plan.workspace_bytes, workspace, "forward", "the KV-cache splits' partial sums"); s != Status::kSuccess) return s;
   const DecodeParams params = api::make_decode_params(args, plan, workspace.data);
   const cudaError_t err = kernel->launch(params, reinterpret_cast<cudaStream_t>(stream));
   if (err != cudaSuccess) {
