@@ -1,4 +1,4 @@
-// Tests of the policies (mask band, ALiBi, sigmoid) and of the block ranges derived from the mask,
+// Tests of the policies (mask band, ALiBi, sigmoid, the dropout mask) and of the block ranges derived from the mask,
 // exhaustively at small sizes against a dense mask built straight from DESIGN §1.
 #include <gtest/gtest.h>
 
@@ -10,6 +10,7 @@
 #include "common/block_range.hpp"
 #include "base/math.hpp"
 #include "policies/alibi.hpp"
+#include "policies/dropout.hpp"
 #include "policies/mask_band.hpp"
 #include "policies/sigmoid.hpp"
 
@@ -370,6 +371,89 @@ TEST(Sigmoid, DerivativeFromValueIsTheDerivative) {
     const double exact_p = exact_sigmoid(z);
     EXPECT_NEAR(SigmoidViaTanh::derivative_from_value(static_cast<float>(exact_p)), fd, 1e-6);
   }
+}
+
+// Random123's published known-answer vectors for Philox4x32-10 (its tests/kat_vectors): the
+// generator is Philox itself; dropout runs it with 7 rounds.
+TEST(Dropout, PhiloxMatchesRandom123KnownAnswers) {
+  struct Kat {
+    uint32_t counter[4], key[2], out[4];
+  };
+  const Kat kats[] = {
+      {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}},
+      {{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu},
+       {0xffffffffu, 0xffffffffu},
+       {0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}},
+      {{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u},
+       {0xa4093822u, 0x299f31d0u},
+       {0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}},
+  };
+  for (const Kat& k : kats) {
+    uint32_t out[4];
+    philox4x32<10>(k.counter, k.key, out);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(out[i], k.out[i]) << "word " << i;
+  }
+}
+
+// Every entry of a 16 x 32 block has its own (lane, byte), and a lane's entries are exactly the
+// m16n8 accumulator's: rows l / 4 and l / 4 + 8, columns 2 (l % 4) + {0, 1} of each 8-key group.
+TEST(Dropout, BlockLayoutIsTheMmaAccumulators) {
+  std::vector<int> seen(32 * 16, 0);
+  for (int r = 0; r < 16; ++r) {
+    for (int c = 0; c < 32; ++c) {
+      const DropoutSlot s = dropout_slot(16 * 5 + r, 32 * 7 + c);
+      EXPECT_EQ(s.row_block, 5u);
+      EXPECT_EQ(s.key_block, 7u);
+      ASSERT_LT(s.lane, 32u);
+      ASSERT_LT(s.byte, 16u);
+      ++seen[s.lane * 16 + s.byte];
+      const int l = static_cast<int>(s.lane);
+      EXPECT_TRUE(r == l / 4 || r == l / 4 + 8) << r << " " << c;
+      EXPECT_EQ((c % 8) / 2, l % 4) << r << " " << c;
+    }
+  }
+  for (int n : seen) EXPECT_EQ(n, 1);
+}
+
+// p rounds to a multiple of 1/256 and the rescale is the exact inverse of the keep rate.
+TEST(Dropout, ThresholdAndRescale) {
+  EXPECT_FALSE(make_dropout(0.f, 1, 0).enabled());
+  EXPECT_FALSE(make_dropout(0.0019f, 1, 0).enabled());  // below half a step: no dropout
+  const DropoutParams d = make_dropout(0.1f, 1, 0);
+  EXPECT_EQ(d.threshold, 26u);  // round(25.6)
+  EXPECT_FLOAT_EQ(d.rescale, 256.f / 230.f);
+  EXPECT_EQ(make_dropout(0.5f, 1, 0).threshold, 128u);
+  EXPECT_EQ(make_dropout(0.999f, 1, 0).threshold, 255u);
+  EXPECT_EQ(make_dropout(-1.f, 1, 0).threshold, 0u);
+}
+
+// The kept fraction over a head's 1024 x 1024 entries is the keep rate within 5 binomial standard
+// deviations, for several p; masks differ between heads, offsets and seeds, and are a function of
+// (seed, offset, head, row, key) only.
+TEST(Dropout, KeptFractionAndIndependenceOfTheCounter) {
+  for (const float p : {0.1f, 0.5f, 0.9f}) {
+    const DropoutParams d = make_dropout(p, 0x123456789abcdefull, 3);
+    const double keep = 1.0 - d.threshold / 256.0;
+    const int n = 1024;
+    int64_t kept = 0;
+    for (int row = 0; row < n; ++row)
+      for (int key = 0; key < n; ++key) kept += dropout_keeps(d, 7, row, key) ? 1 : 0;
+    const double total = static_cast<double>(n) * n;
+    const double sigma = std::sqrt(total * keep * (1.0 - keep));
+    EXPECT_LE(std::abs(static_cast<double>(kept) - total * keep), 5.0 * sigma) << "p " << p;
+  }
+  const DropoutParams a = make_dropout(0.5f, 42, 0);
+  auto differs = [&](const DropoutParams& x, uint32_t bh_a, uint32_t bh_b) {
+    int diff = 0;
+    for (int row = 0; row < 64; ++row)
+      for (int key = 0; key < 64; ++key) diff += dropout_keeps(a, bh_a, row, key) != dropout_keeps(x, bh_b, row, key);
+    return diff;
+  };
+  EXPECT_EQ(differs(a, 3, 3), 0);
+  EXPECT_GT(differs(a, 3, 4), 64 * 64 / 4);                        // another head
+  EXPECT_GT(differs(make_dropout(0.5f, 42, 1), 3, 3), 64 * 64 / 4);  // another offset (the next call)
+  EXPECT_GT(differs(make_dropout(0.5f, 42, uint64_t{1} << 40), 3, 3), 64 * 64 / 4);  // offset bits in the key
+  EXPECT_GT(differs(make_dropout(0.5f, 43, 0), 3, 3), 64 * 64 / 4);  // another seed
 }
 
 }  // namespace
