@@ -28,19 +28,8 @@ B, HQ, HKV, D = 16, 32, 8, 128
 
 
 def median_ms(fn, iters=20, warmup=3):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
+    """Median time of one call with a sync after each (the call's host latency included)."""
+    return back_to_back_ms(fn, calls=1, repeats=iters, warmup=warmup)
 
 
 def rotary_tables(seqlen, base=10000.0):

@@ -101,11 +101,10 @@ Status check_workspace(const BackwardArgs& args, Workspace workspace, const char
   return check_workspace_bytes(backward_workspace_bytes(args), workspace, where, "the dQ accumulator");
 }
 
-// The decode kernel for a validated KV-cache forward on the current device, and its plan (which
-// reads the device's SM count and shared memory, never device memory).
-Status select_decode(const ForwardArgs& args, const char* where, const dispatch::DecodeKernelEntry** kernel,
-                     DecodePlan* plan) {
-  const Problem& p = args.problem;
+// The decode key (its decode and append kernels) for a problem's dtype and head dim on the current
+// device: first whether one is built (no device needed, so a machine without a GPU answers
+// Unsupported), then the one that runs here.
+Status select_decode_key(const Problem& p, const char* where, const dispatch::DecodeKernelEntry** kernel) {
   std::string why;
   const DType dtype = static_cast<DType>(p.dtype);
   if (dispatch::find_decode_kernel(dtype, static_cast<int>(p.head_dim), 0, &why) == nullptr) {
@@ -115,6 +114,15 @@ Status select_decode(const ForwardArgs& args, const char* where, const dispatch:
   if (Status s = current_device_arch(where, &arch); s != Status::kSuccess) return s;
   *kernel = dispatch::find_decode_kernel(dtype, static_cast<int>(p.head_dim), arch, &why);
   if (*kernel == nullptr) return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
+  return Status::kSuccess;
+}
+
+// The decode kernel for a validated KV-cache forward on the current device, and its plan (which
+// reads the device's SM count and shared memory, never device memory).
+Status select_decode(const ForwardArgs& args, const char* where, const dispatch::DecodeKernelEntry** kernel,
+                     DecodePlan* plan) {
+  const Problem& p = args.problem;
+  if (Status s = select_decode_key(p, where, kernel); s != Status::kSuccess) return s;
   int device = 0, sms = 0, smem = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
@@ -263,16 +271,8 @@ Status kvcache_append(const KvAppendArgs& args, Stream stream) {
     return api::succeed();
   }
   // The append kernel is built with each decode key (per dtype, any head dim).
-  const DType dtype = static_cast<DType>(args.problem.dtype);
-  const int head_dim = static_cast<int>(args.problem.head_dim);
-  std::string why;
-  if (dispatch::find_decode_kernel(dtype, head_dim, 0, &why) == nullptr) {
-    return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
-  }
-  int arch = 0;
-  if (Status s = current_device_arch(where, &arch); s != Status::kSuccess) return s;
-  const dispatch::DecodeKernelEntry* kernel = dispatch::find_decode_kernel(dtype, head_dim, arch, &why);
-  if (kernel == nullptr) return api::fail(Status::kUnsupported, std::string(where) + ": " + why);
+  const dispatch::DecodeKernelEntry* kernel = nullptr;
+  if (Status s = select_decode_key(args.problem, where, &kernel); s != Status::kSuccess) return s;
   const cudaError_t err = kernel->append(params, reinterpret_cast<cudaStream_t>(stream));
   if (err != cudaSuccess) {
     return api::fail(Status::kCudaError, std::string(where) + ": the append kernel of " + kernel->name +

@@ -252,6 +252,11 @@ inline KvGeometry kv_geometry(const Problem& p) {
   if (p.kv_batch_idx != nullptr) return KvGeometry{p.kv_batch > 0 ? p.kv_batch : p.batch, p.seqlen_k};
   return KvGeometry{-1, p.seqlen_k};
 }
+// The rows (or pages) of k/v a KV-cache kernel may index: kv_geometry's, or batch for dense rows.
+inline int kv_rows(const Problem& p) {
+  const KvGeometry kv = kv_geometry(p);
+  return static_cast<int>(kv.rows >= 0 ? kv.rows : p.batch);
+}
 
 // The KV-cache values of a CPU call (validate_kvcache.cpp): row b holds `lengths[b] + extra` keys
 // (lengths NULL: the whole capacity seqlen_k, extra 0), which must fit the capacity; its cache row

@@ -238,8 +238,7 @@ DecodeParams make_decode_params(const ForwardArgs& args, const DecodePlan& plan,
   kv.block_table = p.block_table;
   kv.block_table_stride_batch = p.block_table_stride_batch;
   kv.page_size = p.block_table != nullptr ? static_cast<int>(p.page_size) : 0;
-  const KvGeometry geometry = kv_geometry(p);
-  kv.kv_rows = static_cast<int>(geometry.rows >= 0 ? geometry.rows : p.batch);
+  kv.kv_rows = kv_rows(p);
   // Unresolved bounds (each row has its own key count); a bound past any row's keys never binds,
   // so clamping it to seqlen_k keeps the kernel's int arithmetic in range.
   auto clamp = [&](int64_t bound) { return static_cast<int>(bound < 0 ? -1 : std::min(bound, p.seqlen_k)); };
@@ -264,8 +263,7 @@ AppendParams make_params(const KvAppendArgs& args) {
   a.heads_kv = static_cast<int>(p.heads_kv);
   a.head_dim = static_cast<int>(p.head_dim);
   a.seqlen_k = static_cast<int>(p.seqlen_k);
-  const KvGeometry kv = kv_geometry(p);
-  a.kv_rows = static_cast<int>(kv.rows >= 0 ? kv.rows : p.batch);
+  a.kv_rows = kv_rows(p);
   a.cache_seqlens = args.cache_seqlens;
   a.kv_batch_idx = p.kv_batch_idx;
   a.block_table = p.block_table;

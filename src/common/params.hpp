@@ -86,7 +86,7 @@ struct KvCacheParams {
   const int32_t* block_table = nullptr;   // paged: [batch, block_table_stride_batch] page numbers
   int64_t block_table_stride_batch = 0;
   int page_size = 0;  // a power of two >= 16 with block_table
-  int kv_rows = 0;    // cache rows, or pages: a row or page outside 0..kv_rows - 1 is read as zeros
+  int kv_rows = 0;    // cache rows, or pages: one outside 0..kv_rows - 1 is read as the last one
   int window_left = -1;
   int window_right = -1;
   const float* bias_per_batch = nullptr;  // [batch]; null: ProblemParams::bias (or bias_auto)

@@ -269,11 +269,7 @@ StableTensor kvcache_fwd(StableTensor q, StableTensor k_cache, StableTensor v_ca
     no_cuda(op);
 #endif
   }
-  check_status(op, cpu::kvcache_append(in.append, cpu_threads()));
-  // The lengths are valid now (the append checked them against the capacity).
-  for (size_t b = 0; b < in.seqused_k.size(); ++b) {
-    in.seqused_k[b] = in.append.cache_seqlens[b] + static_cast<int32_t>(in.append.seqlen_new);
-  }
+  check_status(op, cpu::kvcache_append(in.append, cpu_threads()));  // also fills in.seqused_k
   check_status(op, cpu::forward(in.forward, cpu_threads()));
   return in.out;
 }

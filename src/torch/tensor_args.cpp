@@ -390,7 +390,8 @@ void prepare_kvcache_inputs(const char* op, const StableTensor& q, const StableT
   in->appends = a.seqlen_new > 0 || a.rotary_cos != nullptr;
   f.problem.seqused_k = lengths;
   if (backend == Backend::kCpu) {
-    f.problem.seqused_k = in->seqused_k.data();
+    a.seqused_k_out = in->seqused_k.data();  // written by the append, which checks the lengths first
+    f.problem.seqused_k = a.seqused_k_out;
   } else if (in->appends) {
     in->seqused_k_device = torch::stable::new_empty(q, std::vector<int64_t>{batch}, ScalarType::Int);
     a.seqused_k_out = static_cast<int32_t*>(in->seqused_k_device->data_ptr());
