@@ -116,7 +116,7 @@ def markdown(rows, names):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", default=["", "cp_async", "ws_lockstep", "ws_wide", "ws_deep", "ws_persistent", "ws_relu"], help="'' is the default")
+    ap.add_argument("--variants", nargs="+", default=["", "cp_async", "ws_lockstep", "ws_wide", "ws_deep", "ws_persistent", "ws_relu", "ws_mix4"], help="'' is the default")
     ap.add_argument("--score-functions", nargs="+", default=["exp2"])
     ap.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--seqlens", type=int, nargs="+", default=[1024, 4096, 16384])

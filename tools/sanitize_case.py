@@ -20,7 +20,7 @@ for d in (64, 128):
         kw = dict(sigmoid_bias=-math.log(131), causal=causal, window_size=window, alibi_slopes=slopes)
         flash_sigmoid.forward(q, k, v, **kw)
         if torch.cuda.get_device_capability() == (9, 0):
-            for variant in ("cp_async", "ws_lockstep", "ws_wide", "ws_deep", "ws_persistent", "ws_relu"):  # the sm90 forward's variants, where built
+            for variant in ("cp_async", "ws_lockstep", "ws_wide", "ws_deep", "ws_persistent", "ws_relu", "ws_mix4"):  # the sm90 forward's variants, where built
                 if f"sm90a_fwd_{variant}_bf16_hdim{d}_mask_none" in flash_sigmoid.build_info():
                     flash_sigmoid.forward(q, k, v, kernel_arch=90, kernel_variant=variant, **kw)
         for deterministic, arch in ((False, 0), (True, 0), (False, 80)):

@@ -86,6 +86,10 @@ FAMILIES = {
     # instruction fewer per score, P packed with cvt.rn.relu, O scaled at the end).
     ("90a", "fwd", "ws_relu"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsRelu", SM90_OPTIONS,
                                       head_dims=(64, 128, 192, 256), declines=True),
+    # ws_relu with one reciprocal in 4 by rcp.approx instead of the FMA estimate
+    # (SigmoidViaExp2ReluMix<4>): fewer instructions per score for more special-function ops.
+    ("90a", "fwd", "ws_mix4"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsMix4", SM90_OPTIONS,
+                                      head_dims=(64, 128, 192, 256), declines=True),
 }
 VARIANTS = sorted({variant for (_, _, variant) in FAMILIES if variant != DEFAULT_VARIANT})
 

@@ -111,6 +111,52 @@ struct SigmoidViaExp2Relu {
   FLASH_SIGMOID_HOST_DEVICE static float value(float z) { return value_prescaled(z * kInputScale); }
 };
 
+// SigmoidViaExp2Relu with every kRcpEvery-th value's reciprocal taken by rcp.approx (a second
+// special-function op) instead of the FMA-pipe estimate: 2 instructions instead of 5 for those
+// values, which balances the special-function unit against the issue slots where the forward is
+// issue-bound (D = 64; HOPPER.md §4). Same values to rounding, each at least as accurate:
+// rcp.approx of d = fma(c, 2^x, c) < 2^113 is a normal number with about 1 ulp of error, and
+// rcp(+inf) = 0 is packed as 0. Which values take which path depends only on the position j within
+// the N-value call (j % kRcpEvery == 0: rcp.approx), so N must be 1 or a multiple of kRcpEvery.
+template <int kRcpEvery>
+struct SigmoidViaExp2ReluMix {
+  static_assert(kRcpEvery >= 1, "every value, or one in kRcpEvery");
+  static constexpr const char* kName = "sigmoid_via_exp2_relu_mix";
+  static constexpr float kInputScale = SigmoidViaExp2Relu::kInputScale;
+  static constexpr float kOutputScale = SigmoidViaExp2Relu::kOutputScale;
+  static constexpr bool kReluPack = true;
+
+  template <int N>
+  FLASH_SIGMOID_HOST_DEVICE static void values_prescaled(float (&x)[N]) {
+    static_assert(N == 1 || N % kRcpEvery == 0, "whole groups of kRcpEvery values");
+    float d[N];
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) d[j] = ex2_approx_ftz_f32(x[j]);
+    FLASH_SIGMOID_UNROLL
+    for (int j = 0; j < N; ++j) d[j] = std::fma(kOutputScale, d[j], kOutputScale);
+    constexpr int kViaFma = N == 1 ? 0 : N - N / kRcpEvery;
+    if constexpr (kViaFma > 0) {
+      float df[kViaFma], rf[kViaFma];
+      FLASH_SIGMOID_UNROLL
+      for (int j = 0, f = 0; j < N; ++j) {
+        if (j % kRcpEvery != 0) df[f++] = d[j];
+      }
+      rcp_fma_f32<RcpRefinement::kCubic>(df, rf);
+      FLASH_SIGMOID_UNROLL
+      for (int j = 0, f = 0; j < N; ++j) x[j] = j % kRcpEvery == 0 ? rcp_approx_ftz_f32(d[j]) : rf[f++];
+    } else {
+      FLASH_SIGMOID_UNROLL
+      for (int j = 0; j < N; ++j) x[j] = rcp_approx_ftz_f32(d[j]);
+    }
+  }
+  // sigma(z) as the forward's P carries it (the rcp.approx path: position 0).
+  FLASH_SIGMOID_HOST_DEVICE static float value_prescaled(float x) {
+    const float scaled = value_prescaled_one<SigmoidViaExp2ReluMix>(x);
+    return (scaled > 0.0f ? scaled : (scaled != scaled ? scaled : 0.0f)) * kOutputScale;
+  }
+  FLASH_SIGMOID_HOST_DEVICE static float value(float z) { return value_prescaled(z * kInputScale); }
+};
+
 // The same with rcp.approx for the reciprocal: two special-function ops. Kept to measure the FMA
 // reciprocal against (tests/cpp/test_policies.cpp, docs/numerics.md); no kernel is built with it.
 struct SigmoidViaExp2Rcp {

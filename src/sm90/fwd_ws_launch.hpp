@@ -46,10 +46,11 @@ inline bool tma_can_describe(const StridedPtr& t, int seqlen, int heads, int bat
 // A stride TMA accepts for an extent of 1, whose stride is never used.
 inline int64_t tma_stride(int64_t stride, int extent) { return extent == 1 ? 8 : stride; }
 
-// kReluSigmoid: the default score function evaluated as SigmoidViaExp2Relu (no clamp; P packed with
-// cvt.rn.relu and O scaled once at the end) instead of SigmoidViaExp2 — the same values to rounding.
+// Exp2Form: how the default score function (exp2) is evaluated: SigmoidViaExp2, or a form with the
+// same values to rounding (SigmoidViaExp2Relu: no clamp, P packed with cvt.rn.relu and O scaled
+// once at the end; SigmoidViaExp2ReluMix: part of its reciprocals by rcp.approx).
 template <class Element, int kHeadDim, MaskKind kMask, WsTiles kTiles, bool kPingPong, bool kPersistent = false,
-          bool kReluSigmoid = false>
+          class Exp2Form = SigmoidViaExp2>
 struct Sm90FwdWsLaunch {
   using Traits = Sm90FwdWsTraits<Element, kHeadDim, kTiles>;
   using Params = Sm90FwdWsParams<Traits>;
@@ -127,7 +128,6 @@ struct Sm90FwdWsLaunch {
       grid = Sm90FwdWsPersistentScheduler<Traits>::grid(params.problem, num_sms);
     }
     const LaunchShape shape{grid, Traits::kNThreads, Traits::kSmemBytes};
-    using Exp2Form = std::conditional_t<kReluSigmoid, SigmoidViaExp2Relu, SigmoidViaExp2>;
     return launch_score_variant<kMask, Exp2Form>(params.problem, [&](auto variant) {
       return launch_kernel(&sm90_fwd_ws_kernel<Traits, decltype(variant), kPingPong, kPersistent>, shape, stream,
                            kernel_params);
@@ -149,6 +149,8 @@ using Sm90FwdWsDeep = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kDeep, 
 template <class Element, int kHeadDim, MaskKind kMask>
 using Sm90FwdWsPersistent = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true, true>;
 template <class Element, int kHeadDim, MaskKind kMask>
-using Sm90FwdWsRelu = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true, false, true>;
+using Sm90FwdWsRelu = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true, false, SigmoidViaExp2Relu>;
+template <class Element, int kHeadDim, MaskKind kMask>
+using Sm90FwdWsMix4 = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true, false, SigmoidViaExp2ReluMix<4>>;
 
 }  // namespace flash_sigmoid::sm90

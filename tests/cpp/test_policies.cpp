@@ -344,6 +344,35 @@ TEST(Sigmoid, ViaExp2ReluIsAccurateAndNeverNaNForFiniteScores) {
   EXPECT_NEAR(SigmoidViaExp2Relu::value(100.f), 1.0f, 1.35e-4);
 }
 
+// The mixed form: positions j % 4 == 0 of an 8-value call take the division (rcp.approx on the
+// GPU), the others are SigmoidViaExp2Relu's values bit for bit; all are as accurate, and the
+// overflow (sigma < 2^-128) gives 0 or -inf, both packed as 0.
+TEST(Sigmoid, ViaExp2ReluMixSplitsByPosition) {
+  using Mix = SigmoidViaExp2ReluMix<4>;
+  double worst = 0;
+  for (double z0 = -87; z0 <= 20; z0 += 8.0 / 512) {
+    float x[8], relu[8];
+    for (int j = 0; j < 8; ++j) {
+      relu[j] = x[j] = static_cast<float>(z0 + j / 512.0) * Mix::kInputScale;
+    }
+    Mix::values_prescaled(x);
+    SigmoidViaExp2Relu::values_prescaled(relu);
+    for (int j = 0; j < 8; ++j) {
+      const float z = static_cast<float>(z0 + j / 512.0);
+      const double ref = exact_sigmoid(z);
+      worst = std::max(worst, std::abs(x[j] * static_cast<double>(Mix::kOutputScale) - ref) / ref);
+      if (j % 4 != 0) ASSERT_EQ(float_bits(x[j]), float_bits(relu[j])) << "z = " << z;
+    }
+  }
+  EXPECT_LT(worst, 1.4e-4);
+  float big[8];
+  for (float& b : big) b = -200.0f * Mix::kInputScale;  // sigma(-200) < 2^-128: ex2 overflows
+  Mix::values_prescaled(big);
+  for (int j = 0; j < 8; ++j) EXPECT_LE(big[j], 0.0f) << j;
+  EXPECT_TRUE(std::isnan(Mix::value(std::nanf(""))));
+  EXPECT_NEAR(Mix::value(100.f), 1.0f, 1e-6);
+}
+
 TEST(Sigmoid, ViaExp2LimitsAndNaN) {
   // The reciprocal leaves 1 - 1.29e-4 at d = 1 (the forward's), 1 - 6.5e-6 (the backward's).
   EXPECT_NEAR(SigmoidViaExp2::value(100.f), 1.0f, 1.35e-4);

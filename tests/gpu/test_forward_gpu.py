@@ -179,7 +179,7 @@ def test_forward_kernel_variant_by_name():
     assert torch.equal(flash_sigmoid.forward(q, k, v, kernel_variant=""), flash_sigmoid.forward(q, k, v))
 
 
-WS_VARIANTS = ["", "ws_lockstep", "ws_wide", "ws_deep", "ws_persistent", "ws_relu", "cp_async"]  # "": the TMA kernel with ping-pong
+WS_VARIANTS = ["", "ws_lockstep", "ws_wide", "ws_deep", "ws_persistent", "ws_relu", "ws_mix4", "cp_async"]  # "": the TMA kernel with ping-pong
 
 
 @pytest.mark.parametrize("variant", WS_VARIANTS)
@@ -206,7 +206,7 @@ def test_forward_sm90_ws_features(variant, d):
                       kernel_arch=90, kernel_variant=variant)
 
 
-@pytest.mark.parametrize("variant", ["", "ws_relu"])
+@pytest.mark.parametrize("variant", ["", "ws_relu", "ws_mix4"])
 @pytest.mark.parametrize("bias", [-80.0, -87.5, -88.3, -88.7, -89.5, -100.0, -300.0])
 def test_forward_sm90_scores_far_below_zero(variant, bias):
     # Scores where sigma is near or below the smallest normal float (z < -87.3) and where ex2
