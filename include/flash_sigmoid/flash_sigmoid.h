@@ -145,6 +145,16 @@ typedef struct FlashSigmoidProblem {
    * fixed launch for fixed shapes); 1..128 = that many. More than one split needs forward workspace
    * (flash_sigmoid_forward_workspace_size). The CPU implementation does not split (ignored). */
   int32_t num_splits;
+  /* Attention dropout (training, docs/dropout.md): each entry of P = sigma(z) is dropped with
+   * probability dropout_p, rounded to a multiple of 1/256 (p < 1/512 is no dropout), and the kept
+   * entries are scaled by the inverse of the rounded keep rate; the backward, given the same seed,
+   * regenerates the same mask (Philox, a function of seed, offset, sequence, head, row and key).
+   * 0 <= dropout_p < 1; 0 = off. Not with a KV cache.
+   * dropout_seed: two uint64, {seed, offset}, 8-byte aligned, required when dropout_p > 0: device
+   * memory for the GPU path (read by the kernels, so a captured CUDA graph replays with what is
+   * stored there when it runs), host memory for the CPU implementation. */
+  float dropout_p;
+  const uint64_t* dropout_seed;
 } FlashSigmoidProblem;
 
 typedef struct FlashSigmoidForwardArgs {

@@ -181,6 +181,8 @@ Problem problem_init(int64_t head_dim) {
   p.page_size = 0;
   p.kv_batch = 0;
   p.num_splits = 0;
+  p.dropout_p = 0.0f;
+  p.dropout_seed = nullptr;
   return p;
 }
 

@@ -91,6 +91,7 @@ class Checker {
             "0 (best available), 80 or 90", p.kernel_arch);
     check_sequences(p);
     check_kvcache(p);
+    check_dropout(p);
     if (cuda) {
       require(p.batch <= kMaxGridYZ, "problem.batch", "<= 65535 for the GPU kernels", p.batch);
       require(p.heads_q <= kMaxGridYZ, "problem.heads_q", "<= 65535 for the GPU kernels", p.heads_q);
@@ -135,6 +136,21 @@ class Checker {
               ">= 1 when q has rows (problem.seqlen_q > 0: the longest sequence has at least one)", p.max_seqlen_q);
       require(p.seqlen_k == 0 || p.max_seqlen_k >= 1, "problem.max_seqlen_k",
               ">= 1 when k has rows (problem.seqlen_k > 0: the longest sequence has at least one)", p.max_seqlen_k);
+    }
+  }
+
+  // Attention dropout (docs/dropout.md): p and the seed pointer, never the seed's values.
+  void check_dropout(const Problem& p) {
+    require(std::isfinite(p.dropout_p) && p.dropout_p >= 0.0f && p.dropout_p < 1.0f, "problem.dropout_p",
+            "a probability in [0, 1)", p.dropout_p);
+    if (p.dropout_p > 0.0f) {
+      require(p.dropout_seed != nullptr, "problem.dropout_seed",
+              "a pointer to {seed, offset} (two uint64) when problem.dropout_p > 0", "NULL");
+      require(reinterpret_cast<uintptr_t>(p.dropout_seed) % alignof(uint64_t) == 0, "problem.dropout_seed",
+              "an 8-byte aligned pointer to two uint64", static_cast<const void*>(p.dropout_seed));
+      const bool kvcache = p.seqused_k != nullptr || p.kv_batch_idx != nullptr || p.block_table != nullptr;
+      require(!kvcache, "problem.dropout_p", "0 with a KV cache (dropout is a training feature; the decode path has none)",
+              p.dropout_p);
     }
   }
 

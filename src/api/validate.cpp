@@ -50,6 +50,21 @@ Status decode_implements(const Problem& p, const char* where) {
 // runs the decode kernel.
 Status gpu_implements(const Problem& p, const char* where) {
   if (is_kvcache(p)) return decode_implements(p, where);
+  if (make_dropout(p.dropout_p, 0, 0).enabled()) {
+    return fail(Status::kUnsupported, std::string(where) +
+                                          ": problem.dropout_p: the GPU kernels do not apply dropout yet (docs/dropout.md); "
+                                          "expected 0");
+  }
+  return Status::kSuccess;
+}
+
+// The CPU implementation's counterpart (docs/dropout.md's remaining steps).
+Status cpu_implements(const Problem& p, const char* where) {
+  if (make_dropout(p.dropout_p, 0, 0).enabled()) {
+    return fail(Status::kUnsupported, std::string(where) +
+                                          ": problem.dropout_p: the CPU implementation does not apply dropout yet "
+                                          "(docs/dropout.md); expected 0");
+  }
   return Status::kSuccess;
 }
 
@@ -66,6 +81,8 @@ Status finish(const Checker& c, const Args& args, Backend backend, const char* w
   if (!c.ok()) return c.status();
   if (backend == Backend::kCuda) {
     if (Status s = gpu_implements(args.problem, where); s != Status::kSuccess) return s;
+  } else {
+    if (Status s = cpu_implements(args.problem, where); s != Status::kSuccess) return s;
   }
   return succeed();
 }
@@ -211,6 +228,12 @@ ProblemParams problem_params(const Problem& p) {
   q.alibi_stride_batch = p.alibi_stride_batch;
   q.score_function = p.score_function == FLASH_SIGMOID_SIGMOID_VIA_TANH ? ScoreFunctionKind::kSigmoidViaTanh
                                                                         : ScoreFunctionKind::kSigmoidViaExp2;
+  const DropoutParams dropout = make_dropout(p.dropout_p, 0, 0);
+  if (dropout.enabled()) {
+    q.dropout_threshold = dropout.threshold;
+    q.dropout_rescale = dropout.rescale;
+    q.dropout_seed = p.dropout_seed;
+  }
   return q;
 }
 

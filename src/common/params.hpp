@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "base/host_device.hpp"
+#include "policies/dropout.hpp"
 #include "policies/mask_band.hpp"
 
 namespace flash_sigmoid {
@@ -52,6 +53,12 @@ struct ProblemParams {
   const float* alibi_slopes = nullptr;  // null: no ALiBi
   int64_t alibi_stride_batch = 0;
   ScoreFunctionKind score_function = ScoreFunctionKind::kSigmoidViaExp2;
+  // Attention dropout (policies/dropout.hpp, docs/dropout.md): threshold 0 is none; otherwise
+  // dropout_seed points at {seed, offset} (device memory on the GPU, read by the kernels; host
+  // memory on the CPU) and kept entries are scaled by dropout_rescale.
+  uint32_t dropout_threshold = 0;
+  float dropout_rescale = 1.f;
+  const uint64_t* dropout_seed = nullptr;
 };
 
 FLASH_SIGMOID_HOST_DEVICE bool is_packed(const ProblemParams& problem) { return problem.cu_seqlens_q != nullptr; }
@@ -63,6 +70,18 @@ FLASH_SIGMOID_HOST_DEVICE float sequence_bias(const ProblemParams& problem, int 
   if (problem.bias_per_batch != nullptr) return problem.bias_per_batch[batch_idx];
   if (problem.bias_auto) return seqlen_k > 0 ? static_cast<float>(-log(static_cast<double>(seqlen_k))) : 0.f;
   return problem.bias;
+}
+
+// The call's dropout, seed and offset read from dropout_seed (where the code runs: device memory in
+// a kernel, host memory on the CPU). Disabled (threshold 0) without a pointer dereference.
+FLASH_SIGMOID_HOST_DEVICE DropoutParams problem_dropout(const ProblemParams& problem) {
+  DropoutParams d;
+  if (problem.dropout_threshold == 0) return d;
+  d.seed = problem.dropout_seed[0];
+  d.offset = problem.dropout_seed[1];
+  d.threshold = problem.dropout_threshold;
+  d.rescale = problem.dropout_rescale;
+  return d;
 }
 
 struct ForwardParams {

@@ -299,3 +299,40 @@ TEST_F(ApiValidation, MessageNamesTheFirstWrongArgument) {
 
 }  // namespace
 }  // namespace flash_sigmoid::testing
+
+// ---- dropout (docs/dropout.md) ---------------------------------------------------------------
+
+TEST_F(ApiValidation, DropoutPOutsideZeroToOneIsRejected) {
+  const uint64_t* seed = static_cast<const uint64_t*>(bogus(0xb00));
+  fwd_.problem.dropout_seed = bwd_.problem.dropout_seed = seed;
+  fwd_.problem.dropout_p = -0.25f;
+  expect_rejected(fwd_, kGpuAndCpu, "problem.dropout_p", "a probability in [0, 1)", "-0.25");
+  bwd_.problem.dropout_p = 1.0f;
+  expect_rejected(bwd_, kGpuAndCpu, "problem.dropout_p", "a probability in [0, 1)", "1");
+  fwd_.problem.dropout_p = kNaN;
+  expect_rejected(fwd_, kGpuAndCpu, "problem.dropout_p", "a probability in [0, 1)", "nan");
+}
+
+TEST_F(ApiValidation, DropoutNeedsAnAlignedSeedPointer) {
+  fwd_.problem.dropout_p = bwd_.problem.dropout_p = 0.1f;
+  expect_rejected(fwd_, kGpuAndCpu, "problem.dropout_seed", "a pointer to {seed, offset}", "NULL");
+  expect_rejected(bwd_, kGpuAndCpu, "problem.dropout_seed", "a pointer to {seed, offset}", "NULL");
+  fwd_.problem.dropout_seed = bwd_.problem.dropout_seed = static_cast<const uint64_t*>(bogus(0xb04));
+  expect_rejected(fwd_, kGpuAndCpu, "problem.dropout_seed", "an 8-byte aligned pointer", "0xb04");
+  expect_rejected(bwd_, kGpuAndCpu, "problem.dropout_seed", "an 8-byte aligned pointer", "0xb04");
+}
+
+TEST_F(ApiValidation, DropoutWithAKvCacheIsRejected) {
+  fwd_.problem.dropout_p = 0.5f;
+  fwd_.problem.dropout_seed = static_cast<const uint64_t*>(bogus(0xb00));
+  fwd_.problem.seqused_k = static_cast<const int32_t*>(bogus(0xc00));
+  expect_rejected(fwd_, kGpuAndCpu, "problem.dropout_p", "0 with a KV cache", "0.5");
+}
+
+TEST_F(ApiValidation, DropoutBelowHalfAStepIsNoDropout) {
+  // p rounds to a multiple of 1/256: below 1/512 nothing is dropped, and no seed is read.
+  fwd_.problem.dropout_p = 1.0f / 1024;
+  fwd_.problem.dropout_seed = static_cast<const uint64_t*>(bogus(0xb00));
+  size_t bytes = 0;
+  EXPECT_EQ(workspace_size(fwd_, &bytes), Status::kSuccess) << last_error();
+}
