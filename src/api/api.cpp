@@ -39,6 +39,7 @@ dispatch::KernelQuery kernel_query(Direction direction, const Problem& p, MaskKi
   dispatch::KernelQuery query{direction, static_cast<DType>(p.dtype), static_cast<int>(p.head_dim), mask,
                               p.kernel_arch,  /*device_arch=*/0, deterministic};
   query.variant = p.kernel_variant;
+  query.dropout = make_dropout(p.dropout_p, 0, 0).enabled();
   return query;
 }
 

@@ -50,10 +50,12 @@ Status decode_implements(const Problem& p, const char* where) {
 // runs the decode kernel.
 Status gpu_implements(const Problem& p, const char* where) {
   if (is_kvcache(p)) return decode_implements(p, where);
-  if (make_dropout(p.dropout_p, 0, 0).enabled()) {
+  if (make_dropout(p.dropout_p, 0, 0).enabled() && p.score_function != FLASH_SIGMOID_SIGMOID_VIA_EXP2) {
     return fail(Status::kUnsupported, std::string(where) +
-                                          ": problem.dropout_p: the GPU kernels do not apply dropout yet (docs/dropout.md); "
-                                          "expected 0");
+                                          ": problem.score_function: the GPU kernels apply dropout with the exp2 "
+                                          "score function only (the tanh form with dropout is not built): expected "
+                                          "FLASH_SIGMOID_SIGMOID_VIA_EXP2 with problem.dropout_p > 0, got "
+                                          "FLASH_SIGMOID_SIGMOID_VIA_TANH");
   }
   return Status::kSuccess;
 }

@@ -30,16 +30,39 @@ namespace flash_sigmoid {
 // The per-(batch, head) constants of the forward score, folded once: the score function's input
 // scale is multiplied into scale, bias and the ALiBi slope, so each element costs one FFMA before
 // the score function (two with ALiBi).
-template <class ScoreFunction_, bool kHasAlibi, class Mask_>
+// kDropout_: the call applies attention dropout (a kernel built with it reads the seed and offset
+// from device memory in make(), and applies the mask with common/dropout_fragment.hpp).
+template <bool kEnabled>
+struct DropoutTerm {
+  static constexpr bool kDropout = false;
+  CUTE_HOST_DEVICE static DropoutTerm make(const ProblemParams&, int, int) { return {}; }
+};
+template <>
+struct DropoutTerm<true> {
+  static constexpr bool kDropout = true;
+  DropoutParams params;
+  uint32_t bh = 0;  // the mask's (batch or sequence) * heads_q + head
+  CUTE_HOST_DEVICE static DropoutTerm make(const ProblemParams& problem, int batch_idx, int head_idx) {
+    DropoutTerm t;
+    t.params = problem_dropout(problem);
+    t.bh = static_cast<uint32_t>(batch_idx) * static_cast<uint32_t>(problem.heads_q) + static_cast<uint32_t>(head_idx);
+    return t;
+  }
+};
+
+template <class ScoreFunction_, bool kHasAlibi, class Mask_, bool kDropout_ = false>
 struct ScoreVariant {
   using ScoreFunction = ScoreFunction_;
   using Mask = Mask_;
   using AlibiTerm = Alibi<kHasAlibi>;
+  using Dropout = DropoutTerm<kDropout_>;
+  static constexpr bool kDropout = kDropout_;
 
   float scale = 0.f;  // scale * kInputScale
   float bias = 0.f;   // bias * kInputScale
   AlibiTerm alibi;    // slope * kInputScale, offset = seqlen_k - seqlen_q
   Mask mask;
+  Dropout dropout;
 
   CUTE_HOST_DEVICE static ScoreVariant make(const ProblemParams& problem, const Mask& mask, int batch_idx,
                                             int head_idx) {
@@ -52,6 +75,7 @@ struct ScoreVariant {
     v.alibi = AlibiTerm::make(problem.alibi_slopes, problem.alibi_stride_batch, batch_idx, head_idx,
                               mask.seqlen_k - mask.seqlen_q, kInputScale);
     v.mask = mask;
+    v.dropout = Dropout::make(problem, batch_idx, head_idx);
     return v;
   }
 

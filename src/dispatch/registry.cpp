@@ -28,7 +28,7 @@ bool serves_variant(const KernelEntry& e, const char* variant) {
 // Every condition of the query but the device: key, bucket, arch, mode, variant.
 bool matches_build(const KernelEntry& e, const KernelQuery& q) {
   return same_family(e, q.direction, q.dtype, q.mask) && e.head_dim >= q.head_dim && (q.arch == 0 || e.arch == q.arch) &&
-         (!q.deterministic || e.deterministic) && serves_variant(e, q.variant);
+         (!q.deterministic || e.deterministic) && (!q.dropout || e.dropout) && serves_variant(e, q.variant);
 }
 
 // "no fwd kernel of the sm80 family with a deterministic mode (variant ws)" and so on.
@@ -38,6 +38,7 @@ std::string describe(const KernelQuery& q) {
   if (q.arch != 0) os << " of the sm" << q.arch << " family";
   if (named_variant(q.variant)) os << " of variant '" << q.variant << "'";
   if (q.deterministic) os << " with a deterministic mode";
+  if (q.dropout) os << " with dropout";
   return os.str();
 }
 
@@ -87,6 +88,8 @@ std::string rebuild_hint(const KernelQuery& q) {
     os << "FLASH_SIGMOID_MASKS left out mask " << mask_name(q.mask) << ": add it and rebuild";
   } else if (named_variant(q.variant)) {
     os << "FLASH_SIGMOID_VARIANTS left out variant '" << q.variant << "': add it and rebuild";
+  } else if (q.dropout) {
+    os << "no family of this build applies dropout to this key (docs/dropout.md lists the kernels that do)";
   } else {
     os << "no family of this build has it (the sm80 family has the deterministic backward: "
        << "rebuild with 80 in FLASH_SIGMOID_ARCHS)";

@@ -37,6 +37,7 @@ struct KernelEntry {
   BackwardWorkspace backward_workspace;
   bool deterministic;  // backward: also serves BackwardParams::deterministic
   ForwardDeclines forward_declines;  // forward: nullptr when it serves every validated problem
+  bool dropout;  // applies attention dropout (ProblemParams::dropout_threshold)
 };
 
 // The KV-cache decode kernel (kernel_table.py: its own key, no mask column).
@@ -60,6 +61,7 @@ struct KernelQuery {
   int arch;  // 0: best for device_arch
   int device_arch;  // compute capability * 10 of the device, e.g. 90
   bool deterministic = false;  // backward: bitwise-reproducible gradients asked for
+  bool dropout = false;        // the call applies attention dropout
   const char* variant = nullptr;  // nullptr or "": default mainloops only; else only this variant
   const ForwardParams* forward = nullptr;  // the forward's params, where known: entries that decline them are skipped
 };

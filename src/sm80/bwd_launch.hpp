@@ -40,7 +40,7 @@ struct Sm80Bwd {
   static size_t workspace_bytes(const BackwardParams& params) { return DqAccumWorkspace::bytes(params); }
 
   static cudaError_t run(const BackwardParams& params, cudaStream_t stream) {
-    return launch_score_variant<kMask>(params.problem, [&](auto variant) {
+    return launch_score_variant<kMask, SigmoidViaExp2, true>(params.problem, [&](auto variant) {
       return run_variant<decltype(variant)>(Sm80BwdParams::make(params), stream);
     });
   }

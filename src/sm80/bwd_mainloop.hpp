@@ -20,6 +20,7 @@
 #include <cute/tensor.hpp>
 
 #include "common/block_range.hpp"
+#include "common/dropout_fragment.hpp"
 #include "common/score_variant.hpp"
 #include "common/params.hpp"
 #include "common/dq_accum.hpp"
@@ -214,6 +215,10 @@ struct Sm80BwdDkDvMainloop {
         for (int i = 0; i < size(acc_dp); ++i) {
           acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
         }
+        if constexpr (Variant::kDropout) {
+          apply_dropout_backward<DropoutWalk::kGeneral>(acc_s, acc_dp, tScS, tile.m_block * kBlockM, k_base,
+                                                        variant.dropout.params, variant.dropout.bh);
+        }
         Tensor rP = convert_fragment<Element>(acc_s);    // (MMA, MMA_M, MMA_N)
         Tensor rdZ = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
         copy(store_copy, thr_store.retile_S(rP), tPsP(_, _, _, slice));
@@ -381,6 +386,10 @@ struct Sm80BwdDqMainloop {
       CUTE_UNROLL
       for (int i = 0; i < size(acc_dp); ++i) {
         acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
+      }
+      if constexpr (Variant::kDropout) {
+        apply_dropout_backward<DropoutWalk::kGeneral>(acc_s, acc_dp, tScS, m_block * kBlockM, n_block * kBlockN,
+                                                      variant.dropout.params, variant.dropout.bh);
       }
       Tensor rdZ = convert_fragment<Element>(acc_dp);                                             // (MMA, MMA_M, MMA_N)
       Tensor tdQrdZ = make_tensor(rdZ.data(), accumulator_as_operand_a(rdZ.layout()));  // (MMA, MMA_M, BLK_N/16)

@@ -81,6 +81,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) sm80_fwd_kernel(const __
     const Variant variant = Variant::make(problem, mask, work.batch_idx, work.head_idx);
     Sm80FwdMainloop<Traits, Variant>::run(gQ, gK, gV, smem, variant, range, m_block, q_rows, seqlen.seqlen_k,
                                           problem.head_dim, acc_o, tidx);
+    if constexpr (Variant::kDropout) {
+      // The kept P entered P V unscaled: the inverse keep rate once, on O.
+      CUTE_UNROLL
+      for (int j = 0; j < size(acc_o); ++j) acc_o(j) *= variant.dropout.params.rescale;
+    }
   }
   Sm80FwdEpilogue<Traits>::store(acc_o, smem, gO, q_rows, problem.head_dim, tidx);
 }

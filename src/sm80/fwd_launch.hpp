@@ -33,7 +33,7 @@ struct Sm80Fwd {
   static cudaError_t run(const ForwardParams& params, cudaStream_t stream) {
     const Sm80FwdParams kernel_params = Sm80FwdParams::make(params);
     const LaunchShape shape{Sm80FwdScheduler<Traits>::grid(params.problem), Traits::kNThreads, Traits::kSmemBytes};
-    return launch_score_variant<kMask>(params.problem, [&](auto variant) {
+    return launch_score_variant<kMask, SigmoidViaExp2, true>(params.problem, [&](auto variant) {
       return launch_kernel(&sm80_fwd_kernel<Traits, decltype(variant)>, shape, stream, kernel_params);
     });
   }

@@ -24,6 +24,7 @@
 #include <cute/tensor.hpp>
 
 #include "common/block_range.hpp"
+#include "common/dropout_fragment.hpp"
 #include "common/score_variant.hpp"
 #include "sm80/common_mma.hpp"
 #include "sm80/fwd_traits.hpp"
@@ -217,6 +218,12 @@ struct Sm80FwdMainloop {
       // P @ V (the registers do not move). Before barrier B, so P @ V starts with S already packed
       // into half the registers.
       apply_score_variant<kApplyMask>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      if constexpr (Variant::kDropout) {
+        // Warps own 16-row slices (the m16n8 ownership); the kernel scales O by the keep rate.
+        constexpr DropoutWalk kWalk = kBlockN % 32 == 0 ? DropoutWalk::kM16n8 : DropoutWalk::kGeneral;
+        apply_dropout<kWalk>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant.dropout.params,
+                             variant.dropout.bh);
+      }
       Tensor rP = convert_fragment<Element>(acc_s);                                        // (MMA, MMA_M, MMA_N)
       Tensor tOrP = make_tensor(rP.data(), accumulator_as_operand_a(rP.layout()));  // (MMA, MMA_M, BLK_N/16)
 

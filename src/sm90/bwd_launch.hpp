@@ -33,7 +33,7 @@ struct Sm90Bwd {
 
   static cudaError_t run(const BackwardParams& params, cudaStream_t stream) {
     if (params.deterministic) return cudaErrorNotSupported;
-    return launch_score_variant<kMask>(params.problem, [&](auto variant) {
+    return launch_score_variant<kMask, SigmoidViaExp2, true>(params.problem, [&](auto variant) {
       return run_variant<decltype(variant)>(Sm90BwdParams::make(params), stream);
     });
   }

@@ -19,6 +19,7 @@
 #include <cutlass/arch/barrier.h>
 
 #include "common/block_range.hpp"
+#include "common/dropout_fragment.hpp"
 #include "common/score_variant.hpp"
 #include "common/params.hpp"
 #include "common/dq_accum.hpp"
@@ -172,6 +173,11 @@ struct Sm90BwdDkDvMainloop {
       CUTE_UNROLL
       for (int i = 0; i < size(acc_dp); ++i) {
         acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
+      }
+      if constexpr (Variant::kDropout) {
+        // S^T through swapped coordinates: each element's own block and lane of the mask.
+        apply_dropout_backward<DropoutWalk::kGeneral>(acc_s, acc_dp, tScS, tile.m_block * kBlockM,
+                                                      n_block * kBlockN, variant.dropout.params, variant.dropout.bh);
       }
       Tensor rP = convert_fragment<Element>(acc_s);    // (MMA, MMA_M, MMA_N)
       Tensor rdZ = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)

@@ -13,6 +13,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "common/block_range.hpp"
+#include "common/dropout_fragment.hpp"
 #include "common/score_variant.hpp"
 
 namespace flash_sigmoid::sm90 {
@@ -27,6 +28,13 @@ CUTE_DEVICE void forward_probabilities(AccS& acc_s, Coords const& coords, BlockR
     apply_score_variant<true>(acc_s, coords, m_block * kBlockM, n_block * kBlockN, variant);
   } else {
     apply_score_variant<false>(acc_s, coords, m_block * kBlockM, n_block * kBlockN, variant);
+  }
+  if constexpr (Variant::kDropout) {
+    // Each warp's 16 rows of the wgmma accumulator have the m16n8 ownership; key tiles of a multiple
+    // of 32 keys start on a mask block (the 80- and 112-key tiles of D 256 and 192 do not).
+    constexpr DropoutWalk kWalk = kBlockN % 32 == 0 ? DropoutWalk::kM16n8 : DropoutWalk::kGeneral;
+    apply_dropout<kWalk>(acc_s, coords, m_block * kBlockM, n_block * kBlockN, variant.dropout.params,
+                         variant.dropout.bh);
   }
 }
 

@@ -124,8 +124,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       Mainloop::mma(variant, range, work.m_block, smem, acc_o, ctid, q_phase, k_slot, v_slot, zero_v_tail);
       q_phase ^= 1;
       // A score function whose P is sigma / kOutputScale (SigmoidViaExp2Relu): O scaled once.
+      // With dropout, also the inverse keep rate (the mask left the kept P unscaled).
       constexpr float kOutputScale = Variant::ScoreFunction::kOutputScale;
-      if constexpr (kOutputScale != 1.0f) {
+      if constexpr (Variant::kDropout) {
+        const float output_scale = kOutputScale * variant.dropout.params.rescale;
+        CUTE_UNROLL
+        for (int j = 0; j < size(acc_o); ++j) acc_o(j) *= output_scale;
+      } else if constexpr (kOutputScale != 1.0f) {
         CUTE_UNROLL
         for (int j = 0; j < size(acc_o); ++j) acc_o(j) *= kOutputScale;
       }

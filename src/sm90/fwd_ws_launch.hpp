@@ -49,8 +49,9 @@ inline int64_t tma_stride(int64_t stride, int extent) { return extent == 1 ? 8 :
 // Exp2Form: how the default score function (exp2) is evaluated: SigmoidViaExp2, or a form with the
 // same values to rounding (SigmoidViaExp2Relu: no clamp, P packed with cvt.rn.relu and O scaled
 // once at the end; SigmoidViaExp2ReluMix: part of its reciprocals by rcp.approx).
+// kDropout: also built with attention dropout (the default; the other variants are measured without).
 template <class Element, int kHeadDim, MaskKind kMask, WsTiles kTiles, bool kPingPong, bool kPersistent = false,
-          class Exp2Form = SigmoidViaExp2>
+          class Exp2Form = SigmoidViaExp2, bool kDropout = false>
 struct Sm90FwdWsLaunch {
   using Traits = Sm90FwdWsTraits<Element, kHeadDim, kTiles>;
   using Params = Sm90FwdWsParams<Traits>;
@@ -65,7 +66,12 @@ struct Sm90FwdWsLaunch {
   static const char* declines(const ForwardParams& params) {
     const ProblemParams& p = params.problem;
     if (p.batch == 0 || p.total_q == 0) return nullptr;  // nothing to do: the API never launches it
-    if (kHasCpAsyncFallback || tma_can_serve(params)) return nullptr;
+    if (tma_can_serve(params)) return nullptr;
+    if (kDropout && p.dropout_threshold != 0) {
+      return "TMA cannot describe q, k or v (it needs a 16-byte aligned base and strides that are positive multiples "
+             "of 8 elements below 2^39) and the sm90 family's cp.async forward has no dropout";
+    }
+    if (kHasCpAsyncFallback) return nullptr;
     return "TMA cannot describe q, k or v (it needs a 16-byte aligned base and strides that are positive multiples "
            "of 8 elements below 2^39) and the sm90 family has no cp.async forward at this head dim";
   }
@@ -128,7 +134,7 @@ struct Sm90FwdWsLaunch {
       grid = Sm90FwdWsPersistentScheduler<Traits>::grid(params.problem, num_sms);
     }
     const LaunchShape shape{grid, Traits::kNThreads, Traits::kSmemBytes};
-    return launch_score_variant<kMask, Exp2Form>(params.problem, [&](auto variant) {
+    return launch_score_variant<kMask, Exp2Form, kDropout>(params.problem, [&](auto variant) {
       return launch_kernel(&sm90_fwd_ws_kernel<Traits, decltype(variant), kPingPong, kPersistent>, shape, stream,
                            kernel_params);
     });
@@ -139,7 +145,7 @@ struct Sm90FwdWsLaunch {
 // warpgroups, and the wide and deep tile rows with ping-pong; the persistent grid; the clamp-free
 // score function (ws_relu).
 template <class Element, int kHeadDim, MaskKind kMask>
-using Sm90FwdWs = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true>;
+using Sm90FwdWs = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, true, false, SigmoidViaExp2, true>;
 template <class Element, int kHeadDim, MaskKind kMask>
 using Sm90FwdWsLockstep = Sm90FwdWsLaunch<Element, kHeadDim, kMask, WsTiles::kSquare, false>;
 template <class Element, int kHeadDim, MaskKind kMask>

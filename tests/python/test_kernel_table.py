@@ -91,6 +91,7 @@ def test_sm90_tma_forward_declines_and_extended_wgmma_shapes(tmp_path):
     assert "::declines(params)" in unit
     assert "declines" not in (tmp_path / "sm80_fwd_bf16_hdim256_mask_none.cu").read_text()
     text = (tmp_path / "kernel_registry.inc").read_text()
-    assert "false, &declines_sm90a_fwd_bf16_hdim256_mask_none}," in text or \
-        "true, &declines_sm90a_fwd_bf16_hdim256_mask_none}," in text
-    assert "true, nullptr}," in text  # the sm80 entry declines nothing
+    # ..., deterministic, declines, dropout}: both families apply dropout (kernel_table.py).
+    assert "false, &declines_sm90a_fwd_bf16_hdim256_mask_none, true}," in text or \
+        "true, &declines_sm90a_fwd_bf16_hdim256_mask_none, true}," in text
+    assert "true, nullptr, true}," in text  # the sm80 entry declines nothing
