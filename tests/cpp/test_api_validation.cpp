@@ -297,9 +297,6 @@ TEST_F(ApiValidation, MessageNamesTheFirstWrongArgument) {
   expect_rejected(fwd_, kGpuAndCpu, "problem.head_dim", "1..256", "0");
 }
 
-}  // namespace
-}  // namespace flash_sigmoid::testing
-
 // ---- dropout (docs/dropout.md) ---------------------------------------------------------------
 
 TEST_F(ApiValidation, DropoutPOutsideZeroToOneIsRejected) {
@@ -336,3 +333,6 @@ TEST_F(ApiValidation, DropoutBelowHalfAStepIsNoDropout) {
   size_t bytes = 0;
   EXPECT_EQ(workspace_size(fwd_, &bytes), Status::kSuccess) << last_error();
 }
+
+}  // namespace
+}  // namespace flash_sigmoid::testing
