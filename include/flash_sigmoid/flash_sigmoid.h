@@ -246,6 +246,21 @@ FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_cpu_forward(const FlashSig
 FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_cpu_backward(const FlashSigmoidBackwardArgs* args,
                                                                    int num_threads);
 
+/* The attention-dropout keep mask (docs/dropout.md) that a call with this dropout_p and
+ * {seed, offset} applies, on the host: keep[((b * heads_q + h) * seqlen_q + i) * seqlen_k + j] is 1
+ * where entry (query i, key j) of query head h of batch entry batch_index + b is kept and 0 where it
+ * is dropped, for b < batch, h < heads_q, i < seqlen_q, j < seqlen_k (row-major [batch, heads_q,
+ * seqlen_q, seqlen_k] bytes). The mask depends on the positions only, never on the masks, ALiBi or
+ * values: entries that a causal or window mask hides are reported as the generator draws them.
+ * Packed sequences: sequence s is batch entry s with its own lengths (batch_index s, batch 1), as
+ * the CPU and GPU paths drop it. dropout_seed: two uint64 in host memory (the GPU path's device pair
+ * copied to the host gives the same mask); not read when dropout_p rounds to no dropout (every
+ * entry is then 1). Blocking, single-threaded. */
+FLASH_SIGMOID_EXPORT FlashSigmoidStatus flash_sigmoid_cpu_dropout_mask(float dropout_p, const uint64_t* dropout_seed,
+                                                                       int64_t batch_index, int64_t batch,
+                                                                       int64_t heads_q, int64_t seqlen_q,
+                                                                       int64_t seqlen_k, uint8_t* keep);
+
 /* The append step (FlashSigmoidKvAppendArgs). The CPU one is blocking and single-threaded (it
  * touches only the new tokens; num_threads is checked and reserved) and checks the index values.
  * The GPU one launches one kernel on `stream` (every pointer device memory; needs the decode

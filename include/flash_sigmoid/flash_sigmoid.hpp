@@ -58,6 +58,10 @@ namespace cpu {
 FLASH_SIGMOID_EXPORT Status forward(const ForwardArgs& args, int num_threads = 0);
 FLASH_SIGMOID_EXPORT Status backward(const BackwardArgs& args, int num_threads = 0);
 FLASH_SIGMOID_EXPORT Status kvcache_append(const KvAppendArgs& args, int num_threads = 0);
+// The dropout keep mask (see flash_sigmoid_cpu_dropout_mask).
+FLASH_SIGMOID_EXPORT Status dropout_mask(float dropout_p, const uint64_t* dropout_seed, int64_t batch_index,
+                                         int64_t batch, int64_t heads_q, int64_t seqlen_q, int64_t seqlen_k,
+                                         uint8_t* keep);
 }  // namespace cpu
 
 FLASH_SIGMOID_EXPORT const char* last_error();

@@ -44,43 +44,57 @@ ops = torch.ops.flash_sigmoid
 
 
 # Fake functions: shapes, dtypes and devices of the outputs, exactly as the C++ ops allocate them
-# (contiguous, dtype and device of q).
+# (contiguous, dtype and device of q). Every fwd/bwd ends in dropout_p, dropout_seed (docs/dropout.md:
+# an int64 [2] tensor {seed, offset} on q's device, required when dropout_p > 0).
 @torch.library.register_fake("flash_sigmoid::fwd")
 def _fwd_fake(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-              kernel_arch, kernel_variant, deterministic):
+              kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None):
     return q.new_empty(q.shape)
 
 
 @torch.library.register_fake("flash_sigmoid::fwd_out")
 def _fwd_out_fake(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-                  kernel_arch, kernel_variant, out):
+                  kernel_arch, kernel_variant, out, dropout_p=0.0, dropout_seed=None):
     return None
 
 
 @torch.library.register_fake("flash_sigmoid::bwd")
 def _bwd_fake(dout, q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-              kernel_arch, kernel_variant, deterministic):
+              kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None):
     return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
 
 
+# The keep mask (CPU, bool [batch, heads_q, seqlen_q, seqlen_k]).
+@torch.library.register_fake("flash_sigmoid::dropout_mask")
+def _dropout_mask_fake(dropout_seed, dropout_p, batch_index, batch, heads_q, seqlen_q, seqlen_k):
+    return dropout_seed.new_empty((batch, heads_q, seqlen_q, seqlen_k), dtype=torch.bool)
+
+
+def _with_dropout_defaults(inputs, count):
+    """The op's inputs with dropout_p and dropout_seed filled in where the caller left the defaults."""
+    inputs = tuple(inputs)
+    return inputs + (0.0, None)[len(inputs) - count:]
+
+
 # Autograd of fwd: save q, k, v (sigmoid attention needs no output and no row statistics, see
-# docs/math.md) and the parameters; the backward is the bwd op. The slopes and the scalar
-# parameters get no gradient; a second derivative is not provided.
+# docs/math.md), the dropout seed tensor (the backward regenerates the mask from it) and the
+# parameters; the backward is the bwd op. The slopes, the seed and the scalar parameters get no
+# gradient; a second derivative is not provided.
 def _fwd_setup_context(ctx, inputs, output):
     q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function, \
-        kernel_arch, kernel_variant, deterministic = inputs
-    ctx.save_for_backward(q, k, v, alibi_slopes)
+        kernel_arch, kernel_variant, deterministic, dropout_p, dropout_seed = _with_dropout_defaults(inputs, 13)
+    ctx.save_for_backward(q, k, v, alibi_slopes, dropout_seed)
     ctx.params = (scale, sigmoid_bias, causal, window_left, window_right, score_function, kernel_arch, kernel_variant,
-                  deterministic)
+                  deterministic, dropout_p)
 
 
 def _fwd_backward(ctx, dout):
-    q, k, v, alibi_slopes = ctx.saved_tensors
+    q, k, v, alibi_slopes, dropout_seed = ctx.saved_tensors
     scale, sigmoid_bias, causal, window_left, window_right, score_function, kernel_arch, kernel_variant, \
-        deterministic = ctx.params
+        deterministic, dropout_p = ctx.params
     dq, dk, dv = ops.bwd(dout, q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes,
-                         score_function, kernel_arch, kernel_variant, deterministic)
-    return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
+                         score_function, kernel_arch, kernel_variant, deterministic, dropout_p, dropout_seed)
+    return (dq, dk, dv) + (None,) * 12
 
 
 torch.library.register_autograd("flash_sigmoid::fwd", _fwd_backward, setup_context=_fwd_setup_context)
@@ -90,7 +104,7 @@ torch.library.register_autograd("flash_sigmoid::fwd", _fwd_backward, setup_conte
 @torch.library.register_fake("flash_sigmoid::varlen_fwd")
 def _varlen_fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias,
                      sigmoid_bias_per_batch, sigmoid_bias_auto, causal, window_left, window_right, alibi_slopes,
-                     score_function, kernel_arch, kernel_variant, deterministic):
+                     score_function, kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None):
     return q.new_empty(q.shape)
 
 
@@ -105,30 +119,30 @@ def _kvcache_fwd_fake(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_s
 @torch.library.register_fake("flash_sigmoid::varlen_bwd")
 def _varlen_bwd_fake(dout, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias,
                      sigmoid_bias_per_batch, sigmoid_bias_auto, causal, window_left, window_right, alibi_slopes,
-                     score_function, kernel_arch, kernel_variant, deterministic):
+                     score_function, kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None):
     return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
 
 
-# Autograd of varlen_fwd, as of fwd: q, k, v, the offsets, the slopes and the per-sequence biases are
-# saved; only q, k, v get gradients.
+# Autograd of varlen_fwd, as of fwd: q, k, v, the offsets, the slopes, the per-sequence biases and
+# the dropout seed are saved; only q, k, v get gradients.
 def _varlen_fwd_setup_context(ctx, inputs, output):
     q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias, sigmoid_bias_per_batch, \
         sigmoid_bias_auto, causal, window_left, window_right, alibi_slopes, score_function, kernel_arch, \
-        kernel_variant, deterministic = inputs
-    ctx.save_for_backward(q, k, v, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_per_batch, alibi_slopes)
+        kernel_variant, deterministic, dropout_p, dropout_seed = _with_dropout_defaults(inputs, 19)
+    ctx.save_for_backward(q, k, v, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_per_batch, alibi_slopes, dropout_seed)
     ctx.params = (max_seqlen_q, max_seqlen_k, scale, sigmoid_bias, sigmoid_bias_auto, causal, window_left,
-                  window_right, score_function, kernel_arch, kernel_variant, deterministic)
+                  window_right, score_function, kernel_arch, kernel_variant, deterministic, dropout_p)
 
 
 def _varlen_fwd_backward(ctx, dout):
-    q, k, v, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_per_batch, alibi_slopes = ctx.saved_tensors
+    q, k, v, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_per_batch, alibi_slopes, dropout_seed = ctx.saved_tensors
     max_seqlen_q, max_seqlen_k, scale, sigmoid_bias, sigmoid_bias_auto, causal, window_left, window_right, \
-        score_function, kernel_arch, kernel_variant, deterministic = ctx.params
+        score_function, kernel_arch, kernel_variant, deterministic, dropout_p = ctx.params
     dq, dk, dv = ops.varlen_bwd(dout, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale,
                                 sigmoid_bias, sigmoid_bias_per_batch, sigmoid_bias_auto, causal, window_left,
                                 window_right, alibi_slopes, score_function, kernel_arch, kernel_variant,
-                                deterministic)
-    return (dq, dk, dv) + (None,) * 16
+                                deterministic, dropout_p, dropout_seed)
+    return (dq, dk, dv) + (None,) * 18
 
 
 torch.library.register_autograd("flash_sigmoid::varlen_fwd", _varlen_fwd_backward,

@@ -15,10 +15,12 @@ change:
   the fused reduction in the kernels (a later step) removes it. A float bias keeps the plain path.
 - **Probabilities.** P = sigmoid(scale q k^T + b - alibi), 0 where masked, formed with torch
   operations in fp32 and returned as [B, Hq, Sq, Sk] in q's dtype: O(B Hq Sq Sk) memory, for testing
-  on small problems as flash-attn intends. With dropout (not implemented yet) dropped entries would be
-  negated, as flash-attn's S_dmask.
+  on small problems as flash-attn intends. With dropout the entries the call dropped are negated
+  (negate_dropped), as in flash-attn's S_dmask; P itself stays undropped and unscaled.
 """
 import torch
+
+from . import ops as _ops
 
 
 def per_head_bias(sigmoid_bias, heads, device):
@@ -93,3 +95,11 @@ def probabilities(q, k, scale, sigmoid_bias, causal, window_left, window_right, 
         visible &= j >= diag - window_left
     p = torch.where(visible, torch.sigmoid(z), torch.zeros((), device=q.device))
     return p.to(q.dtype)
+
+
+def negate_dropped(probs, dropout_seed, dropout_p):
+    """probs [B, Hq, Sq, Sk] with the entries that dropout_seed's mask drops negated (flash-attn's
+    S_dmask convention), the mask from the op that writes the kernels' mask (ops.dropout_mask)."""
+    b, hq, sq, sk = probs.shape
+    keep = _ops.dropout_mask(dropout_seed, dropout_p, b, hq, sq, sk).to(probs.device)
+    return torch.where(keep, probs, -probs)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .flash_attn_interface import flash_attn_func
+from .ops import check_dropout
 
 __all__ = ["SigmoidSelfAttention", "alibi_slopes", "apply_rotary"]
 
@@ -61,6 +62,8 @@ class SigmoidSelfAttention(nn.Module):
             (module.to(dtype) casts parameters too).
         bias_init_seqlen: the sequence length whose −log initialises a learnable "auto" bias.
         softmax_scale: score scale, default 1/sqrt(head_dim).
+        dropout: attention dropout probability in [0, 1) (docs/dropout.md), applied in training
+            mode only (module.train()); eval mode attends without it.
         bias: whether the projections have biases.
 
     Input x: [batch, seqlen, embed_dim]; output the same shape. CPU tensors (fp32/fp16/bf16) run
@@ -82,7 +85,7 @@ class SigmoidSelfAttention(nn.Module):
     def __init__(self, embed_dim, num_heads, num_kv_heads=None, head_dim=None, *, causal=False,
                  window_size=(-1, -1), alibi=False, qk_norm=False, rotary=False, rotary_dim=None,
                  rotary_base=10000.0, sigmoid_bias="auto", softmax_scale=None, bias=False, learnable_bias=False,
-                 bias_init_seqlen=None, device=None, dtype=None):
+                 bias_init_seqlen=None, dropout=0.0, device=None, dtype=None):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         head_dim = embed_dim // num_heads if head_dim is None else head_dim
@@ -102,6 +105,10 @@ class SigmoidSelfAttention(nn.Module):
         self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim = embed_dim, num_heads, num_kv_heads, head_dim
         self.causal, self.window_size = causal, tuple(window_size)
         self.sigmoid_bias, self.softmax_scale = sigmoid_bias, softmax_scale
+        try:
+            self.dropout = check_dropout(dropout)
+        except (TypeError, ValueError) as e:
+            raise type(e)(str(e).replace("dropout_p:", "dropout:", 1)) from None
         self.qkv = nn.Linear(embed_dim, (num_heads + 2 * num_kv_heads) * head_dim, bias=bias, **factory)
         self.out = nn.Linear(num_heads * head_dim, embed_dim, bias=bias, **factory)
         norm = norms[qk_norm]
@@ -152,7 +159,8 @@ class SigmoidSelfAttention(nn.Module):
         b, s, _ = x.shape
         q, k, v = self.project_qkv(x)
         slopes = alibi_slopes(self.num_heads, x.device) if self.alibi else None
-        out = flash_attn_func(q, k, v, softmax_scale=self.softmax_scale, causal=self.causal,
+        out = flash_attn_func(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                              softmax_scale=self.softmax_scale, causal=self.causal,
                               window_size=self.window_size, alibi_slopes=slopes,
                               sigmoid_bias=self.resolved_sigmoid_bias(s) if self.learned_bias is None
                               else self.learned_bias)
@@ -161,4 +169,5 @@ class SigmoidSelfAttention(nn.Module):
     def extra_repr(self):
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
                 f"head_dim={self.head_dim}, causal={self.causal}, window_size={self.window_size}, "
-                f"alibi={self.alibi}, rotary_dim={self.rotary_dim}, sigmoid_bias={self.sigmoid_bias!r}")
+                f"alibi={self.alibi}, rotary_dim={self.rotary_dim}, sigmoid_bias={self.sigmoid_bias!r}, "
+                f"dropout={self.dropout}")

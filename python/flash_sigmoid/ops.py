@@ -10,6 +10,12 @@ read. Knows nothing of kernel internals.
 `forward`/`backward` speak this library's conventions (docs/math.md): causal is the window (-1, 0)
 and may not be combined with another right bound. flash_attn_interface.py maps flash-attn's onto
 them.
+
+Attention dropout (docs/dropout.md) is a probability `dropout_p` and a seed tensor: int64 [2] on q's
+device, whose bits are the uint64 pair {seed, offset} of the Philox mask. `new_dropout_seed` draws
+one from torch's default generator of that device (graph-safe: inside a CUDA graph capture the draw
+is a captured kernel that advances the generator's offset on every replay); forward and backward
+given the same tensor drop the same entries. `dropout_mask` returns the mask itself.
 """
 import math
 import numbers
@@ -90,6 +96,63 @@ def as_float(name, value):
     raise ValueError(f"{name}: expected a finite number, got {value!r}")
 
 
+def check_dropout(dropout_p):
+    """dropout_p as a float in [0, 1): TypeError for a non-number, ValueError outside the range."""
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
+        raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__} ({dropout_p!r})")
+    p = float(dropout_p)
+    if not 0.0 <= p < 1.0:  # also rejects nan
+        raise ValueError(f"dropout_p: expected a probability in [0, 1), got {dropout_p!r}")
+    return p
+
+
+def new_dropout_seed(device):
+    """A fresh {seed, offset} pair for one dropout call: int64 [2] on `device`, drawn from torch's
+    default generator of that device (torch.manual_seed reproduces it; a captured CUDA graph draws
+    a new pair at every replay, as eager calls do)."""
+    return torch.randint(-2 ** 63, 2 ** 63 - 1, (2,), dtype=torch.int64, device=device)
+
+
+def check_dropout_seed(dropout_p, dropout_seed, device):
+    """None without dropout; else an int64 [2] tensor on `device` (required when dropout_p > 0)."""
+    if dropout_seed is None:
+        if dropout_p > 0:
+            raise ValueError(f"dropout_seed: expected an int64 tensor of shape (2,) ({{seed, offset}}) on {device} "
+                             f"when dropout_p > 0 (dropout_p = {dropout_p}), got None; new_dropout_seed(device) "
+                             "draws one")
+        return None
+    if not isinstance(dropout_seed, torch.Tensor):
+        raise TypeError(f"dropout_seed: expected a torch.Tensor or None, got {type(dropout_seed).__name__}")
+    if dropout_seed.dtype != torch.int64 or tuple(dropout_seed.shape) != (2,):
+        raise ValueError(f"dropout_seed: expected an int64 tensor of shape (2,), got {dropout_seed.dtype} "
+                         f"{tuple(dropout_seed.shape)}")
+    if dropout_seed.device != device:
+        raise ValueError(f"dropout_seed: expected device {device} like q, got {dropout_seed.device}")
+    return dropout_seed
+
+
+def dropout_rescale(dropout_p):
+    """The factor kept entries get: p is rounded to t / 256 (t = round(256 p), at most 255) and kept
+    entries are scaled by 256 / (256 - t), the inverse of the true keep rate (docs/dropout.md)."""
+    t = min(int(check_dropout(dropout_p) * 256.0 + 0.5), 255)
+    return 256.0 / (256 - t)
+
+
+def dropout_mask(dropout_seed, dropout_p, batch, heads_q, seqlen_q, seqlen_k, batch_index=0):
+    """The keep mask a call with this seed tensor and dropout_p applies: bool
+    [batch, heads_q, seqlen_q, seqlen_k] on the seed's device, True where kept, for the batch entries
+    batch_index .. batch_index + batch - 1. A packed (varlen) sequence s is dropped as batch entry s
+    of a dense call with its lengths: dropout_mask(seed, p, 1, heads_q, len_q[s], len_k[s], s).
+    The mask depends only on positions (attention masks do not change it). Computed on the CPU (a
+    CUDA seed is copied to the host, which synchronizes)."""
+    p = check_dropout(dropout_p)
+    if not isinstance(dropout_seed, torch.Tensor):
+        raise TypeError(f"dropout_seed: expected a torch.Tensor, got {type(dropout_seed).__name__}")
+    seed = check_dropout_seed(p, dropout_seed, dropout_seed.device)
+    mask = ops.dropout_mask(seed.cpu(), p, int(batch_index), int(batch), int(heads_q), int(seqlen_q), int(seqlen_k))
+    return mask.to(seed.device)
+
+
 def check_window(window_size):
     """(left, right) as two ints >= -1; -1 means unbounded."""
     try:
@@ -113,12 +176,12 @@ def padded_head_dim(q):
 
 
 def attention(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-              kernel_arch, kernel_variant, deterministic):
+              kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None):
     """The differentiable fwd op on checked arguments, with GPU head-dim padding."""
     d, d_pad = q.shape[-1], padded_head_dim(q)
     q, k, v = (_pad_head_dim(t, d_pad) for t in (q, k, v))
     out = ops.fwd(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-                  kernel_arch, kernel_variant, deterministic)
+                  kernel_arch, kernel_variant, deterministic, dropout_p, dropout_seed)
     return out if d_pad == d else out[..., :d]
 
 
@@ -141,17 +204,21 @@ def _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, sc
 
 
 def forward(q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1, -1), alibi_slopes=None,
-            score_function="exp2", kernel_arch=0, kernel_variant="", out=None):
+            score_function="exp2", kernel_arch=0, kernel_variant="", out=None, dropout_p=0.0, dropout_seed=None):
     """out[b, i, h] = sum_j sigmoid(scale q_i.k_j + bias - alibi) v_j, masks bottom-right aligned.
 
     Differentiable (the backward is `backward`). `out`, if given, receives the result in place (shape
     and dtype of q; not with autograd, nor with a GPU head dim that is not a multiple of 8).
     `kernel_arch` and `kernel_variant` pick a GPU kernel family and mainloop by name (for A/B
-    measurement; docs/python.md); the CPU implementation ignores them."""
+    measurement; docs/python.md); the CPU implementation ignores them. `dropout_p` > 0 drops P's
+    entries with the mask of `dropout_seed` (int64 [2] on q's device, e.g. new_dropout_seed; pass
+    the same tensor to `backward`) and scales the kept ones by dropout_rescale(dropout_p)."""
     params = _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch,
                       kernel_variant)
+    dropout_p = check_dropout(dropout_p)
+    dropout_seed = check_dropout_seed(dropout_p, dropout_seed, q.device)
     if out is None:
-        return attention(q, k, v, *params, False)
+        return attention(q, k, v, *params, False, dropout_p, dropout_seed)
     if not isinstance(out, torch.Tensor) or out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
         raise ValueError(f"out: expected shape {tuple(q.shape)}, dtype {q.dtype} and device {q.device} like q")
     if padded_head_dim(q) != q.shape[-1]:
@@ -159,20 +226,24 @@ def forward(q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1
                          f"{padded_head_dim(q)}); pass out=None")
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         raise ValueError("out: not supported when q, k or v requires grad; pass out=None")
-    ops.fwd_out(q, k, v, *params, out)
+    ops.fwd_out(q, k, v, *params, out, dropout_p, dropout_seed)
     return out
 
 
 def backward(dout, q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1, -1), alibi_slopes=None,
-             score_function="exp2", kernel_arch=0, kernel_variant="", deterministic=False):
-    """(dq, dk, dv) of forward() for the output gradient dout; dk, dv summed over each GQA group."""
+             score_function="exp2", kernel_arch=0, kernel_variant="", deterministic=False, dropout_p=0.0,
+             dropout_seed=None):
+    """(dq, dk, dv) of forward() for the output gradient dout; dk, dv summed over each GQA group.
+    With dropout, pass the forward's dropout_p and seed tensor: the backward regenerates its mask."""
     params = _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch,
                       kernel_variant)
+    dropout_p = check_dropout(dropout_p)
+    dropout_seed = check_dropout_seed(dropout_p, dropout_seed, q.device)
     if not isinstance(dout, torch.Tensor) or dout.shape != q.shape or dout.dtype != q.dtype or dout.device != q.device:
         raise ValueError(f"dout: expected shape {tuple(q.shape)}, dtype {q.dtype} and device {q.device} like q")
     d, d_pad = q.shape[-1], padded_head_dim(q)
     dout, q, k, v = (_pad_head_dim(t, d_pad) for t in (dout, q, k, v))
-    dq, dk, dv = ops.bwd(dout, q, k, v, *params, bool(deterministic))
+    dq, dk, dv = ops.bwd(dout, q, k, v, *params, bool(deterministic), dropout_p, dropout_seed)
     if d_pad != d:
         dq, dk, dv = dq[..., :d], dk[..., :d], dv[..., :d]
     return dq, dk, dv

@@ -18,6 +18,11 @@ sigmoid_bias: a float (every sequence), "auto" (-log(seqlen_k) of each sequence,
 op from the offsets; a sequence with no keys has no scores, so its bias is irrelevant), or a [B]
 tensor (one per sequence, a constant). Window bounds >= max_seqlen_k are unbounded, as in
 flash-attn's mha_varlen_fwd.
+
+dropout_p as in flash_attn_func (docs/dropout.md): one seed per call from torch's generator; sequence
+b is dropped exactly as batch entry b of a dense call with its lengths and the same seed tensor
+(positions within the sequence, the sequence's index as batch), so its mask is
+ops.dropout_mask(seed, p, 1, heads_q, len_q[b], len_k[b], batch_index=b).
 """
 import numbers
 
@@ -117,7 +122,7 @@ def _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dro
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 3:
             raise ValueError(f"{name}: expected 3 dims [total_tokens, heads, head_dim], got shape {tuple(t.shape)}")
-    _dense._check_dropout(dropout_p)
+    _ops.check_dropout(dropout_p)
     _check_return_attn_probs(return_attn_probs)
     _check_cu_meta("cu_seqlens_q", cu_seqlens_q, q.device)
     _check_cu_meta("cu_seqlens_k", cu_seqlens_k, q.device)
@@ -142,11 +147,12 @@ def _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dro
     bias, bias_per_batch, bias_auto = _bias_args(sigmoid_bias, batch, q.device, eager)
     left, right = _dense._flash_window(window_size, bool(causal), max_seqlen_k)
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
+    dropout_p, seed = _dense._dropout(dropout_p, q.device)
     # CPU and CUDA tensors alike: the CPU implementation loops over the sequences, the GPU kernels
     # read cu_seqlens on the device (docs/varlen.md).
     return _lib.varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, bias,
                            bias_per_batch, bias_auto, bool(causal), left, right, alibi_slopes,
-                           _ops.SCORE_FUNCTIONS["exp2"], 0, "", bool(deterministic))
+                           _ops.SCORE_FUNCTIONS["exp2"], 0, "", bool(deterministic), dropout_p, seed)
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
@@ -158,8 +164,9 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     bottom-right aligned per sequence; a sequence with no keys gives O = 0. sigmoid_bias: float,
     "auto" (-log(seqlen_k) per sequence) or a (batch,) tensor. Window bounds >= max_seqlen_k are
     unbounded (flash-attn's rule). CPU and CUDA tensors; on CUDA the offsets' values and
-    max_seqlen_* are not checked (a check would synchronize), as in flash-attn.
-    Returns out (total_q, nheads, headdim)."""
+    max_seqlen_* are not checked (a check would synchronize), as in flash-attn. dropout_p as in
+    flash_attn_func (each sequence dropped as its own batch index). Returns out (total_q, nheads,
+    headdim)."""
     return _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
                    causal, window_size, alibi_slopes, deterministic, return_attn_probs, sigmoid_bias,
                    ("q", "k", "v"))

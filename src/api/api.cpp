@@ -6,9 +6,11 @@
 
 #include <cuda_runtime_api.h>
 
+#include "api/checker.hpp"
 #include "api/error.hpp"
 #include "api/validate.hpp"
 #include "cpu/attention_cpu.hpp"
+#include "cpu/cpu_dropout.hpp"
 #include "cpu/kvcache_cpu.hpp"
 #include "dispatch/registry.hpp"
 
@@ -325,6 +327,46 @@ Status kvcache_append(const KvAppendArgs& args, int num_threads) {
   if (!cpu_impl::kvcache_append(args)) {
     return api::fail(Status::kInternalError, "cpu::kvcache_append: host scratch memory could not be allocated");
   }
+  return api::succeed();
+}
+
+Status dropout_mask(float dropout_p, const uint64_t* dropout_seed, int64_t batch_index, int64_t batch, int64_t heads_q,
+                    int64_t seqlen_q, int64_t seqlen_k, uint8_t* keep) {
+  constexpr const char* where = "cpu::dropout_mask";
+  api::Checker c(where, api::Backend::kCpu);
+  c.require(std::isfinite(dropout_p) && dropout_p >= 0.0f && dropout_p < 1.0f, "dropout_p", "a probability in [0, 1)",
+            dropout_p);
+  const DropoutParams off = make_dropout(dropout_p, 0, 0);
+  if (off.enabled()) {
+    c.require(dropout_seed != nullptr, "dropout_seed", "a pointer to {seed, offset} (two uint64) when dropout_p > 0",
+              "NULL");
+    c.require(reinterpret_cast<uintptr_t>(dropout_seed) % alignof(uint64_t) == 0, "dropout_seed",
+              "an 8-byte aligned pointer to two uint64", static_cast<const void*>(dropout_seed));
+  }
+  c.require(batch_index >= 0, "batch_index", ">= 0", batch_index);
+  c.require(batch >= 0, "batch", ">= 0", batch);
+  c.require(heads_q >= 1, "heads_q", ">= 1", heads_q);
+  c.require(seqlen_q >= 0 && seqlen_q <= api::kMaxSeqlen, "seqlen_q", "0..2^30", seqlen_q);
+  c.require(seqlen_k >= 0 && seqlen_k <= api::kMaxSeqlen, "seqlen_k", "0..2^30", seqlen_k);
+  if (!c.ok()) return c.status();
+  // The mask's head index (batch_index + b) * heads_q + h is 32-bit (the Philox counter's word).
+  int64_t heads_total = 0, entries = 0;
+  const bool bh_overflow = __builtin_add_overflow(batch_index, batch, &heads_total) ||
+                           __builtin_mul_overflow(heads_total, heads_q, &heads_total) ||
+                           heads_total > (int64_t{1} << 32);
+  c.require(!bh_overflow, "batch_index", "(batch_index + batch) * heads_q <= 2^32 (the mask's 32-bit head index)",
+            batch_index);
+  const bool size_overflow = __builtin_mul_overflow(batch, heads_q, &entries) ||
+                             __builtin_mul_overflow(entries, seqlen_q, &entries) ||
+                             __builtin_mul_overflow(entries, seqlen_k, &entries);
+  c.require(!size_overflow, "batch", "batch * heads_q * seqlen_q * seqlen_k < 2^63", batch);
+  if (!c.ok()) return c.status();
+  c.require(entries == 0 || keep != nullptr, "keep", "a host pointer to batch * heads_q * seqlen_q * seqlen_k bytes",
+            "NULL");
+  if (!c.ok()) return c.status();
+  if (entries == 0) return api::succeed();
+  const DropoutParams d = off.enabled() ? make_dropout(dropout_p, dropout_seed[0], dropout_seed[1]) : off;
+  cpu_impl::dropout_mask(d, batch_index, batch, heads_q, seqlen_q, seqlen_k, keep);
   return api::succeed();
 }
 

@@ -79,6 +79,12 @@ FlashSigmoidStatus flash_sigmoid_cpu_backward(const FlashSigmoidBackwardArgs* ar
   return to_c(fs::cpu::backward(*args, num_threads));
 }
 
+FlashSigmoidStatus flash_sigmoid_cpu_dropout_mask(float dropout_p, const uint64_t* dropout_seed, int64_t batch_index,
+                                                  int64_t batch, int64_t heads_q, int64_t seqlen_q, int64_t seqlen_k,
+                                                  uint8_t* keep) {
+  return to_c(fs::cpu::dropout_mask(dropout_p, dropout_seed, batch_index, batch, heads_q, seqlen_q, seqlen_k, keep));
+}
+
 FlashSigmoidStatus flash_sigmoid_cpu_kvcache_append(const FlashSigmoidKvAppendArgs* args, int num_threads) {
   FlashSigmoidStatus s;
   if (reject_null(args, "cpu::kvcache_append", &s)) return s;

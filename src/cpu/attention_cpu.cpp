@@ -6,6 +6,7 @@
 //
 //   s_t (keys x queries) = K_tile Q^T      gemm; the queries run along the vector lanes
 //   s_t -> P^T                              sigmoid_tile: scale, bias, ALiBi, sigma, mask, in place
+//   P^T -> P'^T = P^T * M / (1 - p)         with dropout (cpu_dropout.hpp), in place
 //   O (queries x head_dim) += P V_tile      gemm reading P^T with swapped strides
 //
 // Scores are laid out keys x queries so that the first product needs no transposed copy of k (k's
@@ -45,12 +46,14 @@ void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, cons
   const int64_t blocks = std::min(kFwdBlocksPerTask, tile_count(p.seqlen_q - task_q0, kBlockM));
 
   const int64_t per_block = head_dim * kBlockM + kBlockM * width;
+  const int64_t keep_floats = p.dropout.enabled() ? (kFwdBlockN * kBlockM + 3) / 4 : 0;
   scratch.resize(static_cast<size_t>(blocks * per_block + kFwdBlockN * head_dim + kFwdBlockN * width +
-                                     kFwdBlockN * kBlockM + kBlockM * width));
+                                     kFwdBlockN * kBlockM + kBlockM * width + keep_floats));
   float* k_rows = scratch.data() + blocks * per_block;  // (kFwdBlockN, head_dim)
   float* v_rows = k_rows + kFwdBlockN * head_dim;       // (kFwdBlockN, width)
   float* s_t = v_rows + kFwdBlockN * width;             // (kFwdBlockN, kBlockM): scores, then P^T
   float* q_rows = s_t + kFwdBlockN * kBlockM;           // (kBlockM, width): q before the transpose
+  uint8_t* keep = reinterpret_cast<uint8_t*>(q_rows + kBlockM * width);  // (kBlockM, kFwdBlockN): dropout
   struct Block {
     int64_t q0, rows, cols;  // cols: query columns of s_t
     float* q_t;              // (head_dim, kBlockM)
@@ -76,6 +79,7 @@ void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, cons
   }
 
   const float slope = p.alibi_slope(batch_idx, head_idx);
+  const uint32_t bh = p.dropout.bh(batch_idx, p.heads_q, head_idx);
   for (int64_t n0 = keys.begin; n0 < keys.end; n0 += kFwdBlockN) {
     const int64_t n = std::min(kFwdBlockN, keys.end - n0);
     const RowTile k = key_rows_tile(kernels, args.k, p, batch_idx, kv_head_idx, n0, n, head_dim, k_rows);
@@ -92,6 +96,10 @@ void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, cons
       kernels.gemm(nk, bl.cols, head_dim, k_tile, k.ld, 1, bl.q_t, kBlockM, s_t, kBlockM, false);
       kernels.sigmoid_tile(tile_band(p, slope, bl.q0, bl.rows, k0, nk, /*keys_by_queries=*/true), s_t, kBlockM, nk,
                            bl.cols);
+      // P' = P * M / (1 - p): s_t's entry (query i, key j) is s_t[(j - k0) * kBlockM + i - q0].
+      if (p.dropout.enabled()) {
+        apply_dropout(p.dropout.params, bh, bl.q0, bl.rows, k0, nk, s_t, 1, kBlockM, keep);
+      }
       kernels.gemm(bl.rows, width, nk, s_t, 1, kBlockM, v_tile, v.ld, bl.o, width, true);
     }
   }
@@ -109,7 +117,7 @@ void forward_task(const FlashSigmoidForwardArgs& args, const CpuProblem& p, cons
 // loop is task t - first_task of the last part whose first_task <= t.
 bool forward(const FlashSigmoidForwardArgs& args, int num_threads) noexcept {
   try {
-    const std::vector<FlashSigmoidForwardArgs> part_args = dense_parts(args);
+    const std::vector<DensePart<FlashSigmoidForwardArgs>> part_args = dense_parts(args);
     struct Part {
       const FlashSigmoidForwardArgs* args;
       CpuProblem p;
@@ -117,10 +125,10 @@ bool forward(const FlashSigmoidForwardArgs& args, int num_threads) noexcept {
     std::vector<Part> parts;
     std::vector<int64_t> first_task;
     int64_t tasks = 0, work = 0;
-    for (const FlashSigmoidForwardArgs& a : part_args) {
-      const CpuProblem p = make_cpu_problem(a);
+    for (const DensePart<FlashSigmoidForwardArgs>& part : part_args) {
+      const CpuProblem p = make_cpu_problem(part.args, part.first_batch);
       if (p.batch <= 0 || p.heads_q <= 0 || p.seqlen_q <= 0 || p.head_dim <= 0) continue;
-      parts.push_back(Part{&a, p});
+      parts.push_back(Part{&part.args, p});
       first_task.push_back(tasks);
       tasks += p.batch * p.heads_q * tile_count(p.seqlen_q, kBlockM * kFwdBlocksPerTask);
       work += p.batch * p.heads_q * p.seqlen_q * p.seqlen_k * p.head_dim;  // per GEMM

@@ -1,6 +1,9 @@
 // Layer: CPU implementation. The backward (DESIGN §1), recomputing P from q and k:
 //
-//   dP = dO V^T,  dZ = dP * P * (1 - P),  dQ = scale dZ K,  dK = scale dZ^T Q,  dV = P^T dO.
+//   dP = dO V^T,  dZ = dP * P * (1 - P),  dQ = scale dZ K,  dK = scale dZ^T Q,  dV = P^T dO;
+//
+// with dropout (docs/dropout.md, cpu_dropout.hpp) dV = P'^T dO and dZ = (dP * M / (1 - p)) * P (1 - P),
+// P' = P * M / (1 - p) and P the undropped sigma.
 //
 // Five products per (query chunk, key tile), each computed once: no O, no row statistics, no
 // atomics. The work is split over keys:
@@ -105,8 +108,9 @@ void key_task(const BackwardContext& c, int64_t task, std::vector<float>& scratc
   const IndexRange keys = c.plan.slab_keys(p, slab);
   const int64_t tiles = tile_count(keys.end - keys.begin, kBlockN);
   const int64_t slab_rows = tiles * kBlockN;
+  const int64_t keep_floats = p.dropout.enabled() ? (kBwdBlockM * kBlockN + 3) / 4 : 0;
   scratch.resize(static_cast<size_t>(3 * slab_rows * width + 2 * head_dim * slab_rows + 2 * kBwdBlockM * width +
-                                     2 * kBwdBlockM * kBlockN));
+                                     2 * kBwdBlockM * kBlockN + keep_floats));
   float* k_rows = scratch.data();                // (slab_rows, width): B of dQ += dZ K
   float* k_t = k_rows + slab_rows * width;       // tiles x (head_dim, kBlockN): B of S = Q K^T
   float* v_t = k_t + head_dim * slab_rows;       // tiles x (head_dim, kBlockN): B of dP = dO V^T
@@ -116,6 +120,7 @@ void key_task(const BackwardContext& c, int64_t task, std::vector<float>& scratc
   float* do_rows = q_rows + kBwdBlockM * width;  // (kBwdBlockM, width)
   float* s = do_rows + kBwdBlockM * width;       // (kBwdBlockM, kBlockN): scores, then P
   float* ds = s + kBwdBlockM * kBlockN;          // (kBwdBlockM, kBlockN): dP, then dZ
+  uint8_t* keep = reinterpret_cast<uint8_t*>(ds + kBwdBlockM * kBlockN);  // (kBwdBlockM, kBlockN): dropout
 
   auto tile_keys = [&](int64_t t) {
     const int64_t n0 = keys.begin + t * kBlockN;
@@ -139,6 +144,7 @@ void key_task(const BackwardContext& c, int64_t task, std::vector<float>& scratc
   for (int64_t g = 0; g < p.group; ++g) {
     const int64_t head_idx = kv_head_idx * p.group + g;
     const float slope = p.alibi_slope(batch_idx, head_idx);
+    const uint32_t bh = p.dropout.bh(batch_idx, p.heads_q, head_idx);
     float* dq_partial = c.partial(pair, g, slab);
     std::fill(dq_partial + queries.begin * width, dq_partial + std::max(queries.begin, queries.end) * width, 0.0f);
     for (int64_t c0 = queries.begin; c0 < queries.end; c0 += kBwdBlockM) {
@@ -160,6 +166,10 @@ void key_task(const BackwardContext& c, int64_t task, std::vector<float>& scratc
         kernels.gemm(m, np, head_dim, dout, width, 1, v_t + t * head_dim * kBlockN, kBlockN, ds, kBlockN, false);
         kernels.sigmoid_grad_tile(tile_band(p, slope, i0, m, tk.begin, n, /*keys_by_queries=*/false), s, ds, kBlockN,
                                   m, np);
+        // Dropout: P' = P * M / (1 - p) for dV, and dZ = (dP' * M / (1 - p)) * P (1 - P): the mask
+        // scales the undropped sigma' product after sigmoid_grad_tile (the same product in
+        // another order), so that one mask serves both tiles.
+        if (p.dropout.enabled()) apply_dropout(p.dropout.params, bh, i0, m, tk.begin, n, s, ds, kBlockN, 1, keep);
         // P^T dO and dZ^T Q read the (query, key) tiles with swapped strides; then dZ K.
         kernels.gemm(n, width, m, s, 1, kBlockN, dout, width, dv + t * kBlockN * width, width, true);
         kernels.gemm(n, width, m, ds, 1, kBlockN, q, width, dk + t * kBlockN * width, width, true);
@@ -222,7 +232,7 @@ struct PairWork {
 // those of a loop over its pairs alone, and each packed sequence's those of a dense call on it.
 bool backward(const FlashSigmoidBackwardArgs& args, int num_threads) noexcept {
   try {
-    const std::vector<FlashSigmoidBackwardArgs> part_args = dense_parts(args);
+    const std::vector<DensePart<FlashSigmoidBackwardArgs>> part_args = dense_parts(args);
     const CpuKernels& kernels = select_kernels();
     struct Part {
       const FlashSigmoidBackwardArgs* args;
@@ -231,8 +241,9 @@ bool backward(const FlashSigmoidBackwardArgs& args, int num_threads) noexcept {
     };
     std::vector<Part> parts;
     std::vector<PairWork> pairs;
-    for (const FlashSigmoidBackwardArgs& a : part_args) {
-      const CpuProblem p = make_cpu_problem(a);
+    for (const DensePart<FlashSigmoidBackwardArgs>& part : part_args) {
+      const FlashSigmoidBackwardArgs& a = part.args;
+      const CpuProblem p = make_cpu_problem(a, part.first_batch);
       if (p.batch <= 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.head_dim <= 0) continue;
       const int64_t n_blocks = tile_count(p.seqlen_k, kBlockN);
       SlabPlan plan;

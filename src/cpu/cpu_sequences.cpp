@@ -45,16 +45,16 @@ void advance_tensors(FlashSigmoidBackwardArgs& a, int64_t eb, bool packed, int64
 }
 
 template <class Args>
-std::vector<Args> split(const Args& args) {
+std::vector<DensePart<Args>> split(const Args& args) {
   const FlashSigmoidProblem& p = args.problem;
   const bool packed = p.cu_seqlens_q != nullptr;
-  std::vector<Args> parts;
+  std::vector<DensePart<Args>> parts;
   const bool kv_cache = p.seqused_k != nullptr || p.kv_batch_idx != nullptr || p.block_table != nullptr;
   if (!packed && p.sigmoid_bias_per_batch == nullptr && !kv_cache) {
     Args whole = args;
     if (p.sigmoid_bias_auto) whole.problem.sigmoid_bias = auto_bias(p.seqlen_k);
     whole.problem.sigmoid_bias_auto = 0;
-    parts.push_back(whole);
+    parts.push_back(DensePart<Args>{whole, 0});
     return parts;
   }
   const int64_t element_bytes = p.dtype == FLASH_SIGMOID_FLOAT32 ? 4 : 2;
@@ -85,14 +85,18 @@ std::vector<Args> split(const Args& args) {
     s.cu_seqlens_k = nullptr;
     s.sigmoid_bias_per_batch = nullptr;
     s.sigmoid_bias_auto = 0;
-    parts.push_back(part);
+    parts.push_back(DensePart<Args>{part, b});
   }
   return parts;
 }
 
 }  // namespace
 
-std::vector<FlashSigmoidForwardArgs> dense_parts(const FlashSigmoidForwardArgs& args) { return split(args); }
-std::vector<FlashSigmoidBackwardArgs> dense_parts(const FlashSigmoidBackwardArgs& args) { return split(args); }
+std::vector<DensePart<FlashSigmoidForwardArgs>> dense_parts(const FlashSigmoidForwardArgs& args) {
+  return split(args);
+}
+std::vector<DensePart<FlashSigmoidBackwardArgs>> dense_parts(const FlashSigmoidBackwardArgs& args) {
+  return split(args);
+}
 
 }  // namespace flash_sigmoid::cpu_impl

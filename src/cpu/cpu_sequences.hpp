@@ -13,11 +13,15 @@
 //     k/v row kv_batch_idx[b], or, paged, the whole page pool with block_table advanced to row b's
 //     pages (read in place by the forward's key loads, cpu_tiles.hpp: no gather).
 // Parts are disjoint in every output, so the callers may run all parts' tasks in one parallel loop.
+// Each part keeps the index of its first batch entry in the call (first_batch: the sequence's or
+// batch entry's index, 0 for a whole dense call), which the dropout mask needs (docs/dropout.md:
+// a packed sequence is dropped as batch entry b of a dense call with its lengths).
 //
 // Owns the reading of the host offsets and biases. Does not check them: the API layer has
 // (check_host_sequences: monotone, ending at the total rows, finite biases) before any part exists.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "flash_sigmoid/flash_sigmoid.h"
@@ -26,7 +30,12 @@ namespace flash_sigmoid::cpu_impl {
 
 // Every part is dense: cu_seqlens NULL, sigmoid_bias_per_batch NULL, sigmoid_bias_auto 0,
 // seqused_k and kv_batch_idx NULL; a paged part keeps block_table (its row's pages, batch 1).
-std::vector<FlashSigmoidForwardArgs> dense_parts(const FlashSigmoidForwardArgs& args);
-std::vector<FlashSigmoidBackwardArgs> dense_parts(const FlashSigmoidBackwardArgs& args);
+template <class Args>
+struct DensePart {
+  Args args;
+  int64_t first_batch;
+};
+std::vector<DensePart<FlashSigmoidForwardArgs>> dense_parts(const FlashSigmoidForwardArgs& args);
+std::vector<DensePart<FlashSigmoidBackwardArgs>> dense_parts(const FlashSigmoidBackwardArgs& args);
 
 }  // namespace flash_sigmoid::cpu_impl

@@ -3,7 +3,8 @@
 // q/k/v/dout. The arithmetic inside a tile is cpu_kernels.hpp's.
 //
 // Written from DESIGN §1 alone; deliberately does not include src/policies/ or src/common/, so that
-// it is a second opinion against the GPU kernels rather than a copy of them.
+// it is a second opinion against the GPU kernels rather than a copy of them. The one exception is
+// the dropout mask (cpu_dropout.hpp says why).
 //
 //   z[i, j] = scale * (q_i . k_j) + bias - slope[b, h] * |i + Sk - Sq - j|
 //   p[i, j] = sigmoid(z[i, j]) where  i + Sk - Sq - left <= j <= i + Sk - Sq + right,  else 0.
@@ -13,6 +14,7 @@
 #include <cstdint>
 
 #include "cpu_convert.hpp"
+#include "cpu_dropout.hpp"
 #include "cpu_kernels.hpp"
 #include "flash_sigmoid/flash_sigmoid.h"
 
@@ -68,6 +70,7 @@ struct CpuProblem {
   // j % page_size of page kv_pages[j / page_size]. nullptr: k/v are [batch, seqlen_k] rows.
   const int32_t* kv_pages;
   int64_t page_size;
+  CpuDropout dropout;  // the part's mask (docs/dropout.md); disabled without dropout
 
   // Keys visible from query row i.
   IndexRange visible_keys(int64_t i) const {
@@ -111,8 +114,10 @@ struct CpuProblem {
   }
 };
 
+// first_batch: the call's index of the part's batch entry 0 (cpu_sequences.hpp), for the dropout
+// mask. The seed pair is read from host memory (the API layer has checked the pointer).
 template <class Args>
-CpuProblem make_cpu_problem(const Args& args) {
+CpuProblem make_cpu_problem(const Args& args, int64_t first_batch) {
   const FlashSigmoidProblem& p = args.problem;
   CpuProblem c;
   c.dtype = p.dtype;
@@ -134,6 +139,10 @@ CpuProblem make_cpu_problem(const Args& args) {
   c.alibi_stride_batch = p.alibi_stride_batch;
   c.kv_pages = p.block_table;
   c.page_size = p.page_size;
+  c.dropout.first_batch = first_batch;
+  if (make_dropout(p.dropout_p, 0, 0).enabled()) {
+    c.dropout.params = make_dropout(p.dropout_p, p.dropout_seed[0], p.dropout_seed[1]);
+  }
   return c;
 }
 

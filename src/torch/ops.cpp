@@ -2,12 +2,16 @@
 // stable ABI (one build serves torch >= 2.10), for CPU and CUDA tensors:
 //
 //   fwd(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes,
-//       score_function, kernel_arch, kernel_variant, deterministic) -> out
-//   fwd_out(..., Tensor(a!) out) -> ()           the forward into a caller's tensor
-//   bwd(dout, q, k, v, ...same..., deterministic) -> (dq, dk, dv)
+//       score_function, kernel_arch, kernel_variant, deterministic, dropout_p=0, dropout_seed=None) -> out
+//   fwd_out(..., Tensor(a!) out, dropout_p=0, dropout_seed=None) -> ()   the forward into a caller's tensor
+//   bwd(dout, q, k, v, ...same..., deterministic, dropout_p=0, dropout_seed=None) -> (dq, dk, dv)
 //   varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias,
 //              sigmoid_bias_per_batch, sigmoid_bias_auto, causal, ..., deterministic) -> out
 //   varlen_bwd(dout, q, k, v, ...same...) -> (dq, dk, dv)       packed sequences (docs/varlen.md)
+//   dropout_mask(dropout_seed, dropout_p, batch_index, batch, heads_q, seqlen_q, seqlen_k) -> bool mask
+//               the keep mask the ops apply (docs/dropout.md), computed on the CPU
+// Every fwd/bwd takes dropout_p and dropout_seed (int64 [2], {seed, offset}'s bits, on q's device;
+// docs/dropout.md): forward and backward given the same tensor drop the same entries.
 //   kvcache_fwd(q, k_cache(a!), v_cache(b!), k, v, rotary_cos, rotary_sin, cache_seqlens,
 //               cache_batch_idx, block_table, ..., num_splits) -> out
 //               CPU: append, then attend; CUDA: attend only (the decode kernel; docs/kvcache.md)
@@ -23,6 +27,8 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
@@ -122,19 +128,20 @@ void run_forward(const char* op, const Inputs& in, const StableTensor& out) {
 // kernel_variant is the op's own argument, alive for the whole call: the problem points into it.
 OpParams params_of(double scale, double sigmoid_bias, bool causal, int64_t window_left, int64_t window_right,
                    std::optional<StableTensor> alibi_slopes, int64_t score_function, int64_t kernel_arch,
-                   const std::string& kernel_variant) {
-  return OpParams{scale,          sigmoid_bias, causal,      window_left, window_right, std::move(alibi_slopes),
-                  score_function, kernel_arch,  &kernel_variant};
+                   const std::string& kernel_variant, double dropout_p, std::optional<StableTensor> dropout_seed) {
+  return OpParams{scale,          sigmoid_bias, causal,          window_left, window_right, std::move(alibi_slopes),
+                  score_function, kernel_arch,  &kernel_variant, dropout_p,   std::move(dropout_seed)};
 }
 
 StableTensor fwd(StableTensor q, StableTensor k, StableTensor v, double scale, double sigmoid_bias, bool causal,
                  int64_t window_left, int64_t window_right, std::optional<StableTensor> alibi_slopes,
                  int64_t score_function, int64_t kernel_arch, std::string kernel_variant,
-                 bool /*deterministic: for bwd*/) {
+                 bool /*deterministic: for bwd*/, double dropout_p, std::optional<StableTensor> dropout_seed) {
   constexpr const char* op = "flash_sigmoid::fwd";
   const Inputs in = prepare_inputs(op, q, k, v, std::nullopt,
                                    params_of(scale, sigmoid_bias, causal, window_left, window_right,
-                                             std::move(alibi_slopes), score_function, kernel_arch, kernel_variant));
+                                             std::move(alibi_slopes), score_function, kernel_arch, kernel_variant, dropout_p,
+                                             std::move(dropout_seed)));
   StableTensor out = empty_like_sizes(in.q, q);
   run_forward(op, in, out);
   return out;
@@ -142,11 +149,13 @@ StableTensor fwd(StableTensor q, StableTensor k, StableTensor v, double scale, d
 
 void fwd_out(StableTensor q, StableTensor k, StableTensor v, double scale, double sigmoid_bias, bool causal,
              int64_t window_left, int64_t window_right, std::optional<StableTensor> alibi_slopes,
-             int64_t score_function, int64_t kernel_arch, std::string kernel_variant, StableTensor out) {
+             int64_t score_function, int64_t kernel_arch, std::string kernel_variant, StableTensor out,
+             double dropout_p, std::optional<StableTensor> dropout_seed) {
   constexpr const char* op = "flash_sigmoid::fwd_out";
   const Inputs in = prepare_inputs(op, q, k, v, std::nullopt,
                                    params_of(scale, sigmoid_bias, causal, window_left, window_right,
-                                             std::move(alibi_slopes), score_function, kernel_arch, kernel_variant));
+                                             std::move(alibi_slopes), score_function, kernel_arch, kernel_variant, dropout_p,
+                                             std::move(dropout_seed)));
   bool same_shape = out.dim() == 4;
   for (int64_t d = 0; same_shape && d < 4; ++d) same_shape = out.size(d) == q.size(d);
   if (!same_shape || out.scalar_type() != q.scalar_type() || out.is_cuda() != q.is_cuda() ||
@@ -168,11 +177,13 @@ std::tuple<StableTensor, StableTensor, StableTensor> bwd(StableTensor dout, Stab
                                                          bool causal, int64_t window_left, int64_t window_right,
                                                          std::optional<StableTensor> alibi_slopes,
                                                          int64_t score_function, int64_t kernel_arch,
-                                                         std::string kernel_variant, bool deterministic) {
+                                                         std::string kernel_variant, bool deterministic,
+                                                         double dropout_p, std::optional<StableTensor> dropout_seed) {
   constexpr const char* op = "flash_sigmoid::bwd";
   const Inputs in = prepare_inputs(op, q, k, v, dout,
                                    params_of(scale, sigmoid_bias, causal, window_left, window_right,
-                                             std::move(alibi_slopes), score_function, kernel_arch, kernel_variant));
+                                             std::move(alibi_slopes), score_function, kernel_arch, kernel_variant, dropout_p,
+                                             std::move(dropout_seed)));
   StableTensor dq = empty_like_sizes(in.q, q);
   StableTensor dk = empty_like_sizes(in.q, k);
   StableTensor dv = empty_like_sizes(in.q, v);
@@ -194,14 +205,15 @@ StableTensor varlen_fwd(StableTensor q, StableTensor k, StableTensor v, StableTe
                         double sigmoid_bias, std::optional<StableTensor> sigmoid_bias_per_batch, bool sigmoid_bias_auto,
                         bool causal, int64_t window_left, int64_t window_right,
                         std::optional<StableTensor> alibi_slopes, int64_t score_function, int64_t kernel_arch,
-                        std::string kernel_variant, bool /*deterministic: for varlen_bwd*/) {
+                        std::string kernel_variant, bool /*deterministic: for varlen_bwd*/, double dropout_p,
+                        std::optional<StableTensor> dropout_seed) {
   constexpr const char* op = "flash_sigmoid::varlen_fwd";
   const VarlenInputs vi = prepare_varlen_inputs(
       op, q, k, v, std::nullopt,
       varlen_of(std::move(cu_seqlens_q), std::move(cu_seqlens_k), max_seqlen_q, max_seqlen_k,
                 std::move(sigmoid_bias_per_batch), sigmoid_bias_auto),
       params_of(scale, sigmoid_bias, causal, window_left, window_right, std::move(alibi_slopes), score_function,
-                kernel_arch, kernel_variant));
+                kernel_arch, kernel_variant, dropout_p, std::move(dropout_seed)));
   const Inputs& in = vi.in;
   StableTensor out = empty_like_sizes(in.q, q);
   launch_forward(op, in, forward_args(in, out, [](const StableTensor& t) { return api_packed_tensor(t); }));
@@ -213,14 +225,14 @@ std::tuple<StableTensor, StableTensor, StableTensor> varlen_bwd(
     StableTensor cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k, double scale, double sigmoid_bias,
     std::optional<StableTensor> sigmoid_bias_per_batch, bool sigmoid_bias_auto, bool causal, int64_t window_left,
     int64_t window_right, std::optional<StableTensor> alibi_slopes, int64_t score_function, int64_t kernel_arch,
-    std::string kernel_variant, bool deterministic) {
+    std::string kernel_variant, bool deterministic, double dropout_p, std::optional<StableTensor> dropout_seed) {
   constexpr const char* op = "flash_sigmoid::varlen_bwd";
   const VarlenInputs vi = prepare_varlen_inputs(
       op, q, k, v, dout,
       varlen_of(std::move(cu_seqlens_q), std::move(cu_seqlens_k), max_seqlen_q, max_seqlen_k,
                 std::move(sigmoid_bias_per_batch), sigmoid_bias_auto),
       params_of(scale, sigmoid_bias, causal, window_left, window_right, std::move(alibi_slopes), score_function,
-                kernel_arch, kernel_variant));
+                kernel_arch, kernel_variant, dropout_p, std::move(dropout_seed)));
   const Inputs& in = vi.in;
   StableTensor dq = empty_like_sizes(in.q, q);
   StableTensor dk = empty_like_sizes(in.q, k);
@@ -252,7 +264,7 @@ StableTensor kvcache_fwd(StableTensor q, StableTensor k_cache, StableTensor v_ca
                     std::move(cache_batch_idx), std::move(block_table), rotary_interleaved, rotary_q_steps,
                     num_splits},
       OpParams{scale, sigmoid_bias, causal, window_left, window_right, std::move(alibi_slopes),
-               FLASH_SIGMOID_SIGMOID_VIA_EXP2, 0, &variant},
+               FLASH_SIGMOID_SIGMOID_VIA_EXP2, 0, &variant, 0.0, std::nullopt},
       &in);
   if (in.backend == Backend::kCuda) {
 #ifdef FLASH_SIGMOID_TORCH_CUDA
@@ -274,6 +286,31 @@ StableTensor kvcache_fwd(StableTensor q, StableTensor k_cache, StableTensor v_ca
   return in.out;
 }
 
+// The keep mask (docs/dropout.md) as a CPU bool tensor [batch, heads_q, seqlen_q, seqlen_k]: batch
+// entries batch_index .. batch_index + batch - 1 (a packed sequence s: batch_index s, batch 1). The
+// seed tensor is a CPU int64 [2] (a CUDA call's seed copied to the host gives the same mask).
+StableTensor dropout_mask(StableTensor dropout_seed, double dropout_p, int64_t batch_index, int64_t batch,
+                          int64_t heads_q, int64_t seqlen_q, int64_t seqlen_k) {
+  constexpr const char* op = "flash_sigmoid::dropout_mask";
+  if (!dropout_seed.is_cpu()) {
+    throw std::runtime_error(std::string(op) + ": dropout_seed: expected a CPU tensor (copy a CUDA seed with .cpu())");
+  }
+  const std::string variant;
+  Problem problem = problem_init(1);
+  OpParams params{1.0, 0.0, false, -1, -1, std::nullopt, FLASH_SIGMOID_SIGMOID_VIA_EXP2, 0, &variant, dropout_p,
+                  dropout_seed};
+  const std::optional<StableTensor> seed = prepare_dropout(op, params, dropout_seed, &problem);
+  for (const auto& [name, value] : {std::pair{"batch", batch}, std::pair{"heads_q", heads_q},
+                                    std::pair{"seqlen_q", seqlen_q}, std::pair{"seqlen_k", seqlen_k}}) {
+    if (value < 0) throw std::runtime_error(std::string(op) + ": " + name + ": expected >= 0, got " + std::to_string(value));
+  }
+  const std::vector<int64_t> sizes{batch, heads_q, seqlen_q, seqlen_k};
+  StableTensor mask = torch::stable::new_empty(dropout_seed, sizes, torch::headeronly::ScalarType::Bool);
+  check_status(op, cpu::dropout_mask(problem.dropout_p, problem.dropout_seed, batch_index, batch, heads_q, seqlen_q,
+                                     seqlen_k, static_cast<uint8_t*>(mask.data_ptr())));
+  return mask;
+}
+
 std::string build_info_op() { return build_info(); }
 
 }  // namespace
@@ -285,30 +322,33 @@ STABLE_TORCH_LIBRARY(flash_sigmoid, m) {
   m.def(
       "fwd(Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, int window_left, "
       "int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, str kernel_variant, "
-      "bool deterministic) -> Tensor");
+      "bool deterministic, float dropout_p=0.0, Tensor? dropout_seed=None) -> Tensor");
   m.def(
       "fwd_out(Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, int window_left, "
       "int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, str kernel_variant, "
-      "Tensor(a!) out) -> ()");
+      "Tensor(a!) out, float dropout_p=0.0, Tensor? dropout_seed=None) -> ()");
   m.def(
       "bwd(Tensor dout, Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, "
       "int window_left, int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, "
-      "str kernel_variant, bool deterministic) -> (Tensor, Tensor, Tensor)");
+      "str kernel_variant, bool deterministic, float dropout_p=0.0, Tensor? dropout_seed=None) -> (Tensor, Tensor, Tensor)");
   m.def(
       "varlen_fwd(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, "
       "int max_seqlen_k, float scale, float sigmoid_bias, Tensor? sigmoid_bias_per_batch, bool sigmoid_bias_auto, "
       "bool causal, int window_left, int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, "
-      "str kernel_variant, bool deterministic) -> Tensor");
+      "str kernel_variant, bool deterministic, float dropout_p=0.0, Tensor? dropout_seed=None) -> Tensor");
   m.def(
       "varlen_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
       "int max_seqlen_q, int max_seqlen_k, float scale, float sigmoid_bias, Tensor? sigmoid_bias_per_batch, "
       "bool sigmoid_bias_auto, bool causal, int window_left, int window_right, Tensor? alibi_slopes, "
-      "int score_function, int kernel_arch, str kernel_variant, bool deterministic) -> (Tensor, Tensor, Tensor)");
+      "int score_function, int kernel_arch, str kernel_variant, bool deterministic, float dropout_p=0.0, Tensor? dropout_seed=None) -> (Tensor, Tensor, Tensor)");
   m.def(
       "kvcache_fwd(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? k, Tensor? v, Tensor? rotary_cos, "
       "Tensor? rotary_sin, Tensor cache_seqlens, Tensor? cache_batch_idx, Tensor? block_table, float scale, "
       "float sigmoid_bias, bool causal, int window_left, int window_right, bool rotary_interleaved, "
       "bool rotary_q_steps, Tensor? alibi_slopes, int num_splits=0) -> Tensor");
+  m.def(
+      "dropout_mask(Tensor dropout_seed, float dropout_p, int batch_index, int batch, int heads_q, int seqlen_q, "
+      "int seqlen_k) -> Tensor");
   m.def("build_info() -> str");
 }
 
@@ -319,6 +359,7 @@ STABLE_TORCH_LIBRARY_IMPL(flash_sigmoid, CPU, m) {
   m.impl("varlen_fwd", TORCH_BOX(&fs_torch::varlen_fwd));
   m.impl("varlen_bwd", TORCH_BOX(&fs_torch::varlen_bwd));
   m.impl("kvcache_fwd", TORCH_BOX(&fs_torch::kvcache_fwd));
+  m.impl("dropout_mask", TORCH_BOX(&fs_torch::dropout_mask));
 }
 
 #ifdef FLASH_SIGMOID_TORCH_CUDA

@@ -132,6 +132,35 @@ void set_params(const char* op, const OpParams& params, Problem* p) {
 
 }  // namespace
 
+// The dropout seed tensor: int64 [2] ({seed, offset}'s bits) on q's device, read in place where it
+// is contiguous (8-byte aligned, as every int64 tensor's data). Returns what problem.dropout_seed
+// points into. Without dropout (p 0, or below half a step) the tensor may be absent and is not read.
+std::optional<StableTensor> prepare_dropout(const char* op, const OpParams& params, const StableTensor& q,
+                                            Problem* p) {
+  p->dropout_p = static_cast<float>(params.dropout_p);
+  p->dropout_seed = nullptr;
+  if (!(params.dropout_p >= 0.0 && params.dropout_p < 1.0)) {
+    fail(op, "dropout_p", "expected a probability in [0, 1), got " + std::to_string(params.dropout_p));
+  }
+  if (!params.dropout_seed.has_value()) {
+    if (p->dropout_p * 256.0f + 0.5f >= 1.0f) {  // p rounds to a dropout (policies/dropout.hpp)
+      fail(op, "dropout_seed", "expected an int64 tensor of shape [2] ({seed, offset}) on " + device_name(q) +
+                                   " when dropout_p > 0 (dropout_p = " + std::to_string(params.dropout_p) +
+                                   "), got None");
+    }
+    return std::nullopt;
+  }
+  const StableTensor& s = *params.dropout_seed;
+  if (s.scalar_type() != ScalarType::Long) {
+    fail(op, "dropout_seed", "expected dtype int64 ({seed, offset}), got " + dtype_name(s.scalar_type()));
+  }
+  if (!same_device(s, q)) fail(op, "dropout_seed", "expected device " + device_name(q) + " like q, got " + device_name(s));
+  if (s.dim() != 1 || s.size(0) != 2) fail(op, "dropout_seed", "expected shape [2] ({seed, offset}), got " + shape_string(s));
+  StableTensor usable = s.stride(0) == 1 ? s : torch::stable::contiguous(s);
+  p->dropout_seed = static_cast<const uint64_t*>(usable.data_ptr());
+  return usable;
+}
+
 // Size-1 dims are ignored: api_tensor() gives them stride 0.
 bool readable_in_place(const StableTensor& t, Backend backend) {
   if (t.numel() == 0) return true;
@@ -175,7 +204,7 @@ Inputs prepare_inputs(const char* op, const StableTensor& q, const StableTensor&
     }
   }
   Inputs in{backend, readable(q, backend), readable(k, backend), readable(v, backend), std::nullopt, std::nullopt,
-            problem_init(q.size(3))};
+            problem_init(q.size(3)), std::nullopt};
   if (dout.has_value()) in.dout = readable(*dout, backend);
   Problem& p = in.problem;
   p.dtype = static_cast<FlashSigmoidDType>(dtype);
@@ -186,6 +215,7 @@ Inputs prepare_inputs(const char* op, const StableTensor& q, const StableTensor&
   p.heads_kv = k.size(2);
   set_params(op, params, &p);
   in.alibi = prepare_alibi(op, params.alibi_slopes, q, p.batch, p.heads_q, &p);
+  in.dropout_seed = prepare_dropout(op, params, q, &p);
   return in;
 }
 
@@ -245,7 +275,7 @@ VarlenInputs prepare_varlen_inputs(const char* op, const StableTensor& q, const 
   }
 
   VarlenInputs vi{Inputs{backend, readable(q, backend), readable(k, backend), readable(v, backend), std::nullopt,
-                         std::nullopt, problem_init(q.size(2))},
+                         std::nullopt, problem_init(q.size(2)), std::nullopt},
                   cu_q, cu_k, bias};
   Inputs& in = vi.in;
   if (dout.has_value()) in.dout = readable(*dout, backend);
@@ -264,6 +294,7 @@ VarlenInputs prepare_varlen_inputs(const char* op, const StableTensor& q, const 
   p.sigmoid_bias_per_batch = bias.has_value() ? static_cast<const float*>(bias->data_ptr()) : nullptr;
   p.sigmoid_bias_auto = varlen.sigmoid_bias_auto ? 1 : 0;
   in.alibi = prepare_alibi(op, params.alibi_slopes, q, batch, p.heads_q, &p);
+  in.dropout_seed = prepare_dropout(op, params, q, &p);
   return vi;
 }
 

@@ -33,6 +33,10 @@ struct OpParams {
   int64_t score_function;
   int64_t kernel_arch;
   const std::string* kernel_variant;  // "": the default mainloop; outlives the op's use of the problem
+  // Attention dropout (docs/dropout.md): p, and {seed, offset} as an int64 [2] tensor on q's device
+  // (its bits are the two uint64); required when p rounds to dropout, unread otherwise.
+  double dropout_p = 0.0;
+  std::optional<StableTensor> dropout_seed;
 };
 
 // Inputs made readable by the backend. q, k, v (and dout) are the caller's tensors or, where
@@ -44,6 +48,7 @@ struct Inputs {
   std::optional<StableTensor> dout;
   std::optional<StableTensor> alibi;
   Problem problem;
+  std::optional<StableTensor> dropout_seed;  // what problem.dropout_seed points into
 };
 
 // Checks q, k, v (and dout when given) and the parameters, and fills `problem`. `op` names the op
@@ -101,6 +106,12 @@ struct KvCacheParams {
 void prepare_kvcache_inputs(const char* op, const StableTensor& q, const StableTensor& k_cache,
                             const StableTensor& v_cache, const KvCacheParams& kv, const OpParams& params,
                             KvCacheInputs* in);
+
+// Checks params.dropout_p and params.dropout_seed (int64 [2] on q's device, required when p rounds
+// to a dropout) and sets problem->dropout_p/dropout_seed; returns the tensor dropout_seed points
+// into (keep it alive with the problem). Throws std::runtime_error naming the argument.
+std::optional<StableTensor> prepare_dropout(const char* op, const OpParams& params, const StableTensor& q,
+                                            Problem* problem);
 
 // Whether `backend` can read or write `t` in place: head dim contiguous, no negative strides and,
 // for the GPU kernels, 16-byte vectors (aligned pointer, strides in multiples of 16 bytes).

@@ -4,7 +4,9 @@
 //
 // Independent on purpose: dense loops over every (i, j), double arithmetic, its own dtype
 // conversions (frexp/ldexp arithmetic, not bit tricks), and the mask written as the three
-// inequalities of the public header. It shares nothing with src/cpu/ but the public arg structs.
+// inequalities of the public header. It shares nothing with src/cpu/ but the public arg structs,
+// and with the library only the dropout policy's per-entry reference dropout_keeps (the mask is a
+// definition, tested in test_policies.cpp; the CPU implementation fills it block by block).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "flash_sigmoid/flash_sigmoid.hpp"
+#include "policies/dropout.hpp"
 
 namespace flash_sigmoid::oracle {
 
@@ -271,12 +274,24 @@ inline double logit(const FlashSigmoidProblem& p, int64_t b, int64_t h, int64_t 
   return z;
 }
 
+// Dropout's factor of entry (i, j) of head h of batch entry b: 0 where dropped, 256 / (256 - t)
+// (in double) where kept, 1 without dropout. first_batch: the call's index of batch entry 0 (a
+// packed sequence's index when the oracle runs one sequence as a dense problem).
+inline double dropout_factor(const FlashSigmoidProblem& p, int64_t first_batch, int64_t b, int64_t h, int64_t i,
+                             int64_t j) {
+  const DropoutParams off = make_dropout(p.dropout_p, 0, 0);
+  if (!off.enabled()) return 1.0;
+  const DropoutParams d = make_dropout(p.dropout_p, p.dropout_seed[0], p.dropout_seed[1]);
+  const auto bh = static_cast<uint32_t>((first_batch + b) * p.heads_q + h);
+  return dropout_keeps(d, bh, i, j) ? 256.0 / static_cast<double>(256 - d.threshold) : 0.0;
+}
+
 inline size_t dense_index(int64_t b, int64_t s, int64_t h, int64_t d, int64_t seqlen, int64_t heads, int64_t head_dim) {
   return static_cast<size_t>(((b * seqlen + s) * heads + h) * head_dim + d);
 }
 
-// O = P V, dense [batch, seqlen_q, heads_q, head_dim].
-inline std::vector<double> forward(const FlashSigmoidForwardArgs& a) {
+// O = P V (P' V with dropout), dense [batch, seqlen_q, heads_q, head_dim].
+inline std::vector<double> forward(const FlashSigmoidForwardArgs& a, int64_t first_batch = 0) {
   const FlashSigmoidProblem& p = a.problem;
   const int64_t D = p.head_dim, group = p.heads_q / p.heads_kv;
   std::vector<double> out(static_cast<size_t>(p.batch * p.seqlen_q * p.heads_q * D), 0.0);
@@ -288,7 +303,8 @@ inline std::vector<double> forward(const FlashSigmoidForwardArgs& a) {
           double s = 0.0;
           for (int64_t d = 0; d < D; ++d)
             s += element(a.q, p.dtype, b, i, h, d) * element(a.k, p.dtype, b, j, h / group, d);
-          const double prob = 1.0 / (1.0 + std::exp(-logit(p, b, h, i, j, s)));
+          const double prob =
+              dropout_factor(p, first_batch, b, h, i, j) / (1.0 + std::exp(-logit(p, b, h, i, j, s)));
           for (int64_t d = 0; d < D; ++d)
             out[dense_index(b, i, h, d, p.seqlen_q, p.heads_q, D)] += prob * element(a.v, p.dtype, b, j, h / group, d);
         }
@@ -300,8 +316,9 @@ struct Gradients {
 };
 
 // dP = dO V^T, dZ = dP P (1 - P), dQ = scale dZ K, dK = scale dZ^T Q, dV = P^T dO, with dK and
-// dV summed over the query heads that share a kv head.
-inline Gradients backward(const FlashSigmoidBackwardArgs& a) {
+// dV summed over the query heads that share a kv head. With dropout (factor f = M / (1 - p)):
+// dV = (f P)^T dO and dZ = f dP P (1 - P), P undropped.
+inline Gradients backward(const FlashSigmoidBackwardArgs& a, int64_t first_batch = 0) {
   const FlashSigmoidProblem& p = a.problem;
   const int64_t D = p.head_dim, group = p.heads_q / p.heads_kv;
   Gradients g;
@@ -321,11 +338,13 @@ inline Gradients backward(const FlashSigmoidBackwardArgs& a) {
             dp += element(a.dout, p.dtype, b, i, h, d) * element(a.v, p.dtype, b, j, hk, d);
           }
           const double prob = 1.0 / (1.0 + std::exp(-logit(p, b, h, i, j, s)));
-          const double dz = dp * prob * (1.0 - prob);
+          const double f = dropout_factor(p, first_batch, b, h, i, j);
+          const double dz = f * dp * prob * (1.0 - prob);
           for (int64_t d = 0; d < D; ++d) {
             g.dq[dense_index(b, i, h, d, p.seqlen_q, p.heads_q, D)] += scale * dz * element(a.k, p.dtype, b, j, hk, d);
             g.dk[dense_index(b, j, hk, d, p.seqlen_k, p.heads_kv, D)] += scale * dz * element(a.q, p.dtype, b, i, h, d);
-            g.dv[dense_index(b, j, hk, d, p.seqlen_k, p.heads_kv, D)] += prob * element(a.dout, p.dtype, b, i, h, d);
+            g.dv[dense_index(b, j, hk, d, p.seqlen_k, p.heads_kv, D)] +=
+                f * prob * element(a.dout, p.dtype, b, i, h, d);
           }
         }
   return g;

@@ -169,8 +169,8 @@ def test_bad_inputs_on_the_gpu():
         flash_attn_func(q, k, v, alibi_slopes=torch.ones(2))
     with pytest.raises(TypeError, match="alibi_slopes: expected dtype float32"):
         flash_attn_func(q, k, v, alibi_slopes=torch.ones(2, device="cuda", dtype=torch.float16))
-    with pytest.raises(NotImplementedError, match="dropout"):
-        flash_attn_func(q, k, v, 0.1)
+    with pytest.raises(ValueError, match=r"dropout_p: expected a probability in \[0, 1\)"):
+        flash_attn_func(q, k, v, 1.0)  # dropout itself: test_dropout_gpu.py
     out, lse, probs = flash_attn_func(q, k, v, return_attn_probs=True)
     assert lse is None and probs.shape == (q.shape[0], q.shape[2], q.shape[1], k.shape[1])
 

@@ -1,7 +1,7 @@
 """CPU tier: the flash-attn-compatible interface (flash_attn_func and the packed variants) on CPU
 tensors, against the fp64 reference (tests/gpu/reference.py) and autograd of it; flash-attn's
-conventions; argument errors; what is not implemented (dropout, returned probabilities) raising; and
-the calls as Apple's FlashSigmoid README and tests make them."""
+conventions; argument errors (dropout_p's included; dropout itself is test_dropout_cpu.py's); the
+returned probabilities; and the calls as Apple's FlashSigmoid README and tests make them."""
 import math
 
 import pytest
@@ -235,7 +235,9 @@ def test_apples_readme_example():
     #   out = flash_sigmoid_func(q, k, v, softmax_scale, dropout_p, window_size, alibi_slopes, causal, sigmoid_bias)
     # Its positional order does not match the signature (flash-attn 2.5.6's, dropout_p fourth),
     # so taken literally it would pass softmax_scale as dropout_p: that raises here instead of
-    # computing something else. Spelled with keywords it runs as the README describes.
+    # computing something else (with a number in the first slot, the arguments after it shift onto
+    # the wrong names, and the bool reaching alibi_slopes is rejected). Spelled with keywords it runs
+    # as the README describes.
     from flash_sigmoid import flash_attn_func as flash_sigmoid_func
     q, k, v = inputs(2, 16, 16, 4, 2, 32, torch.bfloat16)
     softmax_scale, dropout_p, window_size, causal, sigmoid_bias = None, 0.0, (-1, -1), True, -math.log(16)
@@ -246,38 +248,47 @@ def test_apples_readme_example():
                               alibi_slopes=alibi_slopes)
     with pytest.raises(TypeError, match="dropout_p: expected a float, got NoneType"):
         flash_sigmoid_func(q, k, v, softmax_scale, dropout_p, window_size, alibi_slopes, causal, sigmoid_bias)
-    with pytest.raises(NotImplementedError, match="dropout"):
+    with pytest.raises(TypeError, match="alibi_slopes: expected a torch.Tensor or None, got bool"):
         flash_sigmoid_func(q, k, v, 0.125, dropout_p, window_size, alibi_slopes, causal, sigmoid_bias)
 
 
-def test_unsupported_arguments_raise():
-    # What flash-attn's interface promises and FlashSigmoid does not do (dropout) raises
-    # NotImplementedError naming the argument, in all three functions, positionally or by keyword;
-    # never a silent result. return_attn_probs=True returns the triple (out, None, S_dmask).
+def test_dropout_and_probabilities_in_all_three_forms():
+    # dropout_p and return_attn_probs work in all three functions, positionally or by keyword: the
+    # same torch.manual_seed gives the same draw, so the three forms give the same result; a bad
+    # dropout_p raises naming the argument, before the generator is touched.
     q, k, v = inputs(1, 4, 4, 1, 1, 8, torch.float32)
     kv = torch.stack([k, v], dim=2)
     qkv = torch.stack([q, k, v], dim=2)
     calls = {
-        "flash_attn_func": lambda **kw: flash_attn_func(q, k, v, **kw),
-        "flash_attn_kvpacked_func": lambda **kw: flash_attn_kvpacked_func(q, kv, **kw),
-        "flash_attn_qkvpacked_func": lambda **kw: flash_attn_qkvpacked_func(qkv, **kw),
+        "flash_attn_func": lambda *a, **kw: flash_attn_func(q, k, v, *a, **kw),
+        "flash_attn_kvpacked_func": lambda *a, **kw: flash_attn_kvpacked_func(q, kv, *a, **kw),
+        "flash_attn_qkvpacked_func": lambda *a, **kw: flash_attn_qkvpacked_func(qkv, *a, **kw),
     }
-    dropout = "dropout_p: attention dropout is not implemented by FlashSigmoid"
+    torch.manual_seed(7)
+    dropped = flash_attn_func(q, k, v, 0.5)
+    assert not torch.equal(dropped, flash_attn_func(q, k, v))
     for name, call in calls.items():
         out, lse, probs = call(return_attn_probs=True)
         assert lse is None and probs.shape == (1, 1, 4, 4) and torch.equal(out, call()), name
-        for p in (0.1, 0.5, 1.0):
-            with pytest.raises(NotImplementedError, match=dropout):
-                call(dropout_p=p)
-        with pytest.raises(NotImplementedError, match=dropout):
-            call(dropout_p=0.1, return_attn_probs=True)
+        torch.manual_seed(7)
+        assert torch.equal(call(0.5), dropped), name
+        torch.manual_seed(7)
+        assert torch.equal(call(dropout_p=0.5, return_attn_probs=True)[0], dropped), name
+        for bad, error, text in ((1.0, ValueError, r"expected a probability in \[0, 1\), got 1.0"),
+                                 (-0.1, ValueError, r"expected a probability in \[0, 1\), got -0.1"),
+                                 (float("nan"), ValueError, "expected a probability"),
+                                 ("0.1", TypeError, "expected a float, got str"),
+                                 (None, TypeError, "expected a float, got NoneType"),
+                                 (True, TypeError, "expected a float, got bool")):
+            state = torch.get_rng_state()
+            with pytest.raises(error, match="dropout_p: " + text):
+                call(dropout_p=bad)
+            assert torch.equal(torch.get_rng_state(), state), name
         assert call(return_attn_probs=False).shape == q.shape, name
     positional = (0.0, None, False, (-1, -1), None, False, True)  # dropout_p .. return_attn_probs
     for result in (flash_attn_func(q, k, v, *positional), flash_attn_kvpacked_func(q, kv, *positional),
                    flash_attn_qkvpacked_func(qkv, *positional)):
         assert len(result) == 3 and result[1] is None
-    with pytest.raises(NotImplementedError, match=dropout):
-        flash_attn_qkvpacked_func(qkv, 0.5)
 
 
 def test_bad_inputs_raise_errors_naming_the_argument():

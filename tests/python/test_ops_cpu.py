@@ -36,11 +36,16 @@ def test_opcheck(case, dtype):
     q, k, v = _qkv(b, sq, sk, hq, hkv, d, dtype, requires_grad=True)
     slopes = None if alibi is None else torch.rand(alibi)
     params = (scale, bias, causal, left, right, slopes, 0, 0, "")
-    torch.library.opcheck(ops.fwd.default, (q, k, v, *params, False))
     dout = torch.randn(q.shape).to(dtype)
     plain = tuple(t.detach() for t in (q, k, v))
-    torch.library.opcheck(ops.bwd.default, (dout, *plain, *params, False))
-    torch.library.opcheck(ops.fwd_out.default, (*plain, *params, torch.empty(q.shape, dtype=dtype)))
+    seed = torch.tensor([0x1234_5678_9ABC_DEF0, 3], dtype=torch.int64)
+    # Without dropout (the schema's defaults, and spelled out), and with p = 0.3 and a seed tensor.
+    for dropout in ((), (0.0, None), (0.3, seed)):
+        torch.library.opcheck(ops.fwd.default, (q, k, v, *params, False, *dropout))
+        torch.library.opcheck(ops.bwd.default, (dout, *plain, *params, False, *dropout))
+        torch.library.opcheck(ops.fwd_out.default, (*plain, *params, torch.empty(q.shape, dtype=dtype), *dropout))
+    b, hq, sq, sk = q.shape[0], q.shape[2], q.shape[1], k.shape[1]
+    torch.library.opcheck(ops.dropout_mask.default, (seed, 0.3, 1, b, hq, sq, sk))
 
 
 def test_ops_compute_what_the_reference_does():

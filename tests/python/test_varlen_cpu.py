@@ -109,9 +109,12 @@ def test_bias_errors_name_the_argument():
         flash_attn_varlen_func(**kw, alibi_slopes=torch.zeros(3, 2))
 
 
-def test_dropout_raises_like_the_dense_interface():
-    with pytest.raises(NotImplementedError):
-        flash_attn_varlen_func(**_base(), dropout_p=0.1)
+def test_bad_dropout_raises_like_the_dense_interface():
+    # Dropout itself is tested in test_dropout_cpu.py.
+    with pytest.raises(ValueError, match=r"dropout_p: expected a probability in \[0, 1\), got 1.0"):
+        flash_attn_varlen_func(**_base(), dropout_p=1.0)
+    with pytest.raises(TypeError, match="dropout_p: expected a float, got str"):
+        flash_attn_varlen_func(**_base(), dropout_p="0.1")
 
 
 def test_torch_compile_gives_the_eager_result():
@@ -161,8 +164,10 @@ def test_opcheck(dtype):
     biases = torch.linspace(-3.0, 0.5, 4)
     varlen = (cu(lq), cu(lk), 17, 17)
     ops = torch.ops.flash_sigmoid
-    for bias in ((-1.0, None, False), (0.0, biases, False), (0.0, None, True)):
-        params = (*varlen, 0.25, *bias, True, 5, 0, slopes, 0, 0, "", False)
+    seed = torch.tensor([-0x1234_5678_9ABC_DEF0, 11], dtype=torch.int64)
+    for bias, dropout in (((-1.0, None, False), ()), ((0.0, biases, False), (0.0, None)),
+                          ((0.0, None, True), (0.2, seed))):
+        params = (*varlen, 0.25, *bias, True, 5, 0, slopes, 0, 0, "", False, *dropout)
         torch.library.opcheck(ops.varlen_fwd.default, (q, k, v, *params))
         dout = torch.randn(q.shape).to(dtype)
         torch.library.opcheck(ops.varlen_bwd.default, (dout, *(t.detach() for t in (q, k, v)), *params))
