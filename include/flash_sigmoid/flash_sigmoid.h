@@ -103,7 +103,7 @@ typedef struct FlashSigmoidProblem {
    * masks bottom-right aligned with its own lengths (offset = Sk_b - Sq_b), ALiBi distances
    * likewise. A sequence without keys gives O = 0 for its rows. Host pointers for the CPU
    * implementation (read and checked there); device pointers for the GPU path, never read on the
-   * host (the GPU kernels do not implement packed sequences yet: Unsupported). */
+   * host (both GPU kernel families implement packed sequences, docs/varlen.md). */
   const int32_t* cu_seqlens_q;
   const int32_t* cu_seqlens_k;
   /* The longest sequence of each (>= 0; at least the longest, which the CPU path checks). The GPU
@@ -112,7 +112,7 @@ typedef struct FlashSigmoidProblem {
   int64_t max_seqlen_k;
   /* Per-sequence bias: NULL = sigmoid_bias for every sequence; else fp32 [batch], sequence (or
    * batch entry) b adds sigmoid_bias_per_batch[b] (a constant: no gradient; sigmoid_bias must then be
-   * 0). Host memory for the CPU implementation; the GPU kernels do not read it yet (Unsupported). */
+   * 0). Host memory for the CPU implementation, device memory for the GPU kernels (read there). */
   const float* sigmoid_bias_per_batch;
   /* Nonzero: each sequence's bias is -log(its seqlen_k) (the paper's recommendation; dense: one
    * -log(seqlen_k) for all), computed where the lengths are known, so no host value is needed.

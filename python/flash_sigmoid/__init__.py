@@ -2,7 +2,7 @@
 
 - `flash_attn_func`, `flash_attn_kvpacked_func`, `flash_attn_qkvpacked_func`: a drop-in for Apple's
   FlashSigmoid (flash-attn 2.5.6's interface plus a trailing `sigmoid_bias`).
-- `flash_attn_varlen_func` and its packed variants: packed sequences (CPU tensors only so far;
+- `flash_attn_varlen_func` and its packed variants: packed sequences (CPU and CUDA tensors;
   docs/varlen.md).
 - `SigmoidSelfAttention`: an nn.Module layer (qkv projection, GQA, masks, ALiBi, QK-norm, rotary).
 - `forward`, `backward`: the library's own conventions (docs/math.md), score function and kernel

@@ -20,8 +20,9 @@ multiple of 1/256) and the kept ones are scaled by the inverse of the keep rate
 default generator of q's device (ops.new_dropout_seed: torch.manual_seed reproduces a run, and a
 captured CUDA graph draws a new pair at every replay) and saves it for the backward, which
 regenerates the same mask. As in flash-attn, dropout is applied whenever dropout_p > 0: pass 0.0 in
-evaluation. The CPU implementation applies it; the GPU kernels do not yet, and a CUDA call with
-dropout_p > 0 raises RuntimeError (Unsupported, naming problem.dropout_p) rather than ignore it.
+evaluation. Both GPU kernel families and the CPU implementation apply it, forward and backward
+(docs/dropout.md); on CUDA only the exp2 score function has it (tanh with dropout_p > 0 raises
+RuntimeError, Unsupported, naming problem.score_function).
 
 return_attn_probs=True returns flash-attn's triple (out, None, S_dmask): no log-sum-exp exists, so
 its slot is None, and S_dmask [B, Hq, Sq, Sk] is P = sigma(z) (undropped and unscaled), formed
@@ -111,7 +112,7 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
         dropout_p: attention dropout probability in [0, 1), rounded to a multiple of 1/256; kept
             entries are scaled by the inverse keep rate. Applied whenever > 0 (pass 0.0 in eval);
             each call draws its seed from torch's default generator of q's device, so
-            torch.manual_seed reproduces it. CPU tensors only for now (CUDA raises Unsupported).
+            torch.manual_seed reproduces it. CPU and CUDA tensors.
         softmax_scale: the scale of q @ k^T; default 1 / sqrt(headdim).
         causal: bottom-right aligned causal mask (key j visible from query i iff
             j <= i + seqlen_k - seqlen_q); forces window_size[1] = 0.

@@ -15,8 +15,8 @@ enum class Backend { kCuda, kCpu };
 
 // kSuccess, or kInvalidArgument with last_error() naming the argument and what was expected.
 // `where` prefixes the message (the public function's name). For kCuda, a valid problem the GPU
-// kernels do not implement yet (packed sequences, a per-sequence bias) is kUnsupported, naming the
-// field (docs/varlen.md).
+// kernels do not implement (dropout with the tanh score function; what the KV-cache decode kernel
+// does not take) is kUnsupported, naming the field.
 Status validate(const ForwardArgs* args, Backend backend, const char* where);
 Status validate(const BackwardArgs* args, Backend backend, const char* where);
 
