@@ -9,19 +9,29 @@
 //
 // The fragment is seen through its coordinate tensor, as apply_score_variant sees it
 // (score_variant.hpp): every coordinate is the thread's base coordinate (element 0) plus a
-// compile-time offset. Two walks:
+// compile-time offset, so after unrolling which Philox call and byte an element reads is known at
+// compile time, the calls are independent (the scheduler interleaves their multiply chains) and
+// none is made twice. Two ownerships:
 //  - DropoutWalk::kM16n8: the fragment holds S (rows = queries, columns = keys) with the m16n8
 //    accumulator's ownership (mma.sync atoms, or one warp's 16 rows of a wgmma accumulator): the
 //    thread's base is row lane / 4 of a 16-row block and column 2 (lane % 4) of an 8-column group,
-//    every offset is (8 a, 8 b + {0, 1}), and the key tile starts at a multiple of 32. The mask's
-//    layout is that ownership, so the thread's own lane names its Philox stream, and which call and
-//    byte an element reads is known at compile time: one call per 16 elements, none repeated.
-//  - DropoutWalk::kGeneral: any fragment and tile origin (an S^T fragment through swapped
-//    coordinates, as the sm90 backward's): each element's block, lane and byte are computed, and a
-//    call is made whenever they differ from the previous element's (its 16 bytes are kept).
+//    every offset is (8 a, 8 b + {0, 1}). The mask's layout is that ownership: the thread's own
+//    lane names its Philox stream and every call serves 16 of its elements. The key base (the
+//    thread's 8-column group) may sit at any multiple of kKeyAlign inside a 32-key block (tiles of
+//    80 or 112 keys: 16; warps side by side along the keys: 8): the walk is instantiated once per
+//    possible position and the warp-uniform position picks one.
+//  - DropoutWalk::kM16n8Transposed: the fragment holds S^T (rows = keys, columns = queries) with the
+//    m16n8 ownership, read through swapped coordinates (the sm90 backward's): the thread holds keys
+//    k0, k0 + 8 and query pairs 2 (lane % 4) + {0, 1} of every 8 queries. Its elements of one
+//    16-query block read two lanes' streams (query parity) and 4 bytes of each; the thread and its
+//    partner lane ^ 4 need the same two streams, so each computes one and they swap 4 bytes with one
+//    shuffle: one call per 8 elements (the other 8 bytes of a call are the keys of the neighbouring
+//    warp, which computes the same call).
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include <cute/tensor.hpp>
 
@@ -29,110 +39,196 @@
 
 namespace flash_sigmoid {
 
-enum class DropoutWalk { kM16n8, kGeneral };
+enum class DropoutWalk { kM16n8, kM16n8Transposed };
 
-// Byte `byte` (a compile-time value after unrolling on the fast walk) of 16 bytes: the selects
-// between words fold away when it is constant.
-CUTE_DEVICE uint32_t dropout_byte_of(const uint32_t (&bytes)[4], uint32_t byte) {
-  const uint32_t word = byte >> 2;
-  const uint32_t w = word == 0 ? bytes[0] : (word == 1 ? bytes[1] : (word == 2 ? bytes[2] : bytes[3]));
-  return (w >> (8 * (byte & 3))) & 0xFFu;
+namespace detail {
+
+// Element I's (row, col) offset from element 0 of a coordinate tensor of layout L. The coordinate
+// tensors are identity tensors (or swapped ones) partitioned with static layouts, so the offset is a
+// compile-time value: every block, lane and byte below is fixed when the kernel is compiled.
+template <class L, int I>
+CUTE_HOST_DEVICE constexpr auto fragment_offset() {
+  return cute::make_arithmetic_tuple(cute::Int<0>{}, cute::Int<0>{}) + L{}(cute::Int<I>{});
 }
+template <class L, int I>
+inline constexpr int kOffsetRow = std::decay_t<decltype(cute::get<0>(fragment_offset<L, I>()))>::value;
+template <class L, int I>
+inline constexpr int kOffsetCol = std::decay_t<decltype(cute::get<1>(fragment_offset<L, I>()))>::value;
+
+// 1 + the largest (row offset / kRows) and (col offset + kShift) / kCols over a fragment's elements:
+// the extent of the grid of mask blocks it reads.
+template <class L, int kRows, int kCols, int kShift, int... I>
+constexpr int fragment_row_blocks(std::integer_sequence<int, I...>) {
+  int m = 0;
+  ((m = kOffsetRow<L, I> / kRows > m ? kOffsetRow<L, I> / kRows : m), ...);
+  return m + 1;
+}
+template <class L, int kRows, int kCols, int kShift, int... I>
+constexpr int fragment_col_blocks(std::integer_sequence<int, I...>) {
+  int m = 0;
+  ((m = (kOffsetCol<L, I> + kShift) / kCols > m ? (kOffsetCol<L, I> + kShift) / kCols : m), ...);
+  return m + 1;
+}
+
+// Whether byte `byte` (compile-time) of `bytes` is at least the threshold: the byte is compared in
+// place against the threshold shifted to it (thresholds[b] = threshold << 8 b), no extraction.
+template <int kByte>
+CUTE_DEVICE bool dropout_byte_keeps(const uint32_t (&bytes)[4], const uint32_t (&thresholds)[4]) {
+  constexpr int kInWord = kByte % 4;
+  const uint32_t w = bytes[kByte / 4];
+  if constexpr (kInWord == 3) {
+    return w >= thresholds[3];
+  } else {
+    return (w & (0xFFu << (8 * kInWord))) >= thresholds[kInWord];
+  }
+}
+
+CUTE_DEVICE void dropout_thresholds(const DropoutParams& dropout, uint32_t (&thresholds)[4]) {
+  CUTE_UNROLL
+  for (int b = 0; b < 4; ++b) thresholds[b] = dropout.threshold << (8 * b);
+}
+
+// Calls f(Int<shift>{}) for the multiple of kAlign below 32 that equals `residue` (warp-uniform).
+template <int kAlign, int kShift = 0, class F>
+CUTE_DEVICE void dispatch_key_shift(uint32_t residue, F&& f) {
+  static_assert(kAlign == 8 || kAlign == 16 || kAlign == 32, "key bases at multiples of 8, 16 or 32");
+  if constexpr (kShift + kAlign >= 32) {
+    f(cute::Int<kShift>{});
+  } else if (residue == kShift) {
+    f(cute::Int<kShift>{});
+  } else {
+    dispatch_key_shift<kAlign, kShift + kAlign>(residue, f);
+  }
+}
+
+// kM16n8 with the thread's 8-column group at kShift keys into the 32-key block k32 (see above).
+//   q16, k32   the thread's 16-row block start and 32-key block start; lane its Philox stream
+template <int kShift, class CoordEngine, class CoordLayout, class OnElement>
+CUTE_DEVICE void walk_m16n8(cute::Tensor<CoordEngine, CoordLayout> const&, uint32_t q16, uint32_t k32,
+                            uint32_t lane, const DropoutParams& dropout, uint32_t bh, OnElement& on_element) {
+  constexpr int kSize = decltype(cute::size(std::declval<CoordLayout>()))::value;
+  using Seq = std::make_integer_sequence<int, kSize>;
+  constexpr int kRowBlocks = fragment_row_blocks<CoordLayout, kDropoutBlockRows, kDropoutBlockKeys, kShift>(Seq{});
+  constexpr int kKeyBlocks = fragment_col_blocks<CoordLayout, kDropoutBlockRows, kDropoutBlockKeys, kShift>(Seq{});
+  // One call per block of the grid; a block no element reads is never used, and its call is
+  // removed as dead code.
+  uint32_t bytes[kRowBlocks * kKeyBlocks][4];
+  CUTE_UNROLL
+  for (int s = 0; s < kRowBlocks * kKeyBlocks; ++s) {
+    dropout_block_bytes(dropout, bh, q16 / 16 + static_cast<uint32_t>(s / kKeyBlocks),
+                        k32 / 32 + static_cast<uint32_t>(s % kKeyBlocks), lane, bytes[s]);
+  }
+  uint32_t thresholds[4];
+  dropout_thresholds(dropout, thresholds);
+  cute::for_each(cute::make_int_sequence<kSize>{}, [&](auto i) {
+    constexpr int kI = decltype(i)::value;
+    constexpr int dq = kOffsetRow<CoordLayout, kI>;           // 8 a
+    constexpr int dk = kOffsetCol<CoordLayout, kI> + kShift;  // 8 b + {0, 1}, from the 32-key block start
+    static_assert(dq >= 0 && dk >= kShift, "element 0 is the fragment's first row and first column");
+    constexpr int kSlot = (dq / 16) * kKeyBlocks + dk / 32;
+    constexpr int kByte = ((dq % 16) / 8) * 8 + ((dk % 32) / 8) * 2 + dk % 2;
+    on_element(kI, dropout_byte_keeps<kByte>(bytes[kSlot], thresholds));
+  });
+}
+
+// kM16n8Transposed (see above).
+template <class CoordEngine, class CoordLayout, class OnElement>
+CUTE_DEVICE void walk_m16n8_transposed(cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base,
+                                       int col_base, const DropoutParams& dropout, uint32_t bh,
+                                       OnElement& on_element) {
+  constexpr int kSize = decltype(cute::size(coords))::value;
+  using Seq = std::make_integer_sequence<int, kSize>;
+  constexpr int kBlocks = fragment_row_blocks<CoordLayout, kDropoutBlockRows, kDropoutBlockKeys, 0>(Seq{});
+  static_assert(fragment_col_blocks<CoordLayout, 16, 16, 0>(Seq{}) == 1,
+                "the thread's keys are k0 and k0 + 8 of one 16-key half of a mask block");
+  // Element 0 is the thread's first key row and first query: query 2c of a 16-query block, key
+  // 16 h + 2x + y of a 32-key block (c = lane % 4, 2x + y = lane / 4, h = the warp's half).
+  const uint32_t q0 = static_cast<uint32_t>(row_base + cute::get<0>(coords(0)));
+  const uint32_t k0 = static_cast<uint32_t>(col_base + cute::get<1>(coords(0)));
+  const uint32_t c = (q0 % 8) / 2, x = (k0 % 8) / 2, y = k0 % 2, h = (k0 % 32) / 16;
+  // The stream of query parity y: this thread's call; its partner (lane ^ 4) computes parity 1 - y.
+  const uint32_t lane = 8 * c + 4 * y + x;
+  // A call's bytes of this warp's half: words h (queries 0..7 of the block) and 2 + h (8..15), byte
+  // 2 v + y' (v: key k0 + 8 v; y': the reading thread's y). Packed as [y'0 v0, y'0 v1, ...] per word.
+  const uint32_t mine_sel = y ? 0x7531u : 0x6420u;
+  const uint32_t theirs_sel = y ? 0x6420u : 0x7531u;
+  uint32_t by_parity[kBlocks][2][4];  // [block][query parity]: bytes (u, v) at 2 u + v, one per word
+  CUTE_UNROLL
+  for (int b = 0; b < kBlocks; ++b) {
+    uint32_t words[4];
+    dropout_block_bytes(dropout, bh, q0 / 16 + static_cast<uint32_t>(b), k0 / 32, lane, words);
+    const uint32_t lo = h ? words[1] : words[0];
+    const uint32_t hi = h ? words[3] : words[2];
+    const uint32_t mine = __byte_perm(lo, hi, mine_sel);
+    const uint32_t theirs = __shfl_xor_sync(0xffffffffu, __byte_perm(lo, hi, theirs_sel), 4);
+    by_parity[b][0][0] = y ? theirs : mine;
+    by_parity[b][1][0] = y ? mine : theirs;
+  }
+  uint32_t thresholds[4];
+  dropout_thresholds(dropout, thresholds);
+  cute::for_each(cute::make_int_sequence<kSize>{}, [&](auto i) {
+    constexpr int kI = decltype(i)::value;
+    constexpr int dq = kOffsetRow<CoordLayout, kI>;  // 16 block + 8 u + 2 j + e
+    constexpr int dk = kOffsetCol<CoordLayout, kI>;  // 8 v
+    static_assert(dq >= 0 && dk >= 0, "element 0 is the fragment's first row and first column");
+    constexpr int kByte = 2 * ((dq % 16) / 8) + dk / 8;
+    on_element(kI, dropout_byte_keeps<kByte>(by_parity[dq / 16][dq % 2], thresholds));
+  });
+}
+
+}  // namespace detail
 
 // Calls on_element(i, keep) for every element i of a thread's fragment, keep = whether the mask
 // keeps its (query, key) entry.
-//   coords      (row, col) of each element inside its tile (an identity tensor partitioned like
-//               the fragment, or one whose coordinates are swapped to read (query, key) of S^T)
+//   coords      (query, key) of each element inside its tile (an identity tensor partitioned like
+//               the fragment, or one whose coordinates are swapped to read S^T)
 //   row_base    the tile's first query, col_base its first key (sequence positions)
 //   bh          batch (sequence) * heads_q + query head
-template <DropoutWalk kWalk, class CoordEngine, class CoordLayout, class OnElement>
+//   kKeyAlign   kM16n8: the multiple of 8 keys at which a thread's 8-column groups may start inside
+//               a 32-key block (32: always at its start)
+template <DropoutWalk kWalk, int kKeyAlign = 32, class CoordEngine, class CoordLayout, class OnElement>
 CUTE_DEVICE void for_each_dropout_keep(cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base,
                                        int col_base, const DropoutParams& dropout, uint32_t bh,
                                        OnElement&& on_element) {
-  constexpr int kSize = decltype(cute::size(coords))::value;
-  const int row0 = cute::get<0>(coords(0));
-  const int col0 = cute::get<1>(coords(0));
   if constexpr (kWalk == DropoutWalk::kM16n8) {
-    const uint32_t lane = threadIdx.x % 32;
-    // The thread's base (query, key) less its lane's part: a 16-row block and a 32-key block start.
-    const uint32_t q16 = static_cast<uint32_t>(row_base + row0) - lane / 4;
-    const uint32_t k32 = static_cast<uint32_t>(col_base + col0) - 2 * (lane % 4);
-    uint32_t bytes[4] = {0, 0, 0, 0};
-    int cached = -1;  // (row block offset, key block offset) of `bytes`, a compile-time value
-    CUTE_UNROLL
-    for (int i = 0; i < kSize; ++i) {
-      const int dq = cute::get<0>(coords(i)) - row0;  // 8 a
-      const int dk = cute::get<1>(coords(i)) - col0;  // 8 b + {0, 1}
-      const int block = (dq / 16) * 4096 + dk / 32;
-      if (block != cached) {
-        dropout_block_bytes(dropout, bh, q16 / 16 + static_cast<uint32_t>(dq / 16),
-                            k32 / 32 + static_cast<uint32_t>(dk / 32), lane, bytes);
-        cached = block;
-      }
-      const uint32_t byte = static_cast<uint32_t>(((dq % 16) / 8) * 8 + ((dk % 32) / 8) * 2 + dk % 2);
-      on_element(i, dropout_byte_of(bytes, byte) >= dropout.threshold);
-    }
+    const uint32_t q0 = static_cast<uint32_t>(row_base + cute::get<0>(coords(0)));
+    const uint32_t k0 = static_cast<uint32_t>(col_base + cute::get<1>(coords(0)));
+    const uint32_t lane = 4 * (q0 % 8) + (k0 % 8) / 2;
+    const uint32_t q16 = q0 - q0 % 16;
+    const uint32_t k8 = k0 - k0 % 8;
+    const uint32_t k32 = k8 - k8 % 32;
+    detail::dispatch_key_shift<kKeyAlign>(k8 % 32, [&](auto shift) {
+      detail::walk_m16n8<decltype(shift)::value>(coords, q16, k32, lane, dropout, bh, on_element);
+    });
   } else {
-    // Two calls' bytes are kept, the most recent in slot 0: an S^T fragment alternates between two
-    // lanes of the mask from one element to the next (its column pairs are query pairs).
-    uint32_t bytes[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-    uint64_t tag[2] = {~uint64_t(0), ~uint64_t(0)};
-    CUTE_UNROLL
-    for (int i = 0; i < kSize; ++i) {
-      const uint32_t row = static_cast<uint32_t>(row_base + cute::get<0>(coords(i)));
-      const uint32_t key = static_cast<uint32_t>(col_base + cute::get<1>(coords(i)));
-      const uint32_t r = row % kDropoutBlockRows, c = key % kDropoutBlockKeys;
-      const uint32_t lane = (r % 8) * 4 + (c % 8) / 2;
-      const uint32_t byte = (r / 8) * 8 + (c / 8) * 2 + c % 2;
-      // (row block, key block, lane) as one tag: positions are below 2^30 (validation), so the
-      // blocks fit in 26 and 25 bits.
-      const uint32_t rb = row / kDropoutBlockRows, kb = key / kDropoutBlockKeys;
-      const uint64_t t = (uint64_t(rb) << 37) | (uint64_t(kb) << 5) | lane;
-      if (t == tag[0]) {
-      } else if (t == tag[1]) {
-        CUTE_UNROLL
-        for (int w = 0; w < 4; ++w) {
-          const uint32_t x = bytes[0][w];
-          bytes[0][w] = bytes[1][w];
-          bytes[1][w] = x;
-        }
-        tag[1] = tag[0];
-        tag[0] = t;
-      } else {
-        CUTE_UNROLL
-        for (int w = 0; w < 4; ++w) bytes[1][w] = bytes[0][w];
-        tag[1] = tag[0];
-        dropout_block_bytes(dropout, bh, rb, kb, lane, bytes[0]);
-        tag[0] = t;
-      }
-      on_element(i, dropout_byte_of(bytes[0], byte) >= dropout.threshold);
-    }
+    detail::walk_m16n8_transposed(coords, row_base, col_base, dropout, bh, on_element);
   }
 }
 
 // The forward's use: acc(i) <- 0 where the entry is dropped (the caller scales O by the keep rate).
-template <DropoutWalk kWalk, class AccEngine, class AccLayout, class CoordEngine, class CoordLayout>
+template <DropoutWalk kWalk, int kKeyAlign = 32, class AccEngine, class AccLayout, class CoordEngine,
+          class CoordLayout>
 CUTE_DEVICE void apply_dropout(cute::Tensor<AccEngine, AccLayout>& acc,
                                cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base, int col_base,
                                const DropoutParams& dropout, uint32_t bh) {
   static_assert(decltype(cute::size(acc))::value == decltype(cute::size(coords))::value,
                 "one coordinate per accumulator element");
-  for_each_dropout_keep<kWalk>(coords, row_base, col_base, dropout, bh,
-                               [&](int i, bool keep) { acc(i) = keep ? acc(i) : 0.f; });
+  for_each_dropout_keep<kWalk, kKeyAlign>(coords, row_base, col_base, dropout, bh,
+                                          [&](int i, bool keep) { acc(i) = keep ? acc(i) : 0.f; });
 }
 
 // The backward's use: P' = M P / q for dV and dZ = M dP / q * sigma'(P) for dQ and dK, from P and
 // dZ formed without the mask (sigma' takes the undropped P): both scaled by rescale where kept,
 // 0 where dropped.
-template <DropoutWalk kWalk, class PEngine, class PLayout, class ZEngine, class ZLayout, class CoordEngine,
-          class CoordLayout>
+template <DropoutWalk kWalk, int kKeyAlign = 32, class PEngine, class PLayout, class ZEngine, class ZLayout,
+          class CoordEngine, class CoordLayout>
 CUTE_DEVICE void apply_dropout_backward(cute::Tensor<PEngine, PLayout>& p, cute::Tensor<ZEngine, ZLayout>& dz,
                                         cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base,
                                         int col_base, const DropoutParams& dropout, uint32_t bh) {
   static_assert(decltype(cute::size(p))::value == decltype(cute::size(coords))::value &&
                     decltype(cute::size(dz))::value == decltype(cute::size(coords))::value,
                 "one coordinate per accumulator element");
-  for_each_dropout_keep<kWalk>(coords, row_base, col_base, dropout, bh, [&](int i, bool keep) {
+  for_each_dropout_keep<kWalk, kKeyAlign>(coords, row_base, col_base, dropout, bh, [&](int i, bool keep) {
     const float m = keep ? dropout.rescale : 0.f;
     p(i) *= m;
     dz(i) *= m;

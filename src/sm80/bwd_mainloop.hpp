@@ -216,8 +216,9 @@ struct Sm80BwdDkDvMainloop {
           acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
         }
         if constexpr (Variant::kDropout) {
-          apply_dropout_backward<DropoutWalk::kGeneral>(acc_s, acc_dp, tScS, tile.m_block * kBlockM, k_base,
-                                                        variant.dropout.params, variant.dropout.bh);
+          // Warps side by side along the keys: a warp's 8-column groups start at any multiple of 8.
+          apply_dropout_backward<DropoutWalk::kM16n8, 8>(acc_s, acc_dp, tScS, tile.m_block * kBlockM, k_base,
+                                                         variant.dropout.params, variant.dropout.bh);
         }
         Tensor rP = convert_fragment<Element>(acc_s);    // (MMA, MMA_M, MMA_N)
         Tensor rdZ = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
@@ -388,8 +389,11 @@ struct Sm80BwdDqMainloop {
         acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
       }
       if constexpr (Variant::kDropout) {
-        apply_dropout_backward<DropoutWalk::kGeneral>(acc_s, acc_dp, tScS, m_block * kBlockM, n_block * kBlockN,
-                                                      variant.dropout.params, variant.dropout.bh);
+        // Warps stacked along the query rows: 8-column groups start where the key tile does.
+        constexpr int kKeyAlign = kBlockN % 32 == 0 ? 32 : (kBlockN % 16 == 0 ? 16 : 8);
+        apply_dropout_backward<DropoutWalk::kM16n8, kKeyAlign>(acc_s, acc_dp, tScS, m_block * kBlockM,
+                                                               n_block * kBlockN, variant.dropout.params,
+                                                               variant.dropout.bh);
       }
       Tensor rdZ = convert_fragment<Element>(acc_dp);                                             // (MMA, MMA_M, MMA_N)
       Tensor tdQrdZ = make_tensor(rdZ.data(), accumulator_as_operand_a(rdZ.layout()));  // (MMA, MMA_M, BLK_N/16)

@@ -220,8 +220,8 @@ struct Sm80FwdMainloop {
       apply_score_variant<kApplyMask>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
       if constexpr (Variant::kDropout) {
         // Warps own 16-row slices (the m16n8 ownership); the kernel scales O by the keep rate.
-        constexpr DropoutWalk kWalk = kBlockN % 32 == 0 ? DropoutWalk::kM16n8 : DropoutWalk::kGeneral;
-        apply_dropout<kWalk>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant.dropout.params,
+        constexpr int kKeyAlign = kBlockN % 32 == 0 ? 32 : (kBlockN % 16 == 0 ? 16 : 8);
+        apply_dropout<DropoutWalk::kM16n8, kKeyAlign>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant.dropout.params,
                              variant.dropout.bh);
       }
       Tensor rP = convert_fragment<Element>(acc_s);                                        // (MMA, MMA_M, MMA_N)

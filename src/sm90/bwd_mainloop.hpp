@@ -175,9 +175,10 @@ struct Sm90BwdDkDvMainloop {
         acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
       }
       if constexpr (Variant::kDropout) {
-        // S^T through swapped coordinates: each element's own block and lane of the mask.
-        apply_dropout_backward<DropoutWalk::kGeneral>(acc_s, acc_dp, tScS, tile.m_block * kBlockM,
-                                                      n_block * kBlockN, variant.dropout.params, variant.dropout.bh);
+        // S^T through swapped coordinates, the m16n8 ownership of keys x queries.
+        apply_dropout_backward<DropoutWalk::kM16n8Transposed>(acc_s, acc_dp, tScS, tile.m_block * kBlockM,
+                                                              n_block * kBlockN, variant.dropout.params,
+                                                              variant.dropout.bh);
       }
       Tensor rP = convert_fragment<Element>(acc_s);    // (MMA, MMA_M, MMA_N)
       Tensor rdZ = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
