@@ -8,10 +8,10 @@
 // cheapest: into O, into dV and dP), or which tiles exist.
 //
 // The fragment is seen through its coordinate tensor, as apply_score_variant sees it
-// (score_variant.hpp): every coordinate is the thread's base coordinate (element 0) plus a
-// compile-time offset, so after unrolling which Philox call and byte an element reads is known at
-// compile time, the calls are independent (the scheduler interleaves their multiply chains) and
-// none is made twice. Two ownerships:
+// (score_variant.hpp): an identity tensor (or a swapped one) partitioned like the fragment, whose
+// layout is static. Each element's offset from element 0 is read from that layout at compile time,
+// so which Philox call and byte an element reads is fixed when the kernel is compiled, the calls are
+// independent (the scheduler interleaves their multiply chains) and none is made twice. Two ownerships:
 //  - DropoutWalk::kM16n8: the fragment holds S (rows = queries, columns = keys) with the m16n8
 //    accumulator's ownership (mma.sync atoms, or one warp's 16 rows of a wgmma accumulator): the
 //    thread's base is row lane / 4 of a 16-row block and column 2 (lane % 4) of an 8-column group,
