@@ -32,8 +32,9 @@ CUTE_DEVICE void forward_probabilities(AccS& acc_s, Coords const& coords, BlockR
   if constexpr (Variant::kDropout) {
     // Each warp's 16 rows of the wgmma accumulator have the m16n8 ownership; key tiles of a multiple
     // of 32 keys start on a mask block, the 80- and 112-key tiles of D 256 and 192 on one or halfway.
-    apply_dropout<DropoutWalk::kM16n8, kBlockN % 32 == 0 ? 32 : 16>(acc_s, coords, m_block * kBlockM, n_block * kBlockN, variant.dropout.params,
-                         variant.dropout.bh);
+    constexpr int kKeyAlign = kBlockN % 32 == 0 ? 32 : 16;
+    apply_dropout<DropoutWalk::kM16n8, kKeyAlign>(acc_s, coords, m_block * kBlockM, n_block * kBlockN,
+                                                  variant.dropout.params, variant.dropout.bh);
   }
 }
 
