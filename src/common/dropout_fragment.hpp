@@ -57,29 +57,27 @@ inline constexpr int kOffsetCol = std::decay_t<decltype(cute::get<1>(fragment_of
 
 // 1 + the largest (row offset / kRows) and (col offset + kShift) / kCols over a fragment's elements:
 // the extent of the grid of mask blocks it reads.
-template <class L, int kRows, int kCols, int kShift, int... I>
+template <class L, int kRows, int... I>
 constexpr int fragment_row_blocks(std::integer_sequence<int, I...>) {
   int m = 0;
   ((m = kOffsetRow<L, I> / kRows > m ? kOffsetRow<L, I> / kRows : m), ...);
   return m + 1;
 }
-template <class L, int kRows, int kCols, int kShift, int... I>
+template <class L, int kCols, int kShift, int... I>
 constexpr int fragment_col_blocks(std::integer_sequence<int, I...>) {
   int m = 0;
   ((m = (kOffsetCol<L, I> + kShift) / kCols > m ? (kOffsetCol<L, I> + kShift) / kCols : m), ...);
   return m + 1;
 }
 
-// Whether byte `byte` (compile-time) of `bytes` is at least the threshold: the byte is compared in
-// place against the threshold shifted to it (thresholds[b] = threshold << 8 b), no extraction.
+// Whether byte kByte (0..3) of word w is at least the threshold: the byte is compared in place
+// against the threshold shifted to it (thresholds[b] = threshold << 8 b), no extraction.
 template <int kByte>
-CUTE_DEVICE bool dropout_byte_keeps(const uint32_t (&bytes)[4], const uint32_t (&thresholds)[4]) {
-  constexpr int kInWord = kByte % 4;
-  const uint32_t w = bytes[kByte / 4];
-  if constexpr (kInWord == 3) {
+CUTE_DEVICE bool dropout_word_keeps(uint32_t w, const uint32_t (&thresholds)[4]) {
+  if constexpr (kByte == 3) {
     return w >= thresholds[3];
   } else {
-    return (w & (0xFFu << (8 * kInWord))) >= thresholds[kInWord];
+    return (w & (0xFFu << (8 * kByte))) >= thresholds[kByte];
   }
 }
 
@@ -103,13 +101,13 @@ CUTE_DEVICE void dispatch_key_shift(uint32_t residue, F&& f) {
 
 // kM16n8 with the thread's 8-column group at kShift keys into the 32-key block k32 (see above).
 //   q16, k32   the thread's 16-row block start and 32-key block start; lane its Philox stream
-template <int kShift, class CoordEngine, class CoordLayout, class OnElement>
-CUTE_DEVICE void walk_m16n8(cute::Tensor<CoordEngine, CoordLayout> const&, uint32_t q16, uint32_t k32,
-                            uint32_t lane, const DropoutParams& dropout, uint32_t bh, OnElement& on_element) {
-  constexpr int kSize = decltype(cute::size(std::declval<CoordLayout>()))::value;
+template <int kShift, class CoordLayout, class OnElement>
+CUTE_DEVICE void walk_m16n8(uint32_t q16, uint32_t k32, uint32_t lane, const DropoutParams& dropout, uint32_t bh,
+                            OnElement& on_element) {
+  constexpr int kSize = decltype(cute::size(CoordLayout{}))::value;
   using Seq = std::make_integer_sequence<int, kSize>;
-  constexpr int kRowBlocks = fragment_row_blocks<CoordLayout, kDropoutBlockRows, kDropoutBlockKeys, kShift>(Seq{});
-  constexpr int kKeyBlocks = fragment_col_blocks<CoordLayout, kDropoutBlockRows, kDropoutBlockKeys, kShift>(Seq{});
+  constexpr int kRowBlocks = fragment_row_blocks<CoordLayout, kDropoutBlockRows>(Seq{});
+  constexpr int kKeyBlocks = fragment_col_blocks<CoordLayout, kDropoutBlockKeys, kShift>(Seq{});
   // One call per block of the grid; a block no element reads is never used, and its call is
   // removed as dead code.
   uint32_t bytes[kRowBlocks * kKeyBlocks][4];
@@ -127,7 +125,7 @@ CUTE_DEVICE void walk_m16n8(cute::Tensor<CoordEngine, CoordLayout> const&, uint3
     static_assert(dq >= 0 && dk >= kShift, "element 0 is the fragment's first row and first column");
     constexpr int kSlot = (dq / 16) * kKeyBlocks + dk / 32;
     constexpr int kByte = ((dq % 16) / 8) * 8 + ((dk % 32) / 8) * 2 + dk % 2;
-    on_element(kI, dropout_byte_keeps<kByte>(bytes[kSlot], thresholds));
+    on_element(kI, dropout_word_keeps<kByte % 4>(bytes[kSlot][kByte / 4], thresholds));
   });
 }
 
@@ -138,8 +136,8 @@ CUTE_DEVICE void walk_m16n8_transposed(cute::Tensor<CoordEngine, CoordLayout> co
                                        OnElement& on_element) {
   constexpr int kSize = decltype(cute::size(coords))::value;
   using Seq = std::make_integer_sequence<int, kSize>;
-  constexpr int kBlocks = fragment_row_blocks<CoordLayout, kDropoutBlockRows, kDropoutBlockKeys, 0>(Seq{});
-  static_assert(fragment_col_blocks<CoordLayout, 16, 16, 0>(Seq{}) == 1,
+  constexpr int kBlocks = fragment_row_blocks<CoordLayout, kDropoutBlockRows>(Seq{});
+  static_assert(fragment_col_blocks<CoordLayout, 16, 0>(Seq{}) == 1,
                 "the thread's keys are k0 and k0 + 8 of one 16-key half of a mask block");
   // Element 0 is the thread's first key row and first query: query 2c of a 16-query block, key
   // 16 h + 2x + y of a 32-key block (c = lane % 4, 2x + y = lane / 4, h = the warp's half).
@@ -152,7 +150,7 @@ CUTE_DEVICE void walk_m16n8_transposed(cute::Tensor<CoordEngine, CoordLayout> co
   // 2 v + y' (v: key k0 + 8 v; y': the reading thread's y). Packed as [y'0 v0, y'0 v1, ...] per word.
   const uint32_t mine_sel = y ? 0x7531u : 0x6420u;
   const uint32_t theirs_sel = y ? 0x6420u : 0x7531u;
-  uint32_t by_parity[kBlocks][2][4];  // [block][query parity]: bytes (u, v) at 2 u + v, one per word
+  uint32_t by_parity[kBlocks][2];  // [block][query parity]: bytes (u, v) at 2 u + v
   CUTE_UNROLL
   for (int b = 0; b < kBlocks; ++b) {
     uint32_t words[4];
@@ -161,8 +159,8 @@ CUTE_DEVICE void walk_m16n8_transposed(cute::Tensor<CoordEngine, CoordLayout> co
     const uint32_t hi = h ? words[3] : words[2];
     const uint32_t mine = __byte_perm(lo, hi, mine_sel);
     const uint32_t theirs = __shfl_xor_sync(0xffffffffu, __byte_perm(lo, hi, theirs_sel), 4);
-    by_parity[b][0][0] = y ? theirs : mine;
-    by_parity[b][1][0] = y ? mine : theirs;
+    by_parity[b][0] = y ? theirs : mine;
+    by_parity[b][1] = y ? mine : theirs;
   }
   uint32_t thresholds[4];
   dropout_thresholds(dropout, thresholds);
@@ -172,7 +170,7 @@ CUTE_DEVICE void walk_m16n8_transposed(cute::Tensor<CoordEngine, CoordLayout> co
     constexpr int dk = kOffsetCol<CoordLayout, kI>;  // 8 v
     static_assert(dq >= 0 && dk >= 0, "element 0 is the fragment's first row and first column");
     constexpr int kByte = 2 * ((dq % 16) / 8) + dk / 8;
-    on_element(kI, dropout_byte_keeps<kByte>(by_parity[dq / 16][dq % 2], thresholds));
+    on_element(kI, dropout_word_keeps<kByte>(by_parity[dq / 16][dq % 2], thresholds));
   });
 }
 
@@ -198,7 +196,7 @@ CUTE_DEVICE void for_each_dropout_keep(cute::Tensor<CoordEngine, CoordLayout> co
     const uint32_t k8 = k0 - k0 % 8;
     const uint32_t k32 = k8 - k8 % 32;
     detail::dispatch_key_shift<kKeyAlign>(k8 % 32, [&](auto shift) {
-      detail::walk_m16n8<decltype(shift)::value>(coords, q16, k32, lane, dropout, bh, on_element);
+      detail::walk_m16n8<decltype(shift)::value, CoordLayout>(q16, k32, lane, dropout, bh, on_element);
     });
   } else {
     detail::walk_m16n8_transposed(coords, row_base, col_base, dropout, bh, on_element);
