@@ -2,7 +2,7 @@
 // family: one key tile's accumulators rounded to Element, staged in shared memory in the
 // accumulator's partition, and stored as whole 16-byte vectors.
 //
-// Owns: the scale of dK (applied once per element, not per product), the order of the stores and
+// Owns: the scales of dK and dV (applied once per element, not per product), the order of the stores and
 // the barriers between them. Does not own: how the accumulators were computed (the families'
 // mainloops) or the traits' layouts and copies it is written against: Traits names Element,
 // kBlockN, kHeadDim, SharedStorage (k, v buffers), SmemLayoutKV, SmemCopyAtomStore,
@@ -18,7 +18,8 @@
 namespace flash_sigmoid {
 
 // dK and dV of one key tile: dK = scale * acc_dk (scale applied here, once per element rather
-// than per product), dV = acc_dv, rounded to Element, staged in K's and V's shared-memory buffers in
+// than per product), dV = acc_dv, both also times dropout's inverse keep rate (backward_dv_scale,
+// common/params.hpp), rounded to Element, staged in K's and V's shared-memory buffers in
 // the accumulator's partition, then stored as 16-byte vectors predicated on rows < seqlen_k and
 // columns < head_dim. Generic over the traits' layouts: the sm80 backward's padded rows and
 // mma.sync partition, the sm90 backward's swizzled rows and warpgroup MMA partition.
@@ -29,13 +30,19 @@ struct DkDvEpilogue {
   static constexpr int kHeadDim = Traits::kHeadDim;
 
   template <class AccDk, class AccDv>
-  CUTE_DEVICE static void store(AccDk& acc_dk, AccDv const& acc_dv, typename Traits::SharedStorage& smem,
+  CUTE_DEVICE static void store(AccDk& acc_dk, AccDv& acc_dv, typename Traits::SharedStorage& smem,
                                 const BackwardParams& params, int n_block, int kv_head_idx, int batch_idx,
                                 SeqlenInfo const& seqlen, int tidx) {
     using namespace cute;
     const ProblemParams& problem = params.problem;
+    const float dk_scale = backward_dq_dk_scale(problem);
     CUTE_UNROLL
-    for (int i = 0; i < size(acc_dk); ++i) acc_dk(i) *= problem.scale;
+    for (int i = 0; i < size(acc_dk); ++i) acc_dk(i) *= dk_scale;
+    if (problem.dropout_threshold != 0) {
+      const float dv_scale = backward_dv_scale(problem);
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_dv); ++i) acc_dv(i) *= dv_scale;
+    }
 
     Tensor sdK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});  // (BLK_N, HEAD_DIM)
     Tensor sdV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});  // (BLK_N, HEAD_DIM)

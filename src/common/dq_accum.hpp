@@ -103,8 +103,9 @@ struct DqAccumAtomicAdd {
   }
 };
 
-// Non-deterministic mode, after every atomic add has landed: dQ = scale * workspace, rows of one
-// (query head, batch) slice, 8 columns (two 16-byte loads, one 16-byte store) per thread and step.
+// Non-deterministic mode, after every atomic add has landed: dQ = scale * workspace (and dropout's
+// inverse keep rate: backward_dq_dk_scale), rows of one (query head, batch) slice, 8 columns (two
+// 16-byte loads, one 16-byte store) per thread and step.
 template <class Element>
 struct DqAccumConvert {
   template <int kRows>
@@ -123,6 +124,7 @@ struct DqAccumConvert {
                                static_cast<int64_t>(head_idx) * params.dq.stride_head +
                                (static_cast<int64_t>(seqlen.offset_q) + row0) * params.dq.stride_seq;
     Element* dst = static_cast<Element*>(params.dq.ptr) + dst_offset;
+    const float dq_scale = backward_dq_dk_scale(problem);  // with dropout's inverse keep rate
     cutlass::NumericArrayConverter<Element, float, 8, cutlass::FloatRoundStyle::round_to_nearest> convert;
     for (int i = static_cast<int>(threadIdx.x); i < rows * vectors_per_row; i += static_cast<int>(blockDim.x)) {
       const int r = i / vectors_per_row;
@@ -133,14 +135,14 @@ struct DqAccumConvert {
       const float4 lo = in[0];
       const float4 hi = in[1];
       cutlass::Array<float, 8> values;
-      values[0] = lo.x * problem.scale;
-      values[1] = lo.y * problem.scale;
-      values[2] = lo.z * problem.scale;
-      values[3] = lo.w * problem.scale;
-      values[4] = hi.x * problem.scale;
-      values[5] = hi.y * problem.scale;
-      values[6] = hi.z * problem.scale;
-      values[7] = hi.w * problem.scale;
+      values[0] = lo.x * dq_scale;
+      values[1] = lo.y * dq_scale;
+      values[2] = lo.z * dq_scale;
+      values[3] = lo.w * dq_scale;
+      values[4] = hi.x * dq_scale;
+      values[5] = hi.y * dq_scale;
+      values[6] = hi.z * dq_scale;
+      values[7] = hi.w * dq_scale;
       const cutlass::Array<Element, 8> out = convert(values);
       *reinterpret_cast<uint4*>(dst + static_cast<int64_t>(r) * params.dq.stride_seq + c) =
           *reinterpret_cast<const uint4*>(&out);

@@ -1,11 +1,12 @@
-// Layer: common kernel parts. Attention dropout on a thread's accumulator fragment: every element
-// whose entry of the mask (policies/dropout.hpp) is "drop" becomes 0, for the GPU kernels of both
-// families (issue 20, docs/dropout.md).
+// Layer: common kernel parts. Attention dropout on a thread's score fragment: which of its elements
+// the mask (policies/dropout.hpp) drops, applied to the packed pairs of Element that the kernels
+// round P and dZ into, for the GPU kernels of both families (issue 20, docs/dropout.md).
 //
-// Owns: the walk from a fragment's coordinates to the mask's blocks, lanes and bytes, and the
-// sharing of one Philox call among the elements that read it. Does not own: the mask itself
-// (policies/dropout.hpp), the rescale by the inverse keep rate (each kernel folds it where it is
-// cheapest: into O, into dV and dP), or which tiles exist.
+// Owns: the walk from a fragment's coordinates to the mask's blocks, lanes and bytes, the sharing of
+// one Philox call among the elements that read it, and the keep test on packed bytes. Does not own:
+// the mask itself (policies/dropout.hpp), the rescale by the inverse keep rate (the kernels fold it
+// into O, and into dV, dK and dQ where they leave the backward: the masked values here are
+// unscaled), or which tiles exist.
 //
 // The fragment is seen through its coordinate tensor, as apply_score_variant sees it
 // (score_variant.hpp): an identity tensor (or a swapped one) partitioned like the fragment, whose
@@ -27,6 +28,14 @@
 //    partner lane ^ 4 need the same two streams, so each computes one and they swap 4 bytes with one
 //    shuffle: one call per 8 elements (the other 8 bytes of a call are the keys of the neighbouring
 //    warp, which computes the same call).
+//
+// Keep test. The mask keeps an entry when its byte b >= threshold t, i.e. when b + (256 - t)
+// carries out of the byte. Four bytes at once: the low 7 bits' sums cannot carry into the next
+// byte, and the carry out of bit 7 is the majority of the two bits 7 and the carry into it, so an
+// AND, an add and one LOP3 flag a whole 32-bit word (bit 7 of each byte: keep). A pair of Element
+// values (one 32-bit register) is then masked by one PRMT, which replicates two flag bytes' sign
+// bits into 16-bit halves, and one AND: per 4 elements 3 + 2 + 2 instructions, against a compare
+// and a select per fp32 element before the rounding.
 #pragma once
 
 #include <cstdint>
@@ -70,20 +79,11 @@ constexpr int fragment_col_blocks(std::integer_sequence<int, I...>) {
   return m + 1;
 }
 
-// Whether byte kByte (0..3) of word w is at least the threshold: the byte is compared in place
-// against the threshold shifted to it (thresholds[b] = threshold << 8 b), no extraction.
-template <int kByte>
-CUTE_DEVICE bool dropout_word_keeps(uint32_t w, const uint32_t (&thresholds)[4]) {
-  if constexpr (kByte == 3) {
-    return w >= thresholds[3];
-  } else {
-    return (w & (0xFFu << (8 * kByte))) >= thresholds[kByte];
-  }
-}
-
-CUTE_DEVICE void dropout_thresholds(const DropoutParams& dropout, uint32_t (&thresholds)[4]) {
-  CUTE_UNROLL
-  for (int b = 0; b < 4; ++b) thresholds[b] = dropout.threshold << (8 * b);
+// prmt.b32 in its default mode: selector nibbles with bit 3 set replicate the chosen byte's bit 7.
+CUTE_DEVICE uint32_t byte_permute(uint32_t a, uint32_t b, uint32_t selector) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(selector));
+  return d;
 }
 
 // Calls f(Int<shift>{}) for the multiple of kAlign below 32 that equals `residue` (warp-uniform).
@@ -99,138 +99,171 @@ CUTE_DEVICE void dispatch_key_shift(uint32_t residue, F&& f) {
   }
 }
 
-// kM16n8 with the thread's 8-column group at kShift keys into the 32-key block k32 (see above).
-//   q16, k32   the thread's 16-row block start and 32-key block start; lane its Philox stream
-template <int kShift, class CoordLayout, class OnElement>
-CUTE_DEVICE void walk_m16n8(uint32_t q16, uint32_t k32, uint32_t lane, const DropoutParams& dropout, uint32_t bh,
-                            OnElement& on_element) {
-  constexpr int kSize = decltype(cute::size(CoordLayout{}))::value;
-  using Seq = std::make_integer_sequence<int, kSize>;
-  constexpr int kRowBlocks = fragment_row_blocks<CoordLayout, kDropoutBlockRows>(Seq{});
-  constexpr int kKeyBlocks = fragment_col_blocks<CoordLayout, kDropoutBlockKeys, kShift>(Seq{});
-  // One call per block of the grid; a block no element reads is never used, and its call is
-  // removed as dead code.
-  uint32_t bytes[kRowBlocks * kKeyBlocks][4];
-  CUTE_UNROLL
-  for (int s = 0; s < kRowBlocks * kKeyBlocks; ++s) {
-    dropout_block_bytes(dropout, bh, q16 / 16 + static_cast<uint32_t>(s / kKeyBlocks),
-                        k32 / 32 + static_cast<uint32_t>(s % kKeyBlocks), lane, bytes[s]);
-  }
-  uint32_t thresholds[4];
-  dropout_thresholds(dropout, thresholds);
-  cute::for_each(cute::make_int_sequence<kSize>{}, [&](auto i) {
-    constexpr int kI = decltype(i)::value;
-    constexpr int dq = kOffsetRow<CoordLayout, kI>;           // 8 a
-    constexpr int dk = kOffsetCol<CoordLayout, kI> + kShift;  // 8 b + {0, 1}, from the 32-key block start
-    static_assert(dq >= 0 && dk >= kShift, "element 0 is the fragment's first row and first column");
-    constexpr int kSlot = (dq / 16) * kKeyBlocks + dk / 32;
-    constexpr int kByte = ((dq % 16) / 8) * 8 + ((dk % 32) / 8) * 2 + dk % 2;
-    on_element(kI, dropout_word_keeps<kByte % 4>(bytes[kSlot][kByte / 4], thresholds));
+// Calls f(Int<J>{}, mask) for every pair J of a kSize-element fragment whose flag words are
+// `words` and whose element I sits in byte Map::template kByte<I> of word Map::template kWord<I>:
+// mask holds 0xFFFF in the half of each element of the pair (elements 2 J, 2 J + 1) that is kept.
+template <class Map, int kSize, int kWords, class F>
+CUTE_DEVICE void for_each_pair_mask(const uint32_t (&words)[kWords], F&& f) {
+  static_assert(kSize % 2 == 0, "elements in pairs");
+  cute::for_each(cute::make_int_sequence<kSize / 2>{}, [&](auto j) {
+    constexpr int kJ = decltype(j)::value;
+    constexpr uint32_t kLo = 8u | Map::template kByte<2 * kJ>;
+    constexpr uint32_t kHi = 8u | (4u + Map::template kByte<2 * kJ + 1>);
+    f(j, byte_permute(words[Map::template kWord<2 * kJ>], words[Map::template kWord<2 * kJ + 1>],
+                      kLo | (kLo << 4) | (kHi << 8) | (kHi << 12)));
   });
 }
 
-// kM16n8Transposed (see above).
-template <class CoordEngine, class CoordLayout, class OnElement>
-CUTE_DEVICE void walk_m16n8_transposed(cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base,
-                                       int col_base, const DropoutParams& dropout, uint32_t bh,
-                                       OnElement& on_element) {
-  constexpr int kSize = decltype(cute::size(coords))::value;
-  using Seq = std::make_integer_sequence<int, kSize>;
-  constexpr int kBlocks = fragment_row_blocks<CoordLayout, kDropoutBlockRows>(Seq{});
-  static_assert(fragment_col_blocks<CoordLayout, 16, 0>(Seq{}) == 1,
-                "the thread's keys are k0 and k0 + 8 of one 16-key half of a mask block");
-  // Element 0 is the thread's first key row and first query: query 2c of a 16-query block, key
-  // 16 h + 2x + y of a 32-key block (c = lane % 4, 2x + y = lane / 4, h = the warp's half).
-  const uint32_t q0 = static_cast<uint32_t>(row_base + cute::get<0>(coords(0)));
-  const uint32_t k0 = static_cast<uint32_t>(col_base + cute::get<1>(coords(0)));
-  const uint32_t c = (q0 % 8) / 2, x = (k0 % 8) / 2, y = k0 % 2, h = (k0 % 32) / 16;
-  // The stream of query parity y: this thread's call; its partner (lane ^ 4) computes parity 1 - y.
-  const uint32_t lane = 8 * c + 4 * y + x;
-  // A call's bytes of this warp's half: words h (queries 0..7 of the block) and 2 + h (8..15), byte
-  // 2 v + y' (v: key k0 + 8 v; y': the reading thread's y). Packed as [y'0 v0, y'0 v1, ...] per word.
-  const uint32_t mine_sel = y ? 0x7531u : 0x6420u;
-  const uint32_t theirs_sel = y ? 0x6420u : 0x7531u;
-  uint32_t by_parity[kBlocks][2];  // [block][query parity]: bytes (u, v) at 2 u + v
-  CUTE_UNROLL
-  for (int b = 0; b < kBlocks; ++b) {
-    uint32_t words[4];
-    dropout_block_bytes(dropout, bh, q0 / 16 + static_cast<uint32_t>(b), k0 / 32, lane, words);
-    const uint32_t lo = h ? words[1] : words[0];
-    const uint32_t hi = h ? words[3] : words[2];
-    const uint32_t mine = __byte_perm(lo, hi, mine_sel);
-    const uint32_t theirs = __shfl_xor_sync(0xffffffffu, __byte_perm(lo, hi, theirs_sel), 4);
-    by_parity[b][0] = y ? theirs : mine;
-    by_parity[b][1] = y ? mine : theirs;
-  }
-  uint32_t thresholds[4];
-  dropout_thresholds(dropout, thresholds);
-  cute::for_each(cute::make_int_sequence<kSize>{}, [&](auto i) {
-    constexpr int kI = decltype(i)::value;
-    constexpr int dq = kOffsetRow<CoordLayout, kI>;  // 16 block + 8 u + 2 j + e
-    constexpr int dk = kOffsetCol<CoordLayout, kI>;  // 8 v
-    static_assert(dq >= 0 && dk >= 0, "element 0 is the fragment's first row and first column");
-    constexpr int kByte = 2 * ((dq % 16) / 8) + dk / 8;
-    on_element(kI, dropout_word_keeps<kByte>(by_parity[dq / 16][dq % 2], thresholds));
-  });
-}
+// Where element I of an m16n8 fragment (coordinate layout L, key base kShift keys into its 32-key
+// block) finds its flag: word kWord of the flags (kKeyBlocks mask blocks per 16 rows, 4 words per
+// block), byte kByte of it.
+template <class L, int kShift, int kKeyBlocks>
+struct M16n8Map {
+  template <int I>
+  static constexpr int kBlockByte = ((kOffsetRow<L, I> % 16) / 8) * 8 + (((kOffsetCol<L, I> + kShift) % 32) / 8) * 2 +
+                                    (kOffsetCol<L, I> + kShift) % 2;
+  template <int I>
+  static constexpr int kWord =
+      ((kOffsetRow<L, I> / 16) * kKeyBlocks + (kOffsetCol<L, I> + kShift) / 32) * 4 + kBlockByte<I> / 4;
+  template <int I>
+  static constexpr int kByte = kBlockByte<I> % 4;
+};
+
+// The transposed ownership's (see above): the word of query parity, byte (key half, 8-key group).
+template <class L>
+struct M16n8TransposedMap {
+  template <int I>
+  static constexpr int kWord = (kOffsetRow<L, I> / 16) * 2 + kOffsetRow<L, I> % 2;
+  template <int I>
+  static constexpr int kByte = 2 * ((kOffsetRow<L, I> % 16) / 8) + kOffsetCol<L, I> / 8;
+};
 
 }  // namespace detail
 
-// Calls on_element(i, keep) for every element i of a thread's fragment, keep = whether the mask
-// keeps its (query, key) entry.
-//   coords      (query, key) of each element inside its tile (an identity tensor partitioned like
-//               the fragment, or one whose coordinates are swapped to read S^T)
-//   row_base    the tile's first query, col_base its first key (sequence positions)
-//   bh          batch (sequence) * heads_q + query head
-//   kKeyAlign   kM16n8: the multiple of 8 keys at which a thread's 8-column groups may start inside
-//               a 32-key block (32: always at its start)
-template <DropoutWalk kWalk, int kKeyAlign = 32, class CoordEngine, class CoordLayout, class OnElement>
-CUTE_DEVICE void for_each_dropout_keep(cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base,
-                                       int col_base, const DropoutParams& dropout, uint32_t bh,
-                                       OnElement&& on_element) {
-  if constexpr (kWalk == DropoutWalk::kM16n8) {
+// The keep flags of one thread's fragment of one tile: compute() once per tile (the Philox calls),
+// then mask_pairs() on each register tensor of Element rounded from a fragment of that layout
+// (values 2 J and 2 J + 1 packed in register J, as convert_fragment and the relu pack leave them).
+//   CoordLayout  the layout of the fragment's coordinate tensor (see above)
+//   kKeyAlign    kM16n8: the multiple of 8 keys at which a thread's 8-column groups may start inside
+//                a 32-key block (32: always at its start)
+template <DropoutWalk kWalk, class CoordLayout, int kKeyAlign = 32>
+struct DropoutMask;
+
+template <class CoordLayout, int kKeyAlign>
+struct DropoutMask<DropoutWalk::kM16n8, CoordLayout, kKeyAlign> {
+  static constexpr int kSize = decltype(cute::size(CoordLayout{}))::value;
+  using Seq = std::make_integer_sequence<int, kSize>;
+  static constexpr int kRowBlocks = detail::fragment_row_blocks<CoordLayout, kDropoutBlockRows>(Seq{});
+  // Storage for the largest key shift's grid (the grid grows with the shift).
+  static constexpr int kKeyBlocks = detail::fragment_col_blocks<CoordLayout, kDropoutBlockKeys, 32 - kKeyAlign>(Seq{});
+  uint32_t words[kRowBlocks * kKeyBlocks * 4];
+  uint32_t key_shift;  // the thread's 8-column group's offset in its 32-key block (warp-uniform)
+
+  //   coords     (query, key) of each element inside its tile
+  //   row_base   the tile's first query, col_base its first key (sequence positions)
+  //   bh         batch (sequence) * heads_q + query head
+  template <class CoordEngine>
+  CUTE_DEVICE void compute(cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base, int col_base,
+                           const DropoutParams& dropout, uint32_t bh) {
     const uint32_t q0 = static_cast<uint32_t>(row_base + cute::get<0>(coords(0)));
     const uint32_t k0 = static_cast<uint32_t>(col_base + cute::get<1>(coords(0)));
     const uint32_t lane = 4 * (q0 % 8) + (k0 % 8) / 2;
-    const uint32_t q16 = q0 - q0 % 16;
+    const uint32_t q16 = q0 / 16;
     const uint32_t k8 = k0 - k0 % 8;
-    const uint32_t k32 = k8 - k8 % 32;
-    detail::dispatch_key_shift<kKeyAlign>(k8 % 32, [&](auto shift) {
-      detail::walk_m16n8<decltype(shift)::value, CoordLayout>(q16, k32, lane, dropout, bh, on_element);
+    const uint32_t k32 = k8 / 32;
+    key_shift = k8 % 32;
+    const DropoutComplement complement(dropout);
+    detail::dispatch_key_shift<kKeyAlign>(key_shift, [&](auto shift) {
+      // One call per block this shift's elements read; the rest of the storage stays unused.
+      constexpr int kBlocks = detail::fragment_col_blocks<CoordLayout, kDropoutBlockKeys, decltype(shift)::value>(Seq{});
+      CUTE_UNROLL
+      for (int r = 0; r < kRowBlocks; ++r) {
+        CUTE_UNROLL
+        for (int b = 0; b < kBlocks; ++b) {
+          uint32_t bytes[4];
+          dropout_block_bytes(dropout, bh, q16 + static_cast<uint32_t>(r), k32 + static_cast<uint32_t>(b), lane, bytes);
+          CUTE_UNROLL
+          for (int w = 0; w < 4; ++w) words[(r * kKeyBlocks + b) * 4 + w] = dropout_keep_flags(bytes[w], complement);
+        }
+      }
     });
-  } else {
-    detail::walk_m16n8_transposed(coords, row_base, col_base, dropout, bh, on_element);
   }
-}
 
-// The forward's use: acc(i) <- 0 where the entry is dropped (the caller scales O by the keep rate).
-template <DropoutWalk kWalk, int kKeyAlign = 32, class AccEngine, class AccLayout, class CoordEngine,
-          class CoordLayout>
-CUTE_DEVICE void apply_dropout(cute::Tensor<AccEngine, AccLayout>& acc,
-                               cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base, int col_base,
-                               const DropoutParams& dropout, uint32_t bh) {
-  static_assert(decltype(cute::size(acc))::value == decltype(cute::size(coords))::value,
-                "one coordinate per accumulator element");
-  for_each_dropout_keep<kWalk, kKeyAlign>(coords, row_base, col_base, dropout, bh,
-                                          [&](int i, bool keep) { acc(i) = keep ? acc(i) : 0.f; });
-}
+  // Dropped elements of the packed fragment `packed` become 0.
+  template <class Engine, class Layout>
+  CUTE_DEVICE void mask_pairs(cute::Tensor<Engine, Layout>& packed) const {
+    static_assert(decltype(cute::size(packed))::value == kSize, "one coordinate per element");
+    uint32_t* pairs = reinterpret_cast<uint32_t*>(packed.data());
+    detail::dispatch_key_shift<kKeyAlign>(key_shift, [&](auto shift) {
+      using Map = detail::M16n8Map<CoordLayout, decltype(shift)::value, kKeyBlocks>;
+      detail::for_each_pair_mask<Map, kSize>(words, [&](auto j, uint32_t mask) { pairs[decltype(j)::value] &= mask; });
+    });
+  }
+};
 
-// The backward's use: P' = M P / q for dV and dZ = M dP / q * sigma'(P) for dQ and dK, from P and
-// dZ formed without the mask (sigma' takes the undropped P): both scaled by rescale where kept,
-// 0 where dropped.
-template <DropoutWalk kWalk, int kKeyAlign = 32, class PEngine, class PLayout, class ZEngine, class ZLayout,
-          class CoordEngine, class CoordLayout>
-CUTE_DEVICE void apply_dropout_backward(cute::Tensor<PEngine, PLayout>& p, cute::Tensor<ZEngine, ZLayout>& dz,
-                                        cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base,
-                                        int col_base, const DropoutParams& dropout, uint32_t bh) {
-  static_assert(decltype(cute::size(p))::value == decltype(cute::size(coords))::value &&
-                    decltype(cute::size(dz))::value == decltype(cute::size(coords))::value,
-                "one coordinate per accumulator element");
-  for_each_dropout_keep<kWalk, kKeyAlign>(coords, row_base, col_base, dropout, bh, [&](int i, bool keep) {
-    const float m = keep ? dropout.rescale : 0.f;
-    p(i) *= m;
-    dz(i) *= m;
-  });
+template <class CoordLayout, int kKeyAlign>
+struct DropoutMask<DropoutWalk::kM16n8Transposed, CoordLayout, kKeyAlign> {
+  static constexpr int kSize = decltype(cute::size(CoordLayout{}))::value;
+  using Seq = std::make_integer_sequence<int, kSize>;
+  static constexpr int kBlocks = detail::fragment_row_blocks<CoordLayout, kDropoutBlockRows>(Seq{});
+  static_assert(detail::fragment_col_blocks<CoordLayout, 16, 0>(Seq{}) == 1,
+                "the thread's keys are k0 and k0 + 8 of one 16-key half of a mask block");
+  uint32_t words[kBlocks * 2];  // [16-query block][query parity]: bytes (u, v) at 2 u + v
+
+  template <class CoordEngine>
+  CUTE_DEVICE void compute(cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base, int col_base,
+                           const DropoutParams& dropout, uint32_t bh) {
+    // Element 0 is the thread's first key row and first query: query 2c of a 16-query block, key
+    // 16 h + 2x + y of a 32-key block (c = lane % 4, 2x + y = lane / 4, h = the warp's half).
+    const uint32_t q0 = static_cast<uint32_t>(row_base + cute::get<0>(coords(0)));
+    const uint32_t k0 = static_cast<uint32_t>(col_base + cute::get<1>(coords(0)));
+    const uint32_t c = (q0 % 8) / 2, x = (k0 % 8) / 2, y = k0 % 2, h = (k0 % 32) / 16;
+    // The stream of query parity y: this thread's call; its partner (lane ^ 4) computes parity 1 - y.
+    const uint32_t lane = 8 * c + 4 * y + x;
+    // A call's bytes of this warp's half: words h (queries 0..7 of the block) and 2 + h (8..15), byte
+    // 2 v + y' (v: key k0 + 8 v; y': the reading thread's y). Packed as [y'0 v0, y'0 v1, ...] per word.
+    const uint32_t mine_sel = y ? 0x7531u : 0x6420u;
+    const uint32_t theirs_sel = y ? 0x6420u : 0x7531u;
+    const DropoutComplement complement(dropout);
+    CUTE_UNROLL
+    for (int b = 0; b < kBlocks; ++b) {
+      uint32_t bytes[4];
+      dropout_block_bytes(dropout, bh, q0 / 16 + static_cast<uint32_t>(b), k0 / 32, lane, bytes);
+      const uint32_t lo = h ? bytes[1] : bytes[0];
+      const uint32_t hi = h ? bytes[3] : bytes[2];
+      const uint32_t mine = dropout_keep_flags(__byte_perm(lo, hi, mine_sel), complement);
+      const uint32_t theirs =
+          __shfl_xor_sync(0xffffffffu, dropout_keep_flags(__byte_perm(lo, hi, theirs_sel), complement), 4);
+      words[2 * b] = y ? theirs : mine;
+      words[2 * b + 1] = y ? mine : theirs;
+    }
+  }
+
+  template <class Engine, class Layout>
+  CUTE_DEVICE void mask_pairs(cute::Tensor<Engine, Layout>& packed) const {
+    static_assert(decltype(cute::size(packed))::value == kSize, "one coordinate per element");
+    uint32_t* pairs = reinterpret_cast<uint32_t*>(packed.data());
+    detail::for_each_pair_mask<detail::M16n8TransposedMap<CoordLayout>, kSize>(
+        words, [&](auto j, uint32_t mask) { pairs[decltype(j)::value] &= mask; });
+  }
+};
+
+// A tile's dropout when a kernel has none: nothing computed, nothing masked.
+struct NoDropoutMask {
+  template <class... Args>
+  CUTE_DEVICE void compute(Args const&...) {}
+  template <class Packed>
+  CUTE_DEVICE void mask_pairs(Packed&) const {}
+};
+
+// The forward's use (P rounded to Element right after the mask) and the backward's (P for dV, dZ for
+// dQ and dK): a tile's flags, then each rounded fragment masked. The kept values stay unscaled.
+template <DropoutWalk kWalk, int kKeyAlign = 32, class CoordEngine, class CoordLayout, class... Packed>
+CUTE_DEVICE void apply_dropout_packed(cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base,
+                                      int col_base, const DropoutParams& dropout, uint32_t bh, Packed&... packed) {
+  DropoutMask<kWalk, CoordLayout, kKeyAlign> mask;
+  mask.compute(coords, row_base, col_base, dropout, bh);
+  (mask.mask_pairs(packed), ...);
 }
 
 }  // namespace flash_sigmoid

@@ -84,6 +84,16 @@ FLASH_SIGMOID_HOST_DEVICE DropoutParams problem_dropout(const ProblemParams& pro
   return d;
 }
 
+// The backward's output scales. Its kernels mask P and dZ with dropout but leave the kept values
+// unscaled (common/dropout_fragment.hpp): dV takes the inverse keep rate, dK and dQ take it with the
+// score scale, once per element where they leave the kernels.
+FLASH_SIGMOID_HOST_DEVICE float backward_dv_scale(const ProblemParams& problem) {
+  return problem.dropout_threshold != 0 ? problem.dropout_rescale : 1.f;
+}
+FLASH_SIGMOID_HOST_DEVICE float backward_dq_dk_scale(const ProblemParams& problem) {
+  return problem.scale * backward_dv_scale(problem);
+}
+
 struct ForwardParams {
   ProblemParams problem;
   StridedPtr q, k, v, out;

@@ -92,6 +92,20 @@ FLASH_SIGMOID_HOST_DEVICE void dropout_block_bytes(const DropoutParams& d, uint3
   philox4x32<kDropoutRounds>(counter, key, out);
 }
 
+// The keep test's constants for threshold t (1..255): (256 - t) in every byte, and its low 7 bits.
+struct DropoutComplement {
+  uint32_t bytes, low;
+  FLASH_SIGMOID_HOST_DEVICE explicit DropoutComplement(const DropoutParams& dropout)
+      : bytes((256u - dropout.threshold) * 0x01010101u), low(bytes & 0x7F7F7F7Fu) {}
+};
+
+// Bit 7 of each byte of the result: whether that byte of w is kept (>= the threshold), four at once
+// (common/dropout_fragment.hpp explains the carry). Other bits are unspecified.
+FLASH_SIGMOID_HOST_DEVICE uint32_t dropout_keep_flags(uint32_t w, DropoutComplement const& c) {
+  const uint32_t carry_in = (w & 0x7F7F7F7Fu) + c.low;           // bit 7: the carry into bit 7
+  return (w & c.bytes) | (w & carry_in) | (c.bytes & carry_in);  // majority: the carry out of bit 7
+}
+
 // Where entry (row, key) of a head lives in the layout: lane and byte of its block.
 struct DropoutSlot {
   uint32_t row_block, key_block, lane, byte;

@@ -17,7 +17,8 @@
 
 namespace flash_sigmoid::sm80 {
 
-// Deterministic mode: dQ = scale * acc_dq of one query tile, through Q's shared-memory buffer.
+// Deterministic mode: dQ = scale * acc_dq (and dropout's inverse keep rate) of one query tile,
+// through Q's shared-memory buffer.
 template <class DqTraits>
 struct Sm80BwdDqEpilogue {
   using Element = typename DqTraits::Element;
@@ -29,8 +30,9 @@ struct Sm80BwdDqEpilogue {
                                 int m_block, int head_idx, int batch_idx, SeqlenInfo const& seqlen, int tidx) {
     using namespace cute;
     const ProblemParams& problem = params.problem;
+    const float dq_scale = backward_dq_dk_scale(problem);  // with dropout's inverse keep rate
     CUTE_UNROLL
-    for (int i = 0; i < size(acc_dq); ++i) acc_dq(i) *= problem.scale;
+    for (int i = 0; i < size(acc_dq); ++i) acc_dq(i) *= dq_scale;
     Tensor sdQ = make_tensor(make_smem_ptr(smem.q.data()), typename DqTraits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
     Tensor gdQ = gmem_rows_tile<kBlockM, kHeadDim, Element>(params.dq, batch_idx, head_idx,
                                                             seqlen.offset_q + m_block * kBlockM);

@@ -215,13 +215,13 @@ struct Sm80BwdDkDvMainloop {
         for (int i = 0; i < size(acc_dp); ++i) {
           acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
         }
-        if constexpr (Variant::kDropout) {
-          // Warps side by side along the keys: a warp's 8-column groups start at any multiple of 8.
-          apply_dropout_backward<DropoutWalk::kM16n8, 8>(acc_s, acc_dp, tScS, tile.m_block * kBlockM, k_base,
-                                                         variant.dropout.params, variant.dropout.bh);
-        }
         Tensor rP = convert_fragment<Element>(acc_s);    // (MMA, MMA_M, MMA_N)
         Tensor rdZ = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
+        if constexpr (Variant::kDropout) {
+          // Warps side by side along the keys: a warp's 8-column groups start at any multiple of 8.
+          apply_dropout_packed<DropoutWalk::kM16n8, 8>(tScS, tile.m_block * kBlockM, k_base, variant.dropout.params,
+                                                       variant.dropout.bh, rP, rdZ);
+        }
         copy(store_copy, thr_store.retile_S(rP), tPsP(_, _, _, slice));
         copy(store_copy, thr_store.retile_S(rdZ), tdZsdZ(_, _, _, slice));
       }
@@ -388,14 +388,13 @@ struct Sm80BwdDqMainloop {
       for (int i = 0; i < size(acc_dp); ++i) {
         acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
       }
+      Tensor rdZ = convert_fragment<Element>(acc_dp);                                             // (MMA, MMA_M, MMA_N)
       if constexpr (Variant::kDropout) {
         // Warps stacked along the query rows: 8-column groups start where the key tile does.
         constexpr int kKeyAlign = kBlockN % 32 == 0 ? 32 : (kBlockN % 16 == 0 ? 16 : 8);
-        apply_dropout_backward<DropoutWalk::kM16n8, kKeyAlign>(acc_s, acc_dp, tScS, m_block * kBlockM,
-                                                               n_block * kBlockN, variant.dropout.params,
-                                                               variant.dropout.bh);
+        apply_dropout_packed<DropoutWalk::kM16n8, kKeyAlign>(tScS, m_block * kBlockM, n_block * kBlockN,
+                                                             variant.dropout.params, variant.dropout.bh, rdZ);
       }
-      Tensor rdZ = convert_fragment<Element>(acc_dp);                                             // (MMA, MMA_M, MMA_N)
       Tensor tdQrdZ = make_tensor(rdZ.data(), accumulator_as_operand_a(rdZ.layout()));  // (MMA, MMA_M, BLK_N/16)
       gemm_rs_pipelined(tiled_mma, acc_dq, tdQrdZ, tdQsKt(_, _, _, stage), tdQrKt, thr_copy_bt.retile_D(tdQrKt), copy_bt);
     }

@@ -218,13 +218,13 @@ struct Sm80FwdMainloop {
       // P @ V (the registers do not move). Before barrier B, so P @ V starts with S already packed
       // into half the registers.
       apply_score_variant<kApplyMask>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN, variant);
+      Tensor rP = convert_fragment<Element>(acc_s);                                        // (MMA, MMA_M, MMA_N)
       if constexpr (Variant::kDropout) {
         // Warps own 16-row slices (the m16n8 ownership); the kernel scales O by the keep rate.
         constexpr int kKeyAlign = kBlockN % 32 == 0 ? 32 : (kBlockN % 16 == 0 ? 16 : 8);
-        apply_dropout<DropoutWalk::kM16n8, kKeyAlign>(acc_s, tScS, m_block * kBlockM, n_block * kBlockN,
-                                                      variant.dropout.params, variant.dropout.bh);
+        apply_dropout_packed<DropoutWalk::kM16n8, kKeyAlign>(tScS, m_block * kBlockM, n_block * kBlockN,
+                                                             variant.dropout.params, variant.dropout.bh, rP);
       }
-      Tensor rP = convert_fragment<Element>(acc_s);                                        // (MMA, MMA_M, MMA_N)
       Tensor tOrP = make_tensor(rP.data(), accumulator_as_operand_a(rP.layout()));  // (MMA, MMA_M, BLK_N/16)
 
       // Barrier B: V[n] visible to every thread; every warp has finished Q K[n]^T, so K's buffer may

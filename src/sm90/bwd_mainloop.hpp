@@ -174,14 +174,14 @@ struct Sm90BwdDkDvMainloop {
       for (int i = 0; i < size(acc_dp); ++i) {
         acc_dp(i) = acc_dp(i) * ScoreFunction::derivative_from_value(acc_s(i));
       }
-      if constexpr (Variant::kDropout) {
-        // S^T through swapped coordinates, the m16n8 ownership of keys x queries.
-        apply_dropout_backward<DropoutWalk::kM16n8Transposed>(acc_s, acc_dp, tScS, tile.m_block * kBlockM,
-                                                              n_block * kBlockN, variant.dropout.params,
-                                                              variant.dropout.bh);
-      }
       Tensor rP = convert_fragment<Element>(acc_s);    // (MMA, MMA_M, MMA_N)
       Tensor rdZ = convert_fragment<Element>(acc_dp);  // (MMA, MMA_M, MMA_N)
+      if constexpr (Variant::kDropout) {
+        // S^T through swapped coordinates, the m16n8 ownership of keys x queries; dV, dK and dQ take
+        // the inverse keep rate where they leave the kernels.
+        apply_dropout_packed<DropoutWalk::kM16n8Transposed>(tScS, tile.m_block * kBlockM, n_block * kBlockN,
+                                                            variant.dropout.params, variant.dropout.bh, rP, rdZ);
+      }
       copy(store_dz, thr_store_dz.retile_S(rdZ), tdZsdZ);
       cutlass::arch::fence_view_async_shared();
 

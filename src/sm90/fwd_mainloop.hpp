@@ -92,10 +92,11 @@ struct Sm90FwdMainloop {
       wgmma_product<true>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
       return acc_s;
     };
+    ForwardDropoutMask<Variant, decltype(tScS), kBlockN> dropout_mask;  // the flags of the tile whose P is formed
     auto probabilities = [&](auto& acc_s, int n_block) {
-      forward_probabilities<kBlockM, kBlockN>(acc_s, tScS, range, m_block, n_block, variant);
+      forward_probabilities<kBlockM, kBlockN>(acc_s, tScS, range, m_block, n_block, variant, dropout_mask);
     };
-    auto round_into = [&](auto const& acc_p, auto& rP) { round_probabilities_into<Element>(acc_p, rP); };
+    auto round_into = [&](auto const& acc_p, auto& rP) { round_probabilities_into<Element>(acc_p, rP, dropout_mask); };
     auto barrier = [&]() {
       cute::cp_async_wait<0>();
       cutlass::arch::fence_view_async_shared();  // cp.async writes -> the tensor cores' (async) proxy

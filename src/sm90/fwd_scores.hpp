@@ -3,11 +3,13 @@
 // on the key tiles of a range's edges, then P rounded to Element into the registers that are the A
 // operand of P V.
 //
-// Owns: the choice of the masked or unmasked evaluation per key tile. Does not own: the score
+// Owns: the choice of the masked or unmasked evaluation per key tile, and where dropout's flags
+// are computed and applied. Does not own: the score
 // variant (common/score_variant.hpp) or the products and their waits (the mainloops).
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
@@ -18,11 +20,21 @@
 
 namespace flash_sigmoid::sm90 {
 
+// The forward's dropout of one tile's fragment (NoDropoutMask without dropout): each warp's 16 rows
+// of the wgmma accumulator have the m16n8 ownership; key tiles of a multiple of 32 keys start on a
+// mask block, the 80- and 112-key tiles of D 256 and 192 on one or halfway.
+template <class Variant, class Coords, int kBlockN>
+using ForwardDropoutMask =
+    std::conditional_t<Variant::kDropout,
+                       DropoutMask<DropoutWalk::kM16n8, typename Coords::layout_type, kBlockN % 32 == 0 ? 32 : 16>,
+                       NoDropoutMask>;
+
 // acc_s (MMA, MMA_M, MMA_N) of key tile n_block of query tile m_block <- P; coords: the tile's
-// identity tensor partitioned like acc_s.
-template <int kBlockM, int kBlockN, class Variant, class AccS, class Coords>
+// identity tensor partitioned like acc_s. With dropout, also the tile's keep flags into
+// dropout_mask (while the previous tile's P V runs), which round_probabilities_into applies.
+template <int kBlockM, int kBlockN, class Variant, class AccS, class Coords, class Mask>
 CUTE_DEVICE void forward_probabilities(AccS& acc_s, Coords const& coords, BlockRange const& range, int m_block,
-                                       int n_block, Variant const& variant) {
+                                       int n_block, Variant const& variant, Mask& dropout_mask) {
   cute::warpgroup_fence_operand(acc_s);
   if (n_block < range.interior_begin || n_block >= range.interior_end) {
     apply_score_variant<true>(acc_s, coords, m_block * kBlockM, n_block * kBlockN, variant);
@@ -30,11 +42,7 @@ CUTE_DEVICE void forward_probabilities(AccS& acc_s, Coords const& coords, BlockR
     apply_score_variant<false>(acc_s, coords, m_block * kBlockM, n_block * kBlockN, variant);
   }
   if constexpr (Variant::kDropout) {
-    // Each warp's 16 rows of the wgmma accumulator have the m16n8 ownership; key tiles of a multiple
-    // of 32 keys start on a mask block, the 80- and 112-key tiles of D 256 and 192 on one or halfway.
-    constexpr int kKeyAlign = kBlockN % 32 == 0 ? 32 : 16;
-    apply_dropout<DropoutWalk::kM16n8, kKeyAlign>(acc_s, coords, m_block * kBlockM, n_block * kBlockN,
-                                                  variant.dropout.params, variant.dropout.bh);
+    dropout_mask.compute(coords, m_block * kBlockM, n_block * kBlockN, variant.dropout.params, variant.dropout.bh);
   }
 }
 
@@ -52,11 +60,12 @@ CUTE_DEVICE uint32_t relu_pack_pair(float lo, float hi) {
   return packed;
 }
 
-// P (fp32, the S accumulator) rounded to Element into rP, a register tensor of the same shape;
+// P (fp32, the S accumulator) rounded to Element into rP, a register tensor of the same shape, and
+// the tile's dropped entries made 0 (dropout_mask: the flags forward_probabilities computed);
 // kReluPack (the score function's): negative values become 0 in the same instruction
 // (SigmoidViaExp2Relu's -inf for sigma < 2^-128).
-template <class Element, bool kReluPack = false, class AccP, class RegP>
-CUTE_DEVICE void round_probabilities_into(AccP const& acc_p, RegP& rP) {
+template <class Element, bool kReluPack = false, class AccP, class RegP, class Mask>
+CUTE_DEVICE void round_probabilities_into(AccP const& acc_p, RegP& rP, Mask const& dropout_mask) {
   if constexpr (kReluPack) {
     static_assert(decltype(cute::size(rP))::value % 2 == 0, "packed in pairs");
     uint32_t* pairs = reinterpret_cast<uint32_t*>(rP.data());
@@ -67,6 +76,7 @@ CUTE_DEVICE void round_probabilities_into(AccP const& acc_p, RegP& rP) {
     CUTE_UNROLL
     for (int j = 0; j < cute::size(rP); ++j) rP(j) = converted(j);
   }
+  dropout_mask.mask_pairs(rP);
 }
 
 }  // namespace flash_sigmoid::sm90

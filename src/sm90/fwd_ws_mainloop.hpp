@@ -185,11 +185,12 @@ struct Sm90FwdWsMainloop {
     auto thr_o = mma_o.get_thread_slice(ctid);
     Tensor tOrV = thr_o.partition_fragment_B(sVt);  // (MMA, MMA_HEAD_DIM, MMA_K, STAGE)
 
+    ForwardDropoutMask<Variant, decltype(tScS), kBlockN> dropout_mask;  // the flags of the tile whose P is formed
     auto probabilities = [&](auto& acc_s, int n_block) {
-      forward_probabilities<kBlockM, kBlockN>(acc_s, tScS, range, m_block, n_block, variant);
+      forward_probabilities<kBlockM, kBlockN>(acc_s, tScS, range, m_block, n_block, variant, dropout_mask);
     };
     auto round_into = [&](auto const& acc_p, auto& rP) {
-      round_probabilities_into<Element, Variant::ScoreFunction::kReluPack>(acc_p, rP);
+      round_probabilities_into<Element, Variant::ScoreFunction::kReluPack>(acc_p, rP, dropout_mask);
     };
     // Ping-pong: warpgroup w waits at its barrier before it issues, then lets the next one go. A
     // scheduling barrier joins two warpgroups: the one that waits and the one that passes.

@@ -456,6 +456,29 @@ TEST(Dropout, ThresholdAndRescale) {
   EXPECT_EQ(make_dropout(-1.f, 1, 0).threshold, 0u);
 }
 
+// The kernels' four-bytes-at-once keep test (dropout_keep_flags) agrees with byte >= threshold for
+// every threshold and byte value, in every byte position, whatever the neighbouring bytes hold.
+TEST(Dropout, PackedKeepFlagsEqualTheByteCompare) {
+  for (uint32_t t = 1; t < 256; ++t) {
+    DropoutParams d;
+    d.threshold = t;
+    const DropoutComplement c(d);
+    for (uint32_t b = 0; b < 256; ++b) {
+      // b in each position, the other bytes 0x00, 0xFF and mixed values (a carry must not leak).
+      for (uint32_t others : {0x00000000u, 0xFFFFFFFFu, 0x7F80FF01u}) {
+        for (int pos = 0; pos < 4; ++pos) {
+          const uint32_t w = (others & ~(0xFFu << (8 * pos))) | (b << (8 * pos));
+          const uint32_t flags = dropout_keep_flags(w, c);
+          for (int k = 0; k < 4; ++k) {
+            const uint32_t byte = (w >> (8 * k)) & 0xFFu;
+            ASSERT_EQ(((flags >> (8 * k + 7)) & 1u) != 0, byte >= t) << "t " << t << " w " << w << " byte " << k;
+          }
+        }
+      }
+    }
+  }
+}
+
 // The kept fraction over a head's 1024 x 1024 entries is the keep rate within 5 binomial standard
 // deviations, for several p; masks differ between heads, offsets and seeds, and are a function of
 // (seed, offset, head, row, key) only.
