@@ -256,6 +256,12 @@ struct NoDropoutMask {
   CUTE_DEVICE void mask_pairs(Packed&) const {}
 };
 
+// DropoutMask for a kernel built with dropout (kDropout), NoDropoutMask otherwise; Coords: the
+// fragment's coordinate tensor type.
+template <bool kDropout, DropoutWalk kWalk, class Coords, int kKeyAlign = 32>
+using DropoutMaskOf =
+    std::conditional_t<kDropout, DropoutMask<kWalk, typename Coords::layout_type, kKeyAlign>, NoDropoutMask>;
+
 // The forward's use (P rounded to Element right after the mask) and the backward's (P for dV, dZ for
 // dQ and dK): a tile's flags, then each rounded fragment masked. The kept values stay unscaled.
 template <DropoutWalk kWalk, int kKeyAlign = 32, class CoordEngine, class CoordLayout, class... Packed>

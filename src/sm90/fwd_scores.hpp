@@ -24,10 +24,7 @@ namespace flash_sigmoid::sm90 {
 // of the wgmma accumulator have the m16n8 ownership; key tiles of a multiple of 32 keys start on a
 // mask block, the 80- and 112-key tiles of D 256 and 192 on one or halfway.
 template <class Variant, class Coords, int kBlockN>
-using ForwardDropoutMask =
-    std::conditional_t<Variant::kDropout,
-                       DropoutMask<DropoutWalk::kM16n8, typename Coords::layout_type, kBlockN % 32 == 0 ? 32 : 16>,
-                       NoDropoutMask>;
+using ForwardDropoutMask = DropoutMaskOf<Variant::kDropout, DropoutWalk::kM16n8, Coords, kBlockN % 32 == 0 ? 32 : 16>;
 
 // acc_s (MMA, MMA_M, MMA_N) of key tile n_block of query tile m_block <- P; coords: the tile's
 // identity tensor partitioned like acc_s. With dropout, also the tile's keep flags into
@@ -35,14 +32,16 @@ using ForwardDropoutMask =
 template <int kBlockM, int kBlockN, class Variant, class AccS, class Coords, class Mask>
 CUTE_DEVICE void forward_probabilities(AccS& acc_s, Coords const& coords, BlockRange const& range, int m_block,
                                        int n_block, Variant const& variant, Mask& dropout_mask) {
+  // The flags first: code after the branch below shares a basic block with the wait for P V, and
+  // the compiler would sink the Philox calls past that wait (onto the path to the next product).
+  if constexpr (Variant::kDropout) {
+    dropout_mask.compute(coords, m_block * kBlockM, n_block * kBlockN, variant.dropout.params, variant.dropout.bh);
+  }
   cute::warpgroup_fence_operand(acc_s);
   if (n_block < range.interior_begin || n_block >= range.interior_end) {
     apply_score_variant<true>(acc_s, coords, m_block * kBlockM, n_block * kBlockN, variant);
   } else {
     apply_score_variant<false>(acc_s, coords, m_block * kBlockM, n_block * kBlockN, variant);
-  }
-  if constexpr (Variant::kDropout) {
-    dropout_mask.compute(coords, m_block * kBlockM, n_block * kBlockN, variant.dropout.params, variant.dropout.bh);
   }
 }
 
