@@ -189,6 +189,12 @@ struct DropoutMask<DropoutWalk::kM16n8, CoordLayout, kKeyAlign> {
     });
   }
 
+  // Every element kept (a kernel built with dropout, called with p = 0).
+  CUTE_DEVICE void keep_all() {
+    CUTE_UNROLL
+    for (int w = 0; w < kRowBlocks * kKeyBlocks * 4; ++w) words[w] = 0xFFFFFFFFu;
+  }
+
   // Dropped elements of the packed fragment `packed` become 0.
   template <class Engine, class Layout>
   CUTE_DEVICE void mask_pairs(cute::Tensor<Engine, Layout>& packed) const {
@@ -239,6 +245,11 @@ struct DropoutMask<DropoutWalk::kM16n8Transposed, CoordLayout, kKeyAlign> {
     }
   }
 
+  CUTE_DEVICE void keep_all() {
+    CUTE_UNROLL
+    for (int w = 0; w < kBlocks * 2; ++w) words[w] = 0xFFFFFFFFu;
+  }
+
   template <class Engine, class Layout>
   CUTE_DEVICE void mask_pairs(cute::Tensor<Engine, Layout>& packed) const {
     static_assert(decltype(cute::size(packed))::value == kSize, "one coordinate per element");
@@ -252,6 +263,7 @@ struct DropoutMask<DropoutWalk::kM16n8Transposed, CoordLayout, kKeyAlign> {
 struct NoDropoutMask {
   template <class... Args>
   CUTE_DEVICE void compute(Args const&...) {}
+  CUTE_DEVICE void keep_all() {}
   template <class Packed>
   CUTE_DEVICE void mask_pairs(Packed&) const {}
 };

@@ -9,7 +9,7 @@
 // elements a thread holds (each kernel maps its accumulator onto the layout below).
 //
 // Layout. The scores of one (batch, head) are cut into blocks of 16 query rows x 32 keys. One
-// Philox call, counter (batch * heads_q + head, key block, lane | offset << 5, row block), gives
+// Philox call, counter (key block, row block, batch * heads_q + head, lane | offset << 5), gives
 // 16 bytes to lane 0..31 of a block; entry (r, c) of the block (r = row % 16, c = key % 32) is byte
 //   (r / 8) * 8 + (c / 8) * 2 + c % 2   of lane   (r % 8) * 4 + (c % 8) / 2.
 // That is the m16n8 accumulator's ownership (mma.sync, and every warp's 16 rows of a wgmma
@@ -85,10 +85,7 @@ FLASH_SIGMOID_HOST_DEVICE DropoutParams make_dropout(float p, uint64_t seed, uin
 // The 16 bytes of `lane` in block (row_block, key_block) of head `bh` (= batch * heads_q + head).
 FLASH_SIGMOID_HOST_DEVICE void dropout_block_bytes(const DropoutParams& d, uint32_t bh, uint32_t row_block,
                                                    uint32_t key_block, uint32_t lane, uint32_t out[4]) {
-  // The words a kernel's loop varies (key block in the forward, row block in the backward) sit
-  // where the first round only XORs them (words 1 and 3); the multiplied words 0 and 2 are fixed per
-  // thread, so the first round's products, and part of the next two rounds', are loop-invariant.
-  const uint32_t counter[4] = {bh, key_block, lane | (static_cast<uint32_t>(d.offset) << 5), row_block};
+  const uint32_t counter[4] = {key_block, row_block, bh, lane | (static_cast<uint32_t>(d.offset) << 5)};
   // The offset's bits that do not fit beside the lane go into the key.
   const uint32_t key[2] = {static_cast<uint32_t>(d.seed),
                            static_cast<uint32_t>(d.seed >> 32) ^ static_cast<uint32_t>(d.offset >> 27)};
