@@ -93,6 +93,8 @@ FLASH_SIGMOID_HOST_DEVICE void dropout_block_bytes(const DropoutParams& d, uint3
 }
 
 // The keep test's constants for threshold t (1..255): (256 - t) in every byte, and its low 7 bits.
+// t = 0 (no dropout) must not reach it (256 does not fit a byte): the kernels that use it are
+// launched only when dropout is enabled.
 struct DropoutComplement {
   uint32_t bytes, low;
   FLASH_SIGMOID_HOST_DEVICE explicit DropoutComplement(const DropoutParams& dropout)

@@ -1,6 +1,7 @@
-// Layer: sm80. Where the deterministic backward's dQ leaves the registers: dQ = scale * acc_dq of
-// one query tile, rounded to Element and stored through Q's shared-memory buffer as whole 16-byte
-// vectors, predicated on rows < seqlen_q and columns < head_dim.
+// Layer: sm80. Where the deterministic backward's dQ leaves the registers: dQ = scale * acc_dq
+// (times dropout's inverse keep rate) of one query tile, rounded to Element and stored through Q's
+// shared-memory buffer as whole 16-byte vectors, predicated on rows < seqlen_q and columns <
+// head_dim.
 //
 // The other stores of the backward are common to both families: dK and dV
 // (common/dkdv_epilogue.hpp) and, in the default mode, the dQ workspace's atomics and convert
