@@ -43,7 +43,6 @@
 #include <utility>
 
 #include <cute/tensor.hpp>
-#include <cutlass/arch/barrier.h>
 
 #include "policies/dropout.hpp"
 
@@ -225,19 +224,9 @@ struct DropoutMask<DropoutWalk::kM16n8Transposed, CoordLayout, kKeyAlign> {
                 "the thread's keys are k0 and k0 + 8 of one 16-key half of a mask block");
   uint32_t words[kBlocks * 2];  // [16-query block][query parity]: bytes (u, v) at 2 u + v
 
-  // Words per warp pair of compute()'s exchange buffer.
-  static constexpr int kExchangeWords = kBlocks * 64;
-
-  // exchange == nullptr: every call the thread needs, one per 16-query block. Otherwise (the sm90
-  // backward) half of them: the thread and the thread of its lane in the partner warp (the other 16
-  // keys of the 32-key block) need the same calls, so each computes those of every other block and
-  // hands the partner its 8 bytes through `exchange` (kExchangeWords of shared memory for the warp
-  // pair, free until the block-wide barrier that follows the masks), meeting it at named barrier
-  // `pair_barrier` (64 threads).
   template <class CoordEngine>
   CUTE_DEVICE void compute(cute::Tensor<CoordEngine, CoordLayout> const& coords, int row_base, int col_base,
-                           const DropoutParams& dropout, uint32_t bh, uint32_t* exchange = nullptr,
-                           uint32_t pair_barrier = 0) {
+                           const DropoutParams& dropout, uint32_t bh) {
     // Element 0 is the thread's first key row and first query: query 2c of a 16-query block, key
     // 16 h + 2x + y of a 32-key block (c = lane % 4, 2x + y = lane / 4, h = the warp's half).
     const uint32_t q0 = static_cast<uint32_t>(row_base + cute::get<0>(coords(0)));
@@ -245,47 +234,17 @@ struct DropoutMask<DropoutWalk::kM16n8Transposed, CoordLayout, kKeyAlign> {
     const uint32_t c = (q0 % 8) / 2, x = (k0 % 8) / 2, y = k0 % 2, h = (k0 % 32) / 16;
     // The stream of query parity y: this thread's call; its partner (lane ^ 4) computes parity 1 - y.
     const uint32_t lane = 8 * c + 4 * y + x;
-    // A call's bytes of this warp's half: words h (queries 0..7 of the block) and 2 + h (8..15).
-    uint32_t half[kBlocks][2];
-    if (exchange == nullptr) {
-      CUTE_UNROLL
-      for (int b = 0; b < kBlocks; ++b) {
-        uint32_t bytes[4];
-        dropout_block_bytes(dropout, bh, q0 / 16 + static_cast<uint32_t>(b), k0 / 32, lane, bytes);
-        half[b][0] = h ? bytes[1] : bytes[0];
-        half[b][1] = h ? bytes[3] : bytes[2];
-      }
-    } else {
-      static_assert(kBlocks % 2 == 0, "blocks shared out in pairs");
-      const uint32_t slot_lane = threadIdx.x % 32;  // the partner thread has the same lane
-      uint2* slots = reinterpret_cast<uint2*>(exchange);
-      uint32_t own[kBlocks / 2][2];
-      CUTE_UNROLL
-      for (int i = 0; i < kBlocks / 2; ++i) {  // block 2 i + h: this warp's call
-        uint32_t bytes[4];
-        dropout_block_bytes(dropout, bh, q0 / 16 + static_cast<uint32_t>(2 * i) + h, k0 / 32, lane, bytes);
-        own[i][0] = h ? bytes[1] : bytes[0];
-        own[i][1] = h ? bytes[3] : bytes[2];
-        slots[(2 * i + h) * 32 + slot_lane] = make_uint2(h ? bytes[0] : bytes[1], h ? bytes[2] : bytes[3]);
-      }
-      cutlass::arch::NamedBarrier::sync(64, pair_barrier);
-      CUTE_UNROLL
-      for (int i = 0; i < kBlocks / 2; ++i) {  // block 2 i + 1 - h: the partner's
-        const uint2 theirs = slots[(2 * i + 1 - h) * 32 + slot_lane];
-        half[2 * i][0] = h ? theirs.x : own[i][0];
-        half[2 * i][1] = h ? theirs.y : own[i][1];
-        half[2 * i + 1][0] = h ? own[i][0] : theirs.x;
-        half[2 * i + 1][1] = h ? own[i][1] : theirs.y;
-      }
-    }
-    // Byte 2 v + y' of a half word (v: key k0 + 8 v; y': the reading thread's y), packed as
-    // [y'0 v0, y'0 v1, ...] per word.
+    // A call's bytes of this warp's half: words h (queries 0..7 of the block) and 2 + h (8..15), byte
+    // 2 v + y' (v: key k0 + 8 v; y': the reading thread's y). Packed as [y'0 v0, y'0 v1, ...] per word.
     const uint32_t mine_sel = y ? 0x7531u : 0x6420u;
     const uint32_t theirs_sel = y ? 0x6420u : 0x7531u;
     const DropoutComplement complement(dropout);
     CUTE_UNROLL
     for (int b = 0; b < kBlocks; ++b) {
-      const uint32_t lo = half[b][0], hi = half[b][1];
+      uint32_t bytes[4];
+      dropout_block_bytes(dropout, bh, q0 / 16 + static_cast<uint32_t>(b), k0 / 32, lane, bytes);
+      const uint32_t lo = h ? bytes[1] : bytes[0];
+      const uint32_t hi = h ? bytes[3] : bytes[2];
       const uint32_t mine = dropout_keep_flags(__byte_perm(lo, hi, mine_sel), complement);
       const uint32_t theirs =
           __shfl_xor_sync(0xffffffffu, dropout_keep_flags(__byte_perm(lo, hi, theirs_sel), complement), 4);

@@ -179,19 +179,9 @@ struct Sm90BwdDkDvMainloop {
       if constexpr (Variant::kDropout) {
         // S^T through swapped coordinates, the m16n8 ownership of keys x queries; dV, dK and dQ take
         // the inverse keep rate where they leave the kernels. The flags are computed here, after
-        // both waits (computing them while the products run measured slower, docs/dropout.md), each
-        // Philox call by one warp of the two that read it. The exchange buffer is free: its last
-        // readers passed barrier A.
-        using Mask = DropoutMask<DropoutWalk::kM16n8Transposed, decltype(tScS.layout())>;
-        static_assert(Mask::kExchangeWords * (Traits::kNThreads / 64) == int(sizeof(smem.dropout_exchange) / sizeof(uint32_t)),
-                      "one exchange region per warp pair");
-        const int pair = tidx / 64;
-        Mask dropout_mask;
-        dropout_mask.compute(tScS, tile.m_block * kBlockM, n_block * kBlockN, variant.dropout.params,
-                             variant.dropout.bh, smem.dropout_exchange.data() + pair * Mask::kExchangeWords,
-                             static_cast<uint32_t>(pair));
-        dropout_mask.mask_pairs(rP);
-        dropout_mask.mask_pairs(rdZ);
+        // both waits: computing them while the products run measured slower (H200, docs/dropout.md).
+        apply_dropout_packed<DropoutWalk::kM16n8Transposed>(tScS, tile.m_block * kBlockM, n_block * kBlockN,
+                                                            variant.dropout.params, variant.dropout.bh, rP, rdZ);
       }
       copy(store_dz, thr_store_dz.retile_S(rdZ), tdZsdZ);
       cutlass::arch::fence_view_async_shared();

@@ -117,9 +117,6 @@ struct Sm90BwdTraits {
     cute::array_aligned<Element, kKVTileElems, 1024> k;  // K, then dK in the epilogue
     cute::array_aligned<Element, kKVTileElems, 1024> v;  // V, then dV in the epilogue
     cute::array_aligned<Element, kdZTileElems, 1024> dz;
-    // Dropout's Philox words handed between the two warps of each 32-key block (DropoutMask's
-    // exchange: kBlockM / 16 blocks x 64 words per warp pair); unused without dropout.
-    cute::array_aligned<uint32_t, kNThreads * (kBlockM / 16)> dropout_exchange;
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;  // + alignment slack of the dynamic base
 };
