@@ -2,10 +2,10 @@
 // family: one key tile's accumulators rounded to Element, staged in shared memory in the
 // accumulator's partition, and stored as whole 16-byte vectors.
 //
-// Owns: the scales of dK and dV (applied once per element, not per product), the order of the stores and
-// the barriers between them. Does not own: how the accumulators were computed (the families'
-// mainloops) or the traits' layouts and copies it is written against: Traits names Element,
-// kBlockN, kHeadDim, SharedStorage (k, v buffers), SmemLayoutKV, SmemCopyAtomStore,
+// Owns: the scales of dK and dV (applied once per element, not per product), the order of the
+// stores and the barriers between them. Does not own: how the accumulators were computed (the
+// families' mainloops) or the traits' layouts and copies it is written against: Traits names
+// Element, kBlockN, kHeadDim, SharedStorage (k, v buffers), SmemLayoutKV, SmemCopyAtomStore,
 // GmemTiledCopyStore and TiledMmaDkv.
 #pragma once
 

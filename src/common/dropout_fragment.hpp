@@ -12,7 +12,8 @@
 // (score_variant.hpp): an identity tensor (or a swapped one) partitioned like the fragment, whose
 // layout is static. Each element's offset from element 0 is read from that layout at compile time,
 // so which Philox call and byte an element reads is fixed when the kernel is compiled, the calls are
-// independent (the scheduler interleaves their multiply chains) and none is made twice. Two ownerships:
+// independent (the scheduler interleaves their multiply chains) and none is made twice. Two
+// ownerships:
 //  - DropoutWalk::kM16n8: the fragment holds S (rows = queries, columns = keys) with the m16n8
 //    accumulator's ownership (mma.sync atoms, or one warp's 16 rows of a wgmma accumulator): the
 //    thread's base is row lane / 4 of a 16-row block and column 2 (lane % 4) of an 8-column group,
@@ -116,13 +117,18 @@ CUTE_DEVICE void for_each_pair_mask(const uint32_t (&words)[kWords], F&& f) {
   });
 }
 
+// Whether element I's offsets from element 0 are non-negative (element 0 is the fragment's first
+// row and first column, as the walks assume).
+template <class L, int I>
+inline constexpr bool kOffsetsFromOrigin = kOffsetRow<L, I> >= 0 && kOffsetCol<L, I> >= 0;
+
 // Where element I of an m16n8 fragment (coordinate layout L, key base kShift keys into its 32-key
 // block) finds its flag: word kWord of the flags (kKeyBlocks mask blocks per 16 rows, 4 words per
 // block), byte kByte of it.
 template <class L, int kShift, int kKeyBlocks>
 struct M16n8Map {
   template <int I>
-  static constexpr bool kValid = kOffsetRow<L, I> >= 0 && kOffsetCol<L, I> >= 0;  // element 0 is the first row, column
+  static constexpr bool kValid = kOffsetsFromOrigin<L, I>;
   template <int I>
   static constexpr int kBlockByte = ((kOffsetRow<L, I> % 16) / 8) * 8 + (((kOffsetCol<L, I> + kShift) % 32) / 8) * 2 +
                                     (kOffsetCol<L, I> + kShift) % 2;
@@ -137,7 +143,7 @@ struct M16n8Map {
 template <class L>
 struct M16n8TransposedMap {
   template <int I>
-  static constexpr bool kValid = kOffsetRow<L, I> >= 0 && kOffsetCol<L, I> >= 0;  // element 0 is the first row, column
+  static constexpr bool kValid = kOffsetsFromOrigin<L, I>;
   template <int I>
   static constexpr int kWord = (kOffsetRow<L, I> / 16) * 2 + kOffsetRow<L, I> % 2;
   template <int I>
@@ -181,7 +187,8 @@ struct DropoutMask<DropoutWalk::kM16n8, CoordLayout, kKeyAlign> {
     const DropoutComplement complement(dropout);
     detail::dispatch_key_shift<kKeyAlign>(key_shift, [&](auto shift) {
       // One call per block this shift's elements read; the rest of the storage stays unused.
-      constexpr int kBlocks = detail::fragment_col_blocks<CoordLayout, kDropoutBlockKeys, decltype(shift)::value>(Seq{});
+      constexpr int kShift = decltype(shift)::value;
+      constexpr int kBlocks = detail::fragment_col_blocks<CoordLayout, kDropoutBlockKeys, kShift>(Seq{});
       CUTE_UNROLL
       for (int r = 0; r < kRowBlocks; ++r) {
         CUTE_UNROLL
@@ -196,9 +203,10 @@ struct DropoutMask<DropoutWalk::kM16n8, CoordLayout, kKeyAlign> {
   }
 
   // Every element kept: the other side of a branch that gives compute() a basic block of its own
-  // (kernels with dropout are launched only with p > 0, so it is not taken).
+  // (kernels with dropout are launched only with p > 0, so it is not taken). key_shift is left as
+  // it is: with every word all ones each shift's map gives the same mask, and setting it changed
+  // the D 256 forward's code (SASS compared with the H200-tested build).
   CUTE_DEVICE void keep_all() {
-    key_shift = 0;
     CUTE_UNROLL
     for (int w = 0; w < kRowBlocks * kKeyBlocks * 4; ++w) words[w] = 0xFFFFFFFFu;
   }
@@ -253,11 +261,6 @@ struct DropoutMask<DropoutWalk::kM16n8Transposed, CoordLayout, kKeyAlign> {
     }
   }
 
-  CUTE_DEVICE void keep_all() {
-    CUTE_UNROLL
-    for (int w = 0; w < kBlocks * 2; ++w) words[w] = 0xFFFFFFFFu;
-  }
-
   template <class Engine, class Layout>
   CUTE_DEVICE void mask_pairs(cute::Tensor<Engine, Layout>& packed) const {
     static_assert(decltype(cute::size(packed))::value == kSize, "one coordinate per element");
@@ -267,11 +270,16 @@ struct DropoutMask<DropoutWalk::kM16n8Transposed, CoordLayout, kKeyAlign> {
   }
 };
 
-// A tile's dropout when a kernel has none: nothing computed, nothing masked.
+// kKeyAlign for key tiles of block_n keys whose threads' 8-column groups start where the tile does:
+// tiles start at multiples of block_n, so inside a 32-key mask block they sit at multiples of the
+// largest of 32, 16, 8 that divides block_n.
+constexpr int dropout_key_align(int block_n) {
+  return block_n % 32 == 0 ? 32 : (block_n % 16 == 0 ? 16 : 8);
+}
+
+// A tile's dropout when a kernel has none: nothing masked (callers compute flags only under
+// `if constexpr (kDropout)`).
 struct NoDropoutMask {
-  template <class... Args>
-  CUTE_DEVICE void compute(Args const&...) {}
-  CUTE_DEVICE void keep_all() {}
   template <class Packed>
   CUTE_DEVICE void mask_pairs(Packed&) const {}
 };

@@ -391,9 +391,8 @@ struct Sm80BwdDqMainloop {
       Tensor rdZ = convert_fragment<Element>(acc_dp);                                             // (MMA, MMA_M, MMA_N)
       if constexpr (Variant::kDropout) {
         // Warps stacked along the query rows: 8-column groups start where the key tile does.
-        constexpr int kKeyAlign = kBlockN % 32 == 0 ? 32 : (kBlockN % 16 == 0 ? 16 : 8);
-        apply_dropout_packed<DropoutWalk::kM16n8, kKeyAlign>(tScS, m_block * kBlockM, n_block * kBlockN,
-                                                             variant.dropout.params, variant.dropout.bh, rdZ);
+        apply_dropout_packed<DropoutWalk::kM16n8, dropout_key_align(kBlockN)>(
+            tScS, m_block * kBlockM, n_block * kBlockN, variant.dropout.params, variant.dropout.bh, rdZ);
       }
       Tensor tdQrdZ = make_tensor(rdZ.data(), accumulator_as_operand_a(rdZ.layout()));  // (MMA, MMA_M, BLK_N/16)
       gemm_rs_pipelined(tiled_mma, acc_dq, tdQrdZ, tdQsKt(_, _, _, stage), tdQrKt, thr_copy_bt.retile_D(tdQrKt), copy_bt);

@@ -221,9 +221,8 @@ struct Sm80FwdMainloop {
       Tensor rP = convert_fragment<Element>(acc_s);                                        // (MMA, MMA_M, MMA_N)
       if constexpr (Variant::kDropout) {
         // Warps own 16-row slices (the m16n8 ownership); the kernel scales O by the keep rate.
-        constexpr int kKeyAlign = kBlockN % 32 == 0 ? 32 : (kBlockN % 16 == 0 ? 16 : 8);
-        apply_dropout_packed<DropoutWalk::kM16n8, kKeyAlign>(tScS, m_block * kBlockM, n_block * kBlockN,
-                                                             variant.dropout.params, variant.dropout.bh, rP);
+        apply_dropout_packed<DropoutWalk::kM16n8, dropout_key_align(kBlockN)>(
+            tScS, m_block * kBlockM, n_block * kBlockN, variant.dropout.params, variant.dropout.bh, rP);
       }
       Tensor tOrP = make_tensor(rP.data(), accumulator_as_operand_a(rP.layout()));  // (MMA, MMA_M, BLK_N/16)
 

@@ -2,8 +2,8 @@
 // to both families (common/dkdv_epilogue.hpp) — dK = scale * acc_dk and dV = acc_dv (both times
 // dropout's inverse keep rate) rounded to Element, staged in K's and V's buffers (here
 // 128-byte-swizzled) in the accumulator's partition (here the warpgroup MMA's), stored as 16-byte
-// vectors predicated on rows < seqlen_k and columns < head_dim. dQ goes through the common fp32 workspace (common/dq_accum.hpp: the paired reductions,
-// the convert kernel).
+// vectors predicated on rows < seqlen_k and columns < head_dim. dQ goes through the common fp32
+// workspace (common/dq_accum.hpp: the paired reductions, the convert kernel).
 //
 // Owns: nothing of its own; kept so that the sm90 folder mirrors sm80's file names.
 #pragma once

@@ -4,8 +4,8 @@
 // operand of P V.
 //
 // Owns: the choice of the masked or unmasked evaluation per key tile, and where dropout's flags
-// are computed and applied. Does not own: the score
-// variant (common/score_variant.hpp) or the products and their waits (the mainloops).
+// are computed and applied. Does not own: the score variant (common/score_variant.hpp) or the
+// products and their waits (the mainloops).
 #pragma once
 
 #include <cstdint>
@@ -23,7 +23,7 @@ namespace flash_sigmoid::sm90 {
 // of the wgmma accumulator have the m16n8 ownership; key tiles of a multiple of 32 keys start on a
 // mask block, the 80- and 112-key tiles of D 256 and 192 on one or halfway.
 template <class Variant, class Coords, int kBlockN>
-using ForwardDropoutMask = DropoutMaskOf<Variant::kDropout, DropoutWalk::kM16n8, Coords, kBlockN % 32 == 0 ? 32 : 16>;
+using ForwardDropoutMask = DropoutMaskOf<Variant::kDropout, DropoutWalk::kM16n8, Coords, dropout_key_align(kBlockN)>;
 
 // acc_s (MMA, MMA_M, MMA_N) of key tile n_block of query tile m_block <- P; coords: the tile's
 // identity tensor partitioned like acc_s. With dropout, also the tile's keep flags into
