@@ -50,7 +50,8 @@ def run(rank, world, args):
                 dist.barrier()
                 sync()
                 t0 = time.perf_counter()
-                out = context_parallel_attn(q, k, v, causal=not args.no_causal, layout="zigzag")
+                out = context_parallel_attn(q, k, v, causal=not args.no_causal, layout="zigzag",
+                                            shard_lengths=[n] * world)
                 out.backward(dout)
                 sync()
                 dist.barrier()

@@ -60,7 +60,7 @@ def _chunks(rank, world, layout):
     raise ValueError(f"layout: expected 'contiguous' or 'zigzag', got {layout!r}")
 
 
-def _split_points(length, world, layout, lengths=None):
+def _rank_ranges(length, world, layout, lengths=None):
     """Per rank, the global (start, length) ranges it holds, in order."""
     if layout == "contiguous":
         if lengths is None:
@@ -88,7 +88,7 @@ def shard(x, layout="contiguous", group=None, rank=None, world=None, dim=1, leng
         if len(lengths) != world or sum(lengths) != x.shape[dim] or min(lengths) < 0:
             raise ValueError(f"lengths: expected {world} non-negative shard lengths summing to {x.shape[dim]}, "
                              f"got {list(lengths)}")
-    ranges = _split_points(x.shape[dim], world, layout, lengths)[rank]
+    ranges = _rank_ranges(x.shape[dim], world, layout, lengths)[rank]
     return torch.cat([x.narrow(dim, s, n) for s, n in ranges], dim=dim)
 
 
@@ -158,10 +158,12 @@ class _Ring:
         self.next = dist.get_global_rank(group, nxt) if group is not None else nxt
         self.prev = dist.get_global_rank(group, prv) if group is not None else prv
 
-    def start(self, tensors, shapes):
-        """Starts sending `tensors` and receiving tensors of `shapes` (same dtypes); returns
-        (received, requests): the received tensors are valid after wait(requests)."""
-        received = [torch.empty(s, dtype=t.dtype, device=t.device) for t, s in zip(tensors, shapes)]
+    def start(self, tensors, length):
+        """Starts sending `tensors` (shards [B, S_r, ...]) and receiving their like from the previous
+        rank, `length` tokens long; returns (received, requests): the received tensors are valid
+        after wait(requests)."""
+        received = [torch.empty((t.shape[0], length) + tuple(t.shape[2:]), dtype=t.dtype, device=t.device)
+                    for t in tensors]
         ops = [dist.P2POp(dist.isend, t, self.next, self.group) for t in tensors]
         ops += [dist.P2POp(dist.irecv, t, self.prev, self.group) for t in received]
         return received, dist.batch_isend_irecv(ops)
@@ -170,10 +172,6 @@ class _Ring:
     def wait(requests):
         for req in requests:
             req.wait()
-
-
-def _shard_shape(t, length):
-    return (t.shape[0], length) + tuple(t.shape[2:])
 
 
 class _RingAttention(torch.autograd.Function):
@@ -191,8 +189,7 @@ class _RingAttention(torch.autograd.Function):
             owner = (rank - step) % world
             pending = None
             if step + 1 < world:  # the next shard travels while this one is used
-                length = lengths[(owner - 1) % world]
-                pending = ring.start(list(kv), [_shard_shape(kv[0], length), _shard_shape(kv[1], length)])
+                pending = ring.start(kv, lengths[(owner - 1) % world])
             ks, vs = _pieces(kv[0], rank_ranges[owner]), _pieces(kv[1], rank_ranges[owner])
             for a, c, (qa, m, kc, n, window) in _calls(q_ranges, rank_ranges[owner], left, right):
                 part = _ops.forward(qs[a].narrow(1, qa, m), ks[c].narrow(1, kc, n), vs[c].narrow(1, kc, n),
@@ -218,14 +215,12 @@ class _RingAttention(torch.autograd.Function):
         dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
         dqs = _pieces(dq, q_ranges)
         kv = (k.contiguous(), v.contiguous())
-        grads = None  # the travelling fp32 (dK, dV) of the shard held, once the previous rank sent them
-        grads_pending = None
+        grads_pending = None  # the travelling fp32 (dK, dV) of the shard held, on their way from rank - 1
         for step in range(world):
             owner = (rank - step) % world
             kv_pending = None
             if step + 1 < world:
-                length = lengths[(owner - 1) % world]
-                kv_pending = ring.start(list(kv), [_shard_shape(kv[0], length), _shard_shape(kv[1], length)])
+                kv_pending = ring.start(kv, lengths[(owner - 1) % world])
             # This step's dK/dV of shard `owner`, into fresh buffers (the travelling ones may still be
             # arriving); added to them below, in that order.
             dk_part = torch.zeros(kv[0].shape, dtype=torch.float32, device=k.device)
@@ -245,24 +240,21 @@ class _RingAttention(torch.autograd.Function):
                 dk_part = received[0].add_(dk_part)
                 dv_part = received[1].add_(dv_part)
             if world > 1:  # on to the next rank; after the last step this pass takes them home
-                length = lengths[(owner - 1) % world]
-                grads_pending = ring.start([dk_part, dv_part],
-                                           [_shard_shape(dk_part, length), _shard_shape(dv_part, length)])
-            else:
-                grads = (dk_part, dv_part)
+                grads_pending = ring.start((dk_part, dv_part), lengths[(owner - 1) % world])
             if kv_pending is not None:
                 received, requests = kv_pending
                 ring.wait(requests)
                 kv = tuple(received)
+        grads = (dk_part, dv_part)  # one rank: its own shard's, complete
         if world > 1:
-            received, requests = grads_pending
+            grads, requests = grads_pending
             ring.wait(requests)
-            grads = received
         return (dq.to(q.dtype), grads[0].to(k.dtype), grads[1].to(v.dtype)) + (None,) * 7
 
 
 def context_parallel_attn(q, k, v, group=None, causal=False, window_size=(-1, -1), alibi_slopes=None,
-                          sigmoid_bias=None, softmax_scale=None, layout="contiguous", deterministic=False):
+                          sigmoid_bias=None, softmax_scale=None, layout="contiguous", deterministic=False,
+                          shard_lengths=None):
     """Sigmoid attention of this rank's query shard over the whole sharded sequence.
 
     q, k, v: this rank's shards [B, S_r, H(kv), D] (shard() cuts them); with layout="contiguous" the
@@ -271,6 +263,8 @@ def context_parallel_attn(q, k, v, group=None, causal=False, window_size=(-1, -1
     gradients are this rank's shards). causal and window_size (flash-attn's (left, right), -1
     unbounded; causal makes right 0) act on global positions. sigmoid_bias: a number; default
     -log(S), S the whole sequence's length. alibi_slopes: not supported (see the module's text).
+    shard_lengths: every rank's shard length, as shard(lengths=...) took them; without it the ranks
+    exchange their lengths (one all_gather, and a device-to-host copy that waits for the GPU).
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("context_parallel_attn: torch.distributed is not initialised "
@@ -286,17 +280,23 @@ def context_parallel_attn(q, k, v, group=None, causal=False, window_size=(-1, -1
         raise ValueError(f"k: expected the shard length of q ({q.shape[1]}) on this rank, got {k.shape[1]}")
     world, rank = _world(group)
     _chunks(rank, world, layout)  # names a bad layout
-    counts = [torch.zeros(1, dtype=torch.int64, device=q.device) for _ in range(world)]
-    dist.all_gather(counts, torch.tensor([q.shape[1]], dtype=torch.int64, device=q.device), group=group)
-    lengths = [int(c.item()) for c in counts]
+    if shard_lengths is None:
+        counts = [torch.zeros(1, dtype=torch.int64, device=q.device) for _ in range(world)]
+        dist.all_gather(counts, torch.tensor([q.shape[1]], dtype=torch.int64, device=q.device), group=group)
+        lengths = [int(c) for c in torch.cat(counts).tolist()]
+    else:
+        lengths = [int(n) for n in shard_lengths]
+        if len(lengths) != world or min(lengths) < 0 or lengths[rank] != q.shape[1]:
+            raise ValueError(f"shard_lengths: expected {world} non-negative lengths with this rank's ({rank}) equal "
+                             f"to q's shard length {q.shape[1]}, got {list(shard_lengths)}")
     total = sum(lengths)
     if layout == "contiguous":
-        rank_ranges = _split_points(total, world, layout, lengths)
+        rank_ranges = _rank_ranges(total, world, layout, lengths)
     else:
         if len(set(lengths)) != 1 or lengths[0] % 2:
             raise ValueError(f"q: layout 'zigzag' needs equal shards of an even length on every rank, got lengths "
                              f"{lengths}")
-        rank_ranges = _split_points(total, world, layout)
+        rank_ranges = _rank_ranges(total, world, layout)
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
     bias = -math.log(total) if sigmoid_bias is None else _ops.as_float("sigmoid_bias", sigmoid_bias)
     return _RingAttention.apply(q, k, v, scale, bias, left, right, rank_ranges, group, bool(deterministic))

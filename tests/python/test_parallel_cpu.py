@@ -34,7 +34,9 @@ def worker(rank, world, port, out_dir, layout, causal, window, lengths):
     try:
         q, k, v, dout = inputs()
         qs, ks, vs = (shard(t, layout, lengths=lengths).clone().requires_grad_() for t in (q, k, v))
-        out = context_parallel_attn(qs, ks, vs, causal=causal, window_size=window, layout=layout)
+        # With 4 ranks the lengths are passed (no exchange); otherwise the ranks exchange them.
+        known = lengths if world == 4 and lengths is not None else None
+        out = context_parallel_attn(qs, ks, vs, causal=causal, window_size=window, layout=layout, shard_lengths=known)
         out.backward(shard(dout, layout, lengths=lengths))
         torch.save(dict(out=out.detach(), dq=qs.grad, dk=ks.grad, dv=vs.grad), os.path.join(out_dir, f"{rank}.pt"))
     finally:
@@ -127,6 +129,8 @@ def test_needs_an_initialised_group_and_names_unsupported_arguments():
             context_parallel_attn(q, q, q, window_size=(4, -2))
         with pytest.raises(ValueError, match="layout"):
             context_parallel_attn(q, q, q, layout="ring")
+        with pytest.raises(ValueError, match="shard_lengths"):
+            context_parallel_attn(q, q, q, shard_lengths=[7])
         with pytest.raises(NotImplementedError, match="alibi_slopes"):
             context_parallel_attn(q, q, q, alibi_slopes=torch.ones(2))
         qs = q.clone().requires_grad_()
