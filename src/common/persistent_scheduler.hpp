@@ -1,17 +1,18 @@
 // Layer: common kernel parts. A persistent query-tile scheduler: a grid of at most one block per
-// SM, each block taking the tiles blockIdx.x, blockIdx.x + gridDim.x, ... of one linear order.
+// SM, each block taking its tiles of one linear order in turns (next_tile).
 //
-// Without a right bound every tile of a head has about the same work, and the order is the one
-// QueryTileScheduler's grid launches (tile_scheduler.hpp): query tile fastest, then query head,
-// then batch, so blocks running together share a head's K and V in L2.
+// Without a right bound every tile of a head has about the same work: block b takes the tiles b,
+// b + blocks, ... of the order QueryTileScheduler's grid launches (tile_scheduler.hpp): query tile
+// fastest, then query head, then batch, so blocks running together share a head's K and V in L2.
 //
-// Under a right bound (causal) the last query tile of a head has the most key tiles and the first
-// the fewest, and a per-head order leaves the grid's last wave with long tiles (measured: the
-// persistent kernel lost up to 27% causal with it). There the order is longest-first across heads,
-// in sections: (head, batch) pairs are grouped into sections whose K and V fit in kL2Budget bytes,
-// and within a section the query tiles go from the last to the first, all heads of the section at
-// each step (FlashAttention-3's LPT order with L2 sections). The tail of the whole grid is then
-// the short tiles of the last section.
+// Under a right bound (causal) query tile m of a head has about m + 1 key tiles, and every static
+// assignment of single tiles leaves the blocks far apart: a stride over a longest-first order gave
+// one block 27% more key tiles than another at S = 16k (that order lost up to 9% against the
+// hardware's dynamic block scheduling), and alternating the direction of the rounds 31%. So under
+// a right bound, once there are at least two tiles per block, a block takes tiles in pairs: the
+// last and the first tile of a head, then the second-to-last and the second, ... Every pair has
+// the same work, and a stride over the pairs balances the blocks to the last round's remainder
+// (about 3% at the benchmark's shapes). Within a pair the long tile goes first.
 //
 // Owns: the order of the tiles and which block takes which. Does not own: what a tile is (the
 // kernel's traits) or the work per tile.
@@ -42,33 +43,43 @@ struct PersistentQueryTileScheduler {
     return dim3(static_cast<unsigned>(tiles < num_sms ? tiles : num_sms));
   }
 
-  // L2 bytes a section's K and V may take (the H100/H200 L2 holds 50/60 MB; the rest is left to
-  // Q, O and the other kernels' traffic).
-  static constexpr int64_t kL2Budget = int64_t(32) << 20;
-
-  // (head, batch) pairs per section: as many as have their K and V (2-byte elements) in the budget,
-  // at least one. Query heads of a GQA group share K and V but are counted apart (a bound, not exact).
-  FLASH_SIGMOID_HOST_DEVICE static int64_t section_pairs(const ProblemParams& problem, int64_t pairs) {
-    const int64_t kv_bytes = int64_t(2) * problem.seqlen_k * problem.head_dim * 2;
-    int64_t section = kv_bytes > 0 ? kL2Budget / kv_bytes : pairs;
-    if (section < 1) section = 1;
-    return section < pairs ? section : pairs;
+  // Whether the blocks take tiles in pairs (a right bound, and two tiles per block or more).
+  FLASH_SIGMOID_HOST_DEVICE static bool paired(const ProblemParams& problem, int blocks) {
+    return problem.mask.kind == MaskKind::kRight && num_tiles(problem) >= 2 * int64_t(blocks);
   }
 
-#if defined(__CUDACC__)
-  // The tile of linear index `tile` (tile < num_tiles).
-  __device__ __forceinline__ static WorkTile decode(const ProblemParams& problem, int64_t tile) {
+  // The linear index of the tile block `block` of `blocks` takes at its round-th turn or, where
+  // that turn has none (the missing partner of an odd head's middle tile), at the next turn that
+  // has one, advancing `round` to it; -1 when the block has no more tiles. Paired, a head's
+  // ceil(m_blocks / 2) pairs take two indices each (the second of the middle pair of an odd count
+  // is the missing one), so the indices run to 2 ceil(m_blocks / 2) per head.
+  FLASH_SIGMOID_HOST_DEVICE static int64_t next_tile(const ProblemParams& problem, int64_t& round, int block,
+                                                     int blocks) {
+    if (!paired(problem, blocks)) {
+      const int64_t tile = round * blocks + block;
+      return tile < num_tiles(problem) ? tile : -1;
+    }
+    const int m_blocks = ceil_div_int(problem.seqlen_q, kBlockM);
+    const int64_t per_head = 2 * int64_t((m_blocks + 1) / 2);
+    const int64_t slots = per_head * problem.heads_q * problem.batch;
+    for (;; ++round) {
+      const int64_t slot = ((round >> 1) * blocks + block) * 2 + (round & 1);
+      if (slot >= slots) return -1;
+      if (slot % per_head != m_blocks) return slot;  // (== m_blocks: the missing partner)
+    }
+  }
+
+  // The tile of linear index `tile` (from next_tile with the same number of blocks).
+  FLASH_SIGMOID_HOST_DEVICE static WorkTile decode(const ProblemParams& problem, int64_t tile, int blocks) {
     const int m_blocks = ceil_div_int(problem.seqlen_q, kBlockM);
     int64_t head_batch;
     WorkTile w;
-    if (problem.mask.kind == MaskKind::kRight) {
-      const int64_t pairs = int64_t(problem.heads_q) * problem.batch;
-      const int64_t section = section_pairs(problem, pairs);
-      const int64_t first = tile / (section * m_blocks) * section;  // the section's first (head, batch) pair
-      const int64_t width = pairs - first < section ? pairs - first : section;
-      const int64_t within = tile - first * m_blocks;  // tiles before this one in its section
-      w.m_block = m_blocks - 1 - static_cast<int>(within / width);
-      head_batch = first + within % width;
+    if (paired(problem, blocks)) {
+      const int64_t per_head = 2 * int64_t((m_blocks + 1) / 2);
+      head_batch = tile / per_head;
+      const int within = static_cast<int>(tile - head_batch * per_head);
+      const int pair = within >> 1;
+      w.m_block = (within & 1) ? pair : m_blocks - 1 - pair;
     } else {
       head_batch = tile / m_blocks;
       w.m_block = m_blocks - 1 - static_cast<int>(tile - head_batch * m_blocks);
@@ -78,7 +89,6 @@ struct PersistentQueryTileScheduler {
     w.kv_head_idx = w.head_idx / problem.group_size;
     return w;
   }
-#endif
 };
 
 }  // namespace flash_sigmoid

@@ -25,6 +25,33 @@
 
 namespace flash_sigmoid::sm90 {
 
+// O of one tile from the consumers' accumulators (MMA, MMA_M, MMA_HEAD_DIM) to gO (BLK_M, HEAD_DIM)
+// through the separate staging buffer, each consumer warpgroup on its own 64 rows and its own
+// named barrier, so that the warpgroups keep their ping-pong offset from tile to tile. Rows >=
+// o_rows and columns >= head_dim are not stored.
+template <class Traits, class AccO, class GmemTensor>
+CUTE_DEVICE void store_warpgroup_rows_of_o(AccO const& acc_o, typename Traits::SharedStorage& smem, GmemTensor&& gO,
+                                           int o_rows, int head_dim, int ctid) {
+  using namespace cute;
+  static_assert(Traits::kSeparateO, "O has a staging buffer of its own");
+  constexpr int kHeadDim = Traits::kHeadDim;
+  const int warp_group = ctid / 128;
+  const uint32_t barrier = uint32_t(Sm90FwdWsBarrier::kEpilogueWg0) + uint32_t(warp_group);
+  Tensor sO = make_tensor(make_smem_ptr(smem.o.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
+  // The warpgroup's stores of the previous tile have read its rows of the buffer.
+  cutlass::arch::NamedBarrier::sync(128, barrier);
+  store_accumulator<typename Traits::Element, typename Traits::SmemCopyAtomStore>(typename Traits::TiledMmaO{}, acc_o,
+                                                                                sO, ctid);
+  cutlass::arch::NamedBarrier::sync(128, barrier);
+  typename Traits::WarpGroupGmemTiledCopyStore gmem_tiled_copy;
+  auto gmem_thr_copy = gmem_tiled_copy.get_thread_slice(ctid % 128);
+  Tensor sOw = local_tile(sO, Shape<_64, Int<kHeadDim>>{}, make_coord(warp_group, _0{}));  // (64, HEAD_DIM)
+  Tensor gOw = local_tile(gO, Shape<_64, Int<kHeadDim>>{}, make_coord(warp_group, _0{}));
+  Tensor coords = gmem_thr_copy.partition_D(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
+  store_tile_rows(gmem_tiled_copy, gmem_thr_copy.partition_S(sOw), gmem_thr_copy.partition_D(gOw), coords,
+                  o_rows - 64 * warp_group, head_dim);
+}
+
 template <class Traits>
 using Sm90FwdWsScheduler = QueryTileScheduler<Traits::kBlockM>;
 template <class Traits>
@@ -46,13 +73,18 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(base);
 
   const ProblemParams& problem = params.problem;
-  // The block's tiles: first, first + stride, ... below end (one tile without persistence).
-  const int64_t first_tile = kPersistent ? int64_t(blockIdx.x) : 0;
-  const int64_t tile_stride = kPersistent ? int64_t(gridDim.x) : 1;
-  const int64_t end_tile = kPersistent ? Sm90FwdWsPersistentScheduler<Traits>::num_tiles(problem) : 1;
+  // The block's tile at its round-th turn or the next turn that has one (advancing round), -1 past
+  // its last (one tile without persistence).
+  auto next_tile = [&](int64_t& round) -> int64_t {
+    if constexpr (kPersistent) {
+      return Sm90FwdWsPersistentScheduler<Traits>::next_tile(problem, round, int(blockIdx.x), int(gridDim.x));
+    } else {
+      return round == 0 ? 0 : -1;
+    }
+  };
   auto work_of = [&](int64_t tile) {
     if constexpr (kPersistent) {
-      return Sm90FwdWsPersistentScheduler<Traits>::decode(problem, tile);
+      return Sm90FwdWsPersistentScheduler<Traits>::decode(problem, tile, int(gridDim.x));
     } else {
       return Sm90FwdWsScheduler<Traits>::first_work(problem);
     }
@@ -66,7 +98,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     // A packed sequence shorter than the longest one has no rows in this tile: the whole block
     // leaves before any barrier exists. (A persistent block's tiles of that kind have an empty key
     // range and store nothing.)
-    const QueryTileWork work = work_of(first_tile);
+    const QueryTileWork work = work_of(0);
     if (work.m_block * Traits::kBlockM >= SeqlenInfo::make(problem, work.batch_idx).seqlen_q) return;
   }
   // Packed K/V tiles may hold the next sequence's rows past seqlen_k (Mainloop::load).
@@ -85,12 +117,14 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       Slot k_slot, v_slot;
       k_slot.phase = v_slot.phase = 1;  // every buffer starts empty: the first waits pass
       int j = 0;                        // the block's tiles so far
-      for (int64_t tile = first_tile; tile < end_tile; tile += tile_stride, ++j) {
+      int64_t round = 0;
+      for (int64_t tile = next_tile(round); tile >= 0; ++j, ++round, tile = next_tile(round)) {
         const QueryTileWork work = work_of(tile);
         SeqlenInfo seqlen;
         Mask mask;
         const BlockRange range = range_of(work, seqlen, mask);
-        // Q's buffer holds the previous tile's O until every consumer has stored it.
+        // Q's buffer is in use until every consumer has released the previous tile's: after its last
+        // S product (a separate O buffer) or after its epilogue (O staged in Q's buffer).
         auto wait_q_free = [&]() {
           if (kPersistent && j > 0) cutlass::arch::ClusterBarrier::wait(&smem.q_empty, uint32_t(j - 1) & 1);
         };
@@ -107,9 +141,17 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
   cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
   const int ctid = static_cast<int>(threadIdx.x) - 128;
+  // With O staged apart from Q (a persistent block), Q's buffer is given back to the producer as
+  // soon as the tile's last S product has completed: the next tile's Q loads during this tile's
+  // last P V and its epilogue.
+  constexpr bool kEarlyQRelease = kPersistent && Traits::kSeparateO;
+  auto q_done = [&]() {
+    if constexpr (kEarlyQRelease) cutlass::arch::ClusterBarrier::arrive(&smem.q_empty);
+  };
   Slot k_slot, v_slot;
   uint32_t q_phase = 0;
-  for (int64_t tile = first_tile; tile < end_tile; tile += tile_stride) {
+  int64_t round = 0;
+  for (int64_t tile = next_tile(round); tile >= 0; ++round, tile = next_tile(round)) {
     const QueryTileWork work = work_of(tile);
     SeqlenInfo seqlen;
     Mask mask;
@@ -121,7 +163,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     // nothing and stores O = 0.
     if (!range.empty()) {
       const Variant variant = Variant::make(problem, mask, work.batch_idx, work.head_idx);
-      Mainloop::mma(variant, range, work.m_block, smem, acc_o, ctid, q_phase, k_slot, v_slot, zero_v_tail);
+      Mainloop::mma(variant, range, work.m_block, smem, acc_o, ctid, q_phase, k_slot, v_slot, zero_v_tail, q_done);
       q_phase ^= 1;
       // A score function whose P is sigma / kOutputScale (SigmoidViaExp2Relu): O scaled once.
       // With dropout, also the inverse keep rate (the mask left the kept P unscaled).
@@ -135,20 +177,27 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
         for (int j = 0; j < size(acc_o); ++j) acc_o(j) *= kOutputScale;
       }
     }
-    // Each consumer warpgroup stages only the rows it multiplied Q by, so it may overwrite them as
-    // soon as its own products are done; the consumers then meet before the global stores.
-    Tensor sO = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
     Tensor gO = gmem_rows_tile<Traits::kBlockM, Traits::kHeadDim, typename Traits::Element>(
         params.out, work.batch_idx, work.head_idx, seqlen.offset_q + work.m_block * Traits::kBlockM);
-    AccumulatorTileStore<Traits, typename Traits::TiledMmaO, Traits::kBlockM>::store(
-        acc_o, sO, gO, seqlen.seqlen_q - work.m_block * Traits::kBlockM, problem.head_dim, ctid, [] {
-          cutlass::arch::NamedBarrier::sync(Traits::kNConsumerThreads, uint32_t(Sm90FwdWsBarrier::kConsumers));
-        });
+    const int o_rows = seqlen.seqlen_q - work.m_block * Traits::kBlockM;
+    if constexpr (Traits::kSeparateO) {
+      store_warpgroup_rows_of_o<Traits>(acc_o, smem, gO, o_rows, problem.head_dim, ctid);
+    } else {
+      // Each consumer warpgroup stages only the rows it multiplied Q by, so it may overwrite them as
+      // soon as its own products are done; the consumers then meet before the global stores.
+      Tensor sO = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});  // (BLK_M, HEAD_DIM)
+      AccumulatorTileStore<Traits, typename Traits::TiledMmaO, Traits::kBlockM>::store(
+          acc_o, sO, gO, o_rows, problem.head_dim, ctid, [] {
+            cutlass::arch::NamedBarrier::sync(Traits::kNConsumerThreads, uint32_t(Sm90FwdWsBarrier::kConsumers));
+          });
+    }
     if constexpr (kPersistent) {
-      // This thread's reads of O's staging (generic proxy) are done before the next Q's TMA write
-      // (async proxy) into the same bytes.
-      cutlass::arch::fence_view_async_shared();
-      cutlass::arch::ClusterBarrier::arrive(&smem.q_empty);
+      if (!kEarlyQRelease || range.empty()) {
+        // This thread's reads of O's staging (generic proxy) are done before the next Q's TMA write
+        // (async proxy) into the same bytes. (A tile with no key tiles read no Q and releases it here.)
+        cutlass::arch::fence_view_async_shared();
+        cutlass::arch::ClusterBarrier::arrive(&smem.q_empty);
+      }
     }
   }
 #endif

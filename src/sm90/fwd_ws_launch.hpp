@@ -53,7 +53,8 @@ inline int64_t tma_stride(int64_t stride, int extent) { return extent == 1 ? 8 :
 template <class Element, int kHeadDim, MaskKind kMask, WsTiles kTiles, bool kPingPong, bool kPersistent = false,
           class Exp2Form = SigmoidViaExp2, bool kDropout = false>
 struct Sm90FwdWsLaunch {
-  using Traits = Sm90FwdWsTraits<Element, kHeadDim, kTiles>;
+  // A persistent block stages O apart from Q where the shared memory holds both (D <= 128).
+  using Traits = Sm90FwdWsTraits<Element, kHeadDim, kTiles, kPersistent && kHeadDim <= 128>;
   using Params = Sm90FwdWsParams<Traits>;
 
   static size_t workspace_bytes(const ForwardParams& /*params*/) { return 0; }

@@ -55,8 +55,9 @@ struct PipelineSlot {
 };
 
 // Named barriers of the forward (id 0 is __syncthreads'); CUTLASS offsets them past its own.
-// kScheduleWg0 + w is consumer warpgroup w's scheduling barrier.
-enum class Sm90FwdWsBarrier : uint32_t { kConsumers = 0, kScheduleWg0 = 1 };
+// kScheduleWg0 + w is consumer warpgroup w's scheduling barrier, kEpilogueWg0 + w its epilogue's
+// (a separate O buffer: fwd_ws_kernel.hpp).
+enum class Sm90FwdWsBarrier : uint32_t { kConsumers = 0, kScheduleWg0 = 1, kEpilogueWg0 = 4 };
 
 template <class Traits>
 struct Sm90FwdWsParams : ForwardParams {
@@ -164,12 +165,13 @@ struct Sm90FwdWsMainloop {
   // consumers' place in the rings (from phase 0), carried over between tiles. zero_v_tail: V's
   // buffers may hold rows past seqlen_k that are not zeros (packed sequences, load()); the last key
   // tile's are then zeroed before P V reads them, since P = 0 there does not make 0 * NaN = 0.
-  // On return this
-  // warpgroup's products have completed (Q's buffer rows of this warpgroup may be overwritten).
-  template <class AccO>
+  // q_done: called by every consumer thread once its last S product (the last read of Q) has
+  // completed. On return this warpgroup's products have completed (Q's buffer rows of this
+  // warpgroup may be overwritten).
+  template <class AccO, class QDone>
   CUTE_DEVICE static void mma(Variant const& variant, BlockRange const& range, int m_block,
                               typename Traits::SharedStorage& smem, AccO& acc_o, int ctid, uint32_t q_phase,
-                              Slot& k_slot, Slot& v_slot, bool zero_v_tail) {
+                              Slot& k_slot, Slot& v_slot, bool zero_v_tail, QDone&& q_done) {
     using namespace cute;
     const int warp_group = ctid / 128;
     Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});    // (BLK_M, HEAD_DIM)
@@ -228,6 +230,7 @@ struct Sm90FwdWsMainloop {
     warpgroup_wait<0>();
     release(&smem.k_empty[k_slot.index]);
     k_slot.advance();
+    if (count == 1) q_done();
     probabilities(acc_s0, range.begin);
     Tensor rP = make_tensor<Element>(shape(acc_s0));  // (MMA, MMA_M, MMA_N) P of the previous tile
     round_into(acc_s0, rP);
@@ -246,6 +249,7 @@ struct Sm90FwdWsMainloop {
       warpgroup_wait<1>();  // S of this tile (the older batch) is complete
       release(&smem.k_empty[k_slot.index]);
       k_slot.advance();
+      if (i + 1 == count) q_done();
       probabilities(acc_s, n_block);
       warpgroup_wait<0>();  // P V of the previous tile: V's buffer and P's registers are free
       release(&smem.v_empty[v_slot.index]);

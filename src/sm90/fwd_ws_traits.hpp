@@ -61,7 +61,11 @@ constexpr Sm90FwdWsTileShape sm90_fwd_ws_tile_shape(WsTiles tiles, int head_dim)
 using TmaGmemShape = cute::Shape<int32_t, int32_t, int32_t, int32_t>;
 using TmaGmemStride = cute::Stride<int64_t, cute::_1, int64_t, int64_t>;
 
-template <class Element_, int kHeadDim_, WsTiles kTiles = WsTiles::kSquare>
+// kSeparateO_: O is staged in a buffer of its own instead of Q's, so that a persistent block's next
+// Q may load while this tile's O is stored (the producer waits only for the last S product).
+struct NoBuffer {};
+
+template <class Element_, int kHeadDim_, WsTiles kTiles = WsTiles::kSquare, bool kSeparateO_ = false>
 struct Sm90FwdWsTraits {
   using Element = Element_;
   static constexpr Sm90FwdWsTileShape kShape = sm90_fwd_ws_tile_shape(kTiles, kHeadDim_);
@@ -70,6 +74,7 @@ struct Sm90FwdWsTraits {
                 "the sm90 forward takes fp16 or bf16 operands");
 
   static constexpr int kHeadDim = kHeadDim_;
+  static constexpr bool kSeparateO = kSeparateO_;
   static constexpr int kBlockM = kShape.block_m;
   static constexpr int kBlockN = kShape.block_n;
   static constexpr int kStages = kShape.stages;
@@ -111,10 +116,14 @@ struct Sm90FwdWsTraits {
   using SmemLayoutVt = TransposedLayout<SmemLayoutKV>;                   // (HEAD_DIM, BLK_N, STAGE)
   using SmemCopyAtomStore = cute::Copy_Atom<cute::UniversalCopy<uint32_t>, Element>;
 
-  // The epilogue's global stores are the common 16-byte row copies, by the consumer threads.
+  // The epilogue's global stores are the common 16-byte row copies, by the consumer threads (with a
+  // separate O buffer, each consumer warpgroup stores its own 64 rows: WarpGroupGmemTiledCopyStore).
   using GmemCopies = GmemTileCopies<Element, kHeadDim, kNConsumerThreads>;
   using GmemTiledCopyStore = typename GmemCopies::GmemTiledCopyStore;
   static_assert(kBlockM % GmemCopies::kGmemRowsPerPass == 0, "tiles are whole copy passes");
+  using WarpGroupGmemCopies = GmemTileCopies<Element, kHeadDim, 128>;
+  using WarpGroupGmemTiledCopyStore = typename WarpGroupGmemCopies::GmemTiledCopyStore;
+  static_assert(64 % WarpGroupGmemCopies::kGmemRowsPerPass == 0, "a warpgroup's rows are whole copy passes");
 
   // The TMA copies: the types only (the descriptors are built per call on the host). One Q tile of
   // (BLK_M, HEAD_DIM); one K or V stage of (BLK_N, HEAD_DIM).
@@ -129,15 +138,17 @@ struct Sm90FwdWsTraits {
   static constexpr uint32_t kTmaBytesKV = kBlockN * kHeadDim * sizeof(Element);
 
   struct SharedStorage {
-    cute::array_aligned<Element, kBlockM * kHeadDim, 1024> q;  // Q, then O in the epilogue
+    cute::array_aligned<Element, kBlockM * kHeadDim, 1024> q;  // Q, then O in the epilogue (unless kSeparateO)
     cute::array_aligned<Element, kBlockN * kHeadDim * kStages, 1024> k;
     cute::array_aligned<Element, kBlockN * kHeadDim * kStages, 1024> v;
     // mbarriers: "full" completes when a TMA tile has landed, "empty" when every consumer thread
     // has finished reading a stage.
     alignas(8) uint64_t q_full;
-    uint64_t q_empty;  // a persistent block's epilogue has finished reading Q's buffer (O's staging)
+    uint64_t q_empty;  // a persistent block's consumers are done with Q's buffer (its last S, or O's staging)
     uint64_t k_full[kStages], k_empty[kStages];
     uint64_t v_full[kStages], v_empty[kStages];
+    // O's staging (kSeparateO; last, so that the other members' offsets do not depend on it).
+    std::conditional_t<kSeparateO, cute::array_aligned<Element, kBlockM * kHeadDim, 1024>, NoBuffer> o;
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;  // + alignment slack of the dynamic base
   static_assert(kSmemBytes <= 227 * 1024, "Q and the K/V stages exceed the 227 KB of shared memory a block may have");

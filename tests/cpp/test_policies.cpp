@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/block_range.hpp"
+#include "common/persistent_scheduler.hpp"
 #include "base/math.hpp"
 #include "policies/alibi.hpp"
 #include "policies/dropout.hpp"
@@ -510,3 +511,61 @@ TEST(Dropout, KeptFractionAndIndependenceOfTheCounter) {
 
 }  // namespace
 }  // namespace flash_sigmoid
+
+// The persistent forward's schedule: every (query tile, head, batch) exactly once over the blocks'
+// turns, for grids smaller and larger than the tile count, odd and even tile counts per head;
+// under a right bound with two tiles per block or more, the blocks take pairs of equal work (the
+// last and first tile of a head, ...), the long one first, so no block's key tiles exceed the mean
+// by more than the last round's remainder.
+TEST(PersistentScheduler, EveryTileOnceAndCausalPairsBalanced) {
+  using Scheduler = flash_sigmoid::PersistentQueryTileScheduler<128>;
+  for (const bool causal : {false, true}) {
+    for (const int seqlen : {197, 1000, 1025, 16384}) {
+      for (const int blocks : {1, 7, 132, 1000}) {
+        flash_sigmoid::ProblemParams p;
+        p.batch = seqlen < 16384 ? 3 : 1;
+        p.heads_q = 16;
+        p.heads_kv = 4;
+        p.group_size = 4;
+        p.head_dim = 128;
+        p.seqlen_q = p.seqlen_k = seqlen;
+        p.mask.kind = causal ? flash_sigmoid::MaskKind::kRight : flash_sigmoid::MaskKind::kNone;
+        const int m_blocks = (seqlen + 127) / 128;
+        const int64_t tiles = Scheduler::num_tiles(p);
+        ASSERT_EQ(tiles, int64_t(m_blocks) * p.heads_q * p.batch);
+        const bool paired = Scheduler::paired(p, blocks);
+        ASSERT_EQ(paired, causal && tiles >= 2 * blocks);
+        std::vector<int> seen(tiles, 0);
+        std::vector<int64_t> work(blocks, 0);
+        for (int b = 0; b < blocks; ++b) {
+          int previous_m = -1;
+          int64_t round = 0;
+          for (int64_t t = Scheduler::next_tile(p, round, b, blocks); t >= 0; ++round, t = Scheduler::next_tile(p, round, b, blocks)) {
+            const flash_sigmoid::QueryTileWork w = Scheduler::decode(p, t, blocks);
+            ASSERT_GE(w.m_block, 0);
+            ASSERT_LT(w.m_block, m_blocks);
+            ASSERT_EQ(w.kv_head_idx, w.head_idx / 4);
+            ++seen[(int64_t(w.batch_idx) * p.heads_q + w.head_idx) * m_blocks + w.m_block];
+            work[b] += causal ? w.m_block + 1 : m_blocks;
+            if (paired && (round & 1)) {
+              ASSERT_EQ(w.m_block + previous_m, m_blocks - 1) << "a pair is a head's m-th and (m_blocks - 1 - m)-th tile";
+              ASSERT_LT(w.m_block, previous_m) << "the long tile first";
+            }
+            previous_m = w.m_block;
+          }
+        }
+        for (int64_t t = 0; t < tiles; ++t) ASSERT_EQ(seen[t], 1) << "tile " << t;
+        if (paired && m_blocks % 2 == 0) {
+          int64_t total = 0, most = 0;
+          for (const int64_t w : work) {
+            ASSERT_EQ(w % (m_blocks + 1), 0) << "whole pairs of m_blocks + 1 key tiles";
+            total += w;
+            most = std::max(most, w);
+          }
+          const int64_t pairs = total / (m_blocks + 1);
+          EXPECT_EQ(most, (pairs + blocks - 1) / blocks * (m_blocks + 1)) << "pairs spread evenly";
+        }
+      }
+    }
+  }
+}

@@ -229,6 +229,21 @@ def test_forward_sm90_scores_far_below_zero(variant, bias):
         assert (out.double() - ref).abs().max().item() <= tol
 
 
+@pytest.mark.parametrize("variant", ["", "ws_persistent"])
+@pytest.mark.parametrize("d", [64, 128])
+def test_forward_sm90_ws_more_tiles_than_sms(variant, d):
+    # 280-455 query tiles, so each block of the persistent grid (one per SM) takes two to four: Q's
+    # buffer released after a tile's last S product and refilled under its epilogue, O's own staging
+    # buffer reused tile after tile, the barrier phases carried over, the rounds of a right bound
+    # taken in alternating directions; odd lengths, every mask, GQA, both dtypes.
+    skip_unless_sm90_variant("fwd", d, variant)
+    for n, mask in enumerate(MASKS):
+        sq, sk = ((777, 1555), (897, 897), (700, 261))[n % 3]
+        dtype = torch.bfloat16 if n % 2 else torch.float16
+        check_forward(5, sq, sk, 8, 2, d, dtype, mask, "heads", "minus_log_n", seed=300 + n + d,
+                      kernel_arch=90, kernel_variant=variant)
+
+
 @pytest.mark.parametrize("variant", WS_VARIANTS)
 def test_forward_sm90_ws_matches_cp_async_kernel(variant):
     # Same products as the cp.async sm90 kernel: results agree to rounding.

@@ -195,6 +195,22 @@ def test_sm90_lockstep_forward_and_deterministic_backward(deterministic):
             assert torch.equal(g, h)
 
 
+@pytest.mark.parametrize("variant", ["", "ws_persistent"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sm90_forward_packed_with_more_tiles_than_sms(variant, causal):
+    """A packed mix of 190+ query tiles (16 heads): the persistent TMA forward's blocks take several
+    tiles each, from different sequences, some empty (zero-length sequences) and some partial."""
+    skip_unless_sm90_variant("fwd", 64, variant)
+    rng = random.Random(17 + causal)
+    lq = [rng.choice([0, 1, 33, 129, 300, 511]) for _ in range(24)]
+    lk = [n if causal else rng.choice([0, 7, 200, 385]) for n in lq]
+    q, k, v = make(lq, lk, 16, 4, 64, torch.bfloat16, seed=12)
+    qs, ks, vs = (in_nan_buffer(t) for t in (q, k, v))
+    out = native(qs, ks, vs, lq, lk, causal, (-1, -1), None, "auto", kernel_arch=90, variant=variant)
+    q64, k64, v64 = (t.double() for t in (q, k, v))
+    check("out", out, per_sequence_reference(q64, k64, v64, lq, lk, causal, (-1, -1), None, "auto"))
+
+
 def test_sm90_default_forward_is_served_for_packed_tensors():
     """kernel_arch 90: the TMA kernel serves a packed call and agrees with the sm80 family."""
     skip_unless_sm90("fwd", 128)
