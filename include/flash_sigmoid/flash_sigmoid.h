@@ -155,6 +155,13 @@ typedef struct FlashSigmoidProblem {
    * stored there when it runs), host memory for the CPU implementation. */
   float dropout_p;
   const uint64_t* dropout_seed;
+  /* ALiBi only: a shift of the query positions against the keys' in the ALiBi distance, which
+   * becomes |i + offset + alibi_offset - j| (the mask keeps its offset). For a problem that is a
+   * piece of a longer sequence, e.g. one shard pair of context parallelism
+   * (flash_sigmoid.parallel): queries at global positions q0.., keys at k0.. give alibi_offset =
+   * (q0 - k0) - (seqlen_k - seqlen_q). |alibi_offset| < 2^30; 0 = the plain distance (default).
+   * Not with a KV cache. */
+  int64_t alibi_offset;
 } FlashSigmoidProblem;
 
 typedef struct FlashSigmoidForwardArgs {

@@ -45,22 +45,23 @@ ops = torch.ops.flash_sigmoid
 
 # Fake functions: shapes, dtypes and devices of the outputs, exactly as the C++ ops allocate them
 # (contiguous, dtype and device of q). Every fwd/bwd ends in dropout_p, dropout_seed (docs/dropout.md:
-# an int64 [2] tensor {seed, offset} on q's device, required when dropout_p > 0).
+# an int64 [2] tensor {seed, offset} on q's device, required when dropout_p > 0); the dense ones
+# also in alibi_offset (a shift of the ALiBi distances, for a piece of a longer sequence: parallel.py).
 @torch.library.register_fake("flash_sigmoid::fwd")
 def _fwd_fake(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-              kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None):
+              kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None, alibi_offset=0):
     return q.new_empty(q.shape)
 
 
 @torch.library.register_fake("flash_sigmoid::fwd_out")
 def _fwd_out_fake(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-                  kernel_arch, kernel_variant, out, dropout_p=0.0, dropout_seed=None):
+                  kernel_arch, kernel_variant, out, dropout_p=0.0, dropout_seed=None, alibi_offset=0):
     return None
 
 
 @torch.library.register_fake("flash_sigmoid::bwd")
 def _bwd_fake(dout, q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-              kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None):
+              kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None, alibi_offset=0):
     return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
 
 
@@ -70,10 +71,11 @@ def _dropout_mask_fake(dropout_seed, dropout_p, batch_index, batch, heads_q, seq
     return dropout_seed.new_empty((batch, heads_q, seqlen_q, seqlen_k), dtype=torch.bool)
 
 
-def _with_dropout_defaults(inputs, count):
-    """The op's inputs with dropout_p and dropout_seed filled in where the caller left the defaults."""
+def _with_dropout_defaults(inputs, count, defaults=(0.0, None)):
+    """The op's inputs with the trailing defaulted arguments (dropout_p, dropout_seed[, ...]) filled in
+    where the caller left them out."""
     inputs = tuple(inputs)
-    return inputs + (0.0, None)[len(inputs) - count:]
+    return inputs + tuple(defaults)[len(inputs) - count:]
 
 
 # Autograd of fwd: save q, k, v (sigmoid attention needs no output and no row statistics, see
@@ -82,19 +84,21 @@ def _with_dropout_defaults(inputs, count):
 # gradient; a second derivative is not provided.
 def _fwd_setup_context(ctx, inputs, output):
     q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function, \
-        kernel_arch, kernel_variant, deterministic, dropout_p, dropout_seed = _with_dropout_defaults(inputs, 13)
+        kernel_arch, kernel_variant, deterministic, dropout_p, dropout_seed, alibi_offset = \
+        _with_dropout_defaults(inputs, 13, (0.0, None, 0))
     ctx.save_for_backward(q, k, v, alibi_slopes, dropout_seed)
     ctx.params = (scale, sigmoid_bias, causal, window_left, window_right, score_function, kernel_arch, kernel_variant,
-                  deterministic, dropout_p)
+                  deterministic, dropout_p, alibi_offset)
 
 
 def _fwd_backward(ctx, dout):
     q, k, v, alibi_slopes, dropout_seed = ctx.saved_tensors
     scale, sigmoid_bias, causal, window_left, window_right, score_function, kernel_arch, kernel_variant, \
-        deterministic, dropout_p = ctx.params
+        deterministic, dropout_p, alibi_offset = ctx.params
     dq, dk, dv = ops.bwd(dout, q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes,
-                         score_function, kernel_arch, kernel_variant, deterministic, dropout_p, dropout_seed)
-    return (dq, dk, dv) + (None,) * 12
+                         score_function, kernel_arch, kernel_variant, deterministic, dropout_p, dropout_seed,
+                         alibi_offset)
+    return (dq, dk, dv) + (None,) * 13
 
 
 torch.library.register_autograd("flash_sigmoid::fwd", _fwd_backward, setup_context=_fwd_setup_context)

@@ -176,12 +176,12 @@ def padded_head_dim(q):
 
 
 def attention(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-              kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None):
+              kernel_arch, kernel_variant, deterministic, dropout_p=0.0, dropout_seed=None, alibi_offset=0):
     """The differentiable fwd op on checked arguments, with GPU head-dim padding."""
     d, d_pad = q.shape[-1], padded_head_dim(q)
     q, k, v = (_pad_head_dim(t, d_pad) for t in (q, k, v))
     out = ops.fwd(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes, score_function,
-                  kernel_arch, kernel_variant, deterministic, dropout_p, dropout_seed)
+                  kernel_arch, kernel_variant, deterministic, dropout_p, dropout_seed, alibi_offset)
     return out if d_pad == d else out[..., :d]
 
 
@@ -203,8 +203,16 @@ def _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, sc
             SCORE_FUNCTIONS[score_function], int(kernel_arch), kernel_variant)
 
 
+def check_alibi_offset(alibi_offset):
+    """alibi_offset as an int in (-2^30, 2^30)."""
+    if isinstance(alibi_offset, bool) or not isinstance(alibi_offset, int) or not -(1 << 30) < alibi_offset < (1 << 30):
+        raise ValueError(f"alibi_offset: expected an int with |alibi_offset| < 2^30, got {alibi_offset!r}")
+    return alibi_offset
+
+
 def forward(q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1, -1), alibi_slopes=None,
-            score_function="exp2", kernel_arch=0, kernel_variant="", out=None, dropout_p=0.0, dropout_seed=None):
+            score_function="exp2", kernel_arch=0, kernel_variant="", out=None, dropout_p=0.0, dropout_seed=None,
+            alibi_offset=0):
     """out[b, i, h] = sum_j sigmoid(scale q_i.k_j + bias - alibi) v_j, masks bottom-right aligned.
 
     Differentiable (the backward is `backward`). `out`, if given, receives the result in place (shape
@@ -212,13 +220,17 @@ def forward(q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1
     `kernel_arch` and `kernel_variant` pick a GPU kernel family and mainloop by name (for A/B
     measurement; docs/python.md); the CPU implementation ignores them. `dropout_p` > 0 drops P's
     entries with the mask of `dropout_seed` (int64 [2] on q's device, e.g. new_dropout_seed; pass
-    the same tensor to `backward`) and scales the kept ones by dropout_rescale(dropout_p)."""
+    the same tensor to `backward`) and scales the kept ones by dropout_rescale(dropout_p).
+    `alibi_offset` shifts the ALiBi distances to |i + (Sk - Sq) + alibi_offset - j| (the mask keeps
+    its alignment): queries and keys that are pieces of a longer sequence, at global positions q0..
+    and k0.., take alibi_offset = (q0 - k0) - (Sk - Sq) (flash_sigmoid.parallel does)."""
     params = _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch,
                       kernel_variant)
     dropout_p = check_dropout(dropout_p)
     dropout_seed = check_dropout_seed(dropout_p, dropout_seed, q.device)
+    alibi_offset = check_alibi_offset(alibi_offset)
     if out is None:
-        return attention(q, k, v, *params, False, dropout_p, dropout_seed)
+        return attention(q, k, v, *params, False, dropout_p, dropout_seed, alibi_offset)
     if not isinstance(out, torch.Tensor) or out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
         raise ValueError(f"out: expected shape {tuple(q.shape)}, dtype {q.dtype} and device {q.device} like q")
     if padded_head_dim(q) != q.shape[-1]:
@@ -226,24 +238,25 @@ def forward(q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1
                          f"{padded_head_dim(q)}); pass out=None")
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         raise ValueError("out: not supported when q, k or v requires grad; pass out=None")
-    ops.fwd_out(q, k, v, *params, out, dropout_p, dropout_seed)
+    ops.fwd_out(q, k, v, *params, out, dropout_p, dropout_seed, alibi_offset)
     return out
 
 
 def backward(dout, q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1, -1), alibi_slopes=None,
              score_function="exp2", kernel_arch=0, kernel_variant="", deterministic=False, dropout_p=0.0,
-             dropout_seed=None):
+             dropout_seed=None, alibi_offset=0):
     """(dq, dk, dv) of forward() for the output gradient dout; dk, dv summed over each GQA group.
     With dropout, pass the forward's dropout_p and seed tensor: the backward regenerates its mask."""
     params = _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, score_function, kernel_arch,
                       kernel_variant)
     dropout_p = check_dropout(dropout_p)
     dropout_seed = check_dropout_seed(dropout_p, dropout_seed, q.device)
+    alibi_offset = check_alibi_offset(alibi_offset)
     if not isinstance(dout, torch.Tensor) or dout.shape != q.shape or dout.dtype != q.dtype or dout.device != q.device:
         raise ValueError(f"dout: expected shape {tuple(q.shape)}, dtype {q.dtype} and device {q.device} like q")
     d, d_pad = q.shape[-1], padded_head_dim(q)
     dout, q, k, v = (_pad_head_dim(t, d_pad) for t in (dout, q, k, v))
-    dq, dk, dv = ops.bwd(dout, q, k, v, *params, bool(deterministic), dropout_p, dropout_seed)
+    dq, dk, dv = ops.bwd(dout, q, k, v, *params, bool(deterministic), dropout_p, dropout_seed, alibi_offset)
     if d_pad != d:
         dq, dk, dv = dq[..., :d], dk[..., :d], dv[..., :d]
     return dq, dk, dv

@@ -22,8 +22,9 @@ q - left <= k <= q + right is trimmed to the rows and keys that see something, a
 is one dense call whose bottom-right aligned window is (left - d, right + d), d = q1' - k1' (the
 band of the dense ops depends only on where the two ranges end): full pairs run unmasked, invisible
 pairs are skipped. That covers causal (right 0), sliding windows and uneven shard lengths with the
-dense ops as they are. ALiBi would need the distances' true offset inside a pair, which the dense
-ops do not take (it raises NotImplementedError naming the argument).
+dense ops as they are. ALiBi takes the same d: the dense call's distance i + (n - m) - j (m queries,
+n keys) is the global distance (q0' + i) - (k0' + j) less q1' - k1', so each call passes
+alibi_offset = d (ops.forward's shift of the ALiBi distances).
 
 Layouts. `layout="contiguous"`: rank r holds the r-th run of tokens; shard lengths may differ
 between ranks (every rank learns them with one all_gather). `layout="zigzag"` (load-balanced under a
@@ -109,8 +110,9 @@ def unshard(parts, layout="contiguous", dim=1):
 def _pair_call(q_range, k_range, left, right):
     """The dense call for queries q_range and keys k_range (global (start, length)) under the band
     q - left <= k <= q + right (None: unbounded): None when no pair is visible, else
-    (query offset, query count, key offset, key count, window) with offsets inside the ranges and
-    the window in the dense ops' bottom-right convention ((-1, -1): unmasked)."""
+    (query offset, query count, key offset, key count, window, d) with offsets inside the ranges, the
+    window in the dense ops' bottom-right convention ((-1, -1): unmasked) and d = q1' - k1', the
+    shift that makes the call's ALiBi distances global."""
     q0, q1 = q_range[0], q_range[0] + q_range[1]
     k0, k1 = k_range[0], k_range[0] + k_range[1]
     # Keys no query of the range sees, and queries that see no key of the range, leave the call.
@@ -125,7 +127,7 @@ def _pair_call(q_range, k_range, left, right):
     d = q1 - k1  # in [-right, left] after the trims: the last query sees the last key
     full = (left is None or k0 >= q1 - 1 - left) and (right is None or k1 - 1 <= q0 + right)
     window = (-1, -1) if full else (-1 if left is None else left - d, -1 if right is None else right + d)
-    return q0 - q_range[0], q1 - q0, k0 - k_range[0], k1 - k0, window
+    return q0 - q_range[0], q1 - q0, k0 - k_range[0], k1 - k0, window, d
 
 
 def _calls(q_ranges, k_ranges, left, right):
@@ -176,7 +178,7 @@ class _Ring:
 
 class _RingAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, scale, bias, left, right, rank_ranges, group, deterministic):
+    def forward(ctx, q, k, v, scale, bias, left, right, slopes, rank_ranges, group, deterministic):
         ring = _Ring(group)
         world, rank = ring.world, ring.rank
         lengths = [sum(n for _, n in r) for r in rank_ranges]
@@ -191,21 +193,22 @@ class _RingAttention(torch.autograd.Function):
             if step + 1 < world:  # the next shard travels while this one is used
                 pending = ring.start(kv, lengths[(owner - 1) % world])
             ks, vs = _pieces(kv[0], rank_ranges[owner]), _pieces(kv[1], rank_ranges[owner])
-            for a, c, (qa, m, kc, n, window) in _calls(q_ranges, rank_ranges[owner], left, right):
+            for a, c, (qa, m, kc, n, window, d) in _calls(q_ranges, rank_ranges[owner], left, right):
                 part = _ops.forward(qs[a].narrow(1, qa, m), ks[c].narrow(1, kc, n), vs[c].narrow(1, kc, n),
-                                    scale=scale, sigmoid_bias=bias, window_size=window)
+                                    scale=scale, sigmoid_bias=bias, window_size=window, alibi_slopes=slopes,
+                                    alibi_offset=0 if slopes is None else d)
                 accs[a].narrow(1, qa, m).add_(part.float())
             if pending is not None:
                 received, requests = pending
                 ring.wait(requests)
                 kv = tuple(received)
-        ctx.save_for_backward(q, k, v)
+        ctx.save_for_backward(q, k, v, slopes)
         ctx.args = (scale, bias, left, right, rank_ranges, group, deterministic)
         return acc.to(q.dtype)
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v = ctx.saved_tensors
+        q, k, v, slopes = ctx.saved_tensors
         scale, bias, left, right, rank_ranges, group, deterministic = ctx.args
         ring = _Ring(group)
         world, rank = ring.world, ring.rank
@@ -227,10 +230,11 @@ class _RingAttention(torch.autograd.Function):
             dv_part = torch.zeros(kv[1].shape, dtype=torch.float32, device=v.device)
             ks, vs = _pieces(kv[0], rank_ranges[owner]), _pieces(kv[1], rank_ranges[owner])
             dks, dvs = _pieces(dk_part, rank_ranges[owner]), _pieces(dv_part, rank_ranges[owner])
-            for a, c, (qa, m, kc, n, window) in _calls(q_ranges, rank_ranges[owner], left, right):
+            for a, c, (qa, m, kc, n, window, d) in _calls(q_ranges, rank_ranges[owner], left, right):
                 pdq, pdk, pdv = _ops.backward(douts[a].narrow(1, qa, m), qs[a].narrow(1, qa, m),
                                               ks[c].narrow(1, kc, n), vs[c].narrow(1, kc, n), scale=scale,
-                                              sigmoid_bias=bias, window_size=window, deterministic=deterministic)
+                                              sigmoid_bias=bias, window_size=window, alibi_slopes=slopes,
+                                              alibi_offset=0 if slopes is None else d, deterministic=deterministic)
                 dqs[a].narrow(1, qa, m).add_(pdq.float())
                 dks[c].narrow(1, kc, n).add_(pdk.float())
                 dvs[c].narrow(1, kc, n).add_(pdv.float())
@@ -249,7 +253,7 @@ class _RingAttention(torch.autograd.Function):
         if world > 1:
             grads, requests = grads_pending
             ring.wait(requests)
-        return (dq.to(q.dtype), grads[0].to(k.dtype), grads[1].to(v.dtype)) + (None,) * 7
+        return (dq.to(q.dtype), grads[0].to(k.dtype), grads[1].to(v.dtype)) + (None,) * 8
 
 
 def context_parallel_attn(q, k, v, group=None, causal=False, window_size=(-1, -1), alibi_slopes=None,
@@ -262,20 +266,19 @@ def context_parallel_attn(q, k, v, group=None, causal=False, window_size=(-1, -1
     are equal. The result is this rank's shard of the output, differentiable in q, k, v (their
     gradients are this rank's shards). causal and window_size (flash-attn's (left, right), -1
     unbounded; causal makes right 0) act on global positions. sigmoid_bias: a number; default
-    -log(S), S the whole sequence's length. alibi_slopes: not supported (see the module's text).
+    -log(S), S the whole sequence's length. alibi_slopes: fp32 [H] or [B, H] on q's device, the
+    distances between global positions (-slope |i - j|; the global problem is square); no gradient.
     shard_lengths: every rank's shard length, as shard(lengths=...) took them; without it the ranks
     exchange their lengths (one all_gather, and a device-to-host copy that waits for the GPU).
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("context_parallel_attn: torch.distributed is not initialised "
                            "(dist.init_process_group first)")
-    if alibi_slopes is not None:
-        raise NotImplementedError("alibi_slopes: context_parallel_attn does not take ALiBi (its distances need each "
-                                  "shard pair's position offset, which the dense ops do not take); pass None")
     wl, wr = _ops.check_window(window_size)
     left = None if wl < 0 else wl
     right = 0 if causal else (None if wr < 0 else wr)
     _ops.check_qkv(q, k, v)
+    _ops.check_alibi(alibi_slopes, q)
     if k.shape[1] != q.shape[1]:
         raise ValueError(f"k: expected the shard length of q ({q.shape[1]}) on this rank, got {k.shape[1]}")
     world, rank = _world(group)
@@ -299,4 +302,5 @@ def context_parallel_attn(q, k, v, group=None, causal=False, window_size=(-1, -1
         rank_ranges = _rank_ranges(total, world, layout)
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else _ops.as_float("softmax_scale", softmax_scale)
     bias = -math.log(total) if sigmoid_bias is None else _ops.as_float("sigmoid_bias", sigmoid_bias)
-    return _RingAttention.apply(q, k, v, scale, bias, left, right, rank_ranges, group, bool(deterministic))
+    return _RingAttention.apply(q, k, v, scale, bias, left, right, alibi_slopes, rank_ranges, group,
+                                bool(deterministic))

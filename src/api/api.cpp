@@ -186,6 +186,7 @@ Problem problem_init(int64_t head_dim) {
   p.num_splits = 0;
   p.dropout_p = 0.0f;
   p.dropout_seed = nullptr;
+  p.alibi_offset = 0;
   return p;
 }
 

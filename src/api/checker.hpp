@@ -84,6 +84,8 @@ class Checker {
       require(reinterpret_cast<uintptr_t>(p.alibi_slopes) % alignof(float) == 0, "problem.alibi_slopes",
               "a 4-byte aligned pointer to fp32 slopes", static_cast<const void*>(p.alibi_slopes));
     }
+    require(p.alibi_offset > -kMaxSeqlen && p.alibi_offset < kMaxSeqlen, "problem.alibi_offset",
+            "a shift of the ALiBi distances with |alibi_offset| < 2^30", p.alibi_offset);
     require(p.score_function == FLASH_SIGMOID_SIGMOID_VIA_EXP2 || p.score_function == FLASH_SIGMOID_SIGMOID_VIA_TANH,
             "problem.score_function", "FLASH_SIGMOID_SIGMOID_VIA_EXP2 or FLASH_SIGMOID_SIGMOID_VIA_TANH",
             static_cast<int>(p.score_function));
@@ -169,6 +171,9 @@ class Checker {
     require(p.kv_batch_idx == nullptr || p.block_table == nullptr, "problem.kv_batch_idx",
             "NULL with problem.block_table (a paged cache maps batch entries to pages)",
             static_cast<const void*>(p.kv_batch_idx));
+    const bool kvcache = p.seqused_k != nullptr || p.kv_batch_idx != nullptr || p.block_table != nullptr;
+    require(!kvcache || p.alibi_offset == 0, "problem.alibi_offset",
+            "0 with a KV cache (the decode path takes ALiBi distances as they are)", p.alibi_offset);
     require(p.kv_batch >= 0, "problem.kv_batch", ">= 0 (0: batch)", p.kv_batch);
     require(p.num_splits >= 0 && p.num_splits <= kDecodeMaxSplits, "problem.num_splits",
             "0 (choose) .. 128 (splits of each KV-cache row's keys)", p.num_splits);

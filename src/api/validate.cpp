@@ -222,6 +222,7 @@ ProblemParams problem_params(const Problem& p) {
   q.mask = resolve_mask(p.causal != 0, p.window_left, p.window_right, q.seqlen_q, q.seqlen_k);
   q.alibi_slopes = p.alibi_slopes;
   q.alibi_stride_batch = p.alibi_stride_batch;
+  q.alibi_offset = static_cast<int>(p.alibi_offset);
   q.score_function = p.score_function == FLASH_SIGMOID_SIGMOID_VIA_TANH ? ScoreFunctionKind::kSigmoidViaTanh
                                                                         : ScoreFunctionKind::kSigmoidViaExp2;
   const DropoutParams dropout = make_dropout(p.dropout_p, 0, 0);

@@ -58,6 +58,9 @@ struct ProblemParams {
   // memory on the CPU) and kept entries are scaled by dropout_rescale.
   uint32_t dropout_threshold = 0;
   float dropout_rescale = 1.f;
+  // Added to every ALiBi distance (|alibi_offset| < 2^30; FlashSigmoidProblem::alibi_offset). Here,
+  // in the padding before dropout_seed, so that the struct's layout is unchanged.
+  int alibi_offset = 0;
   const uint64_t* dropout_seed = nullptr;
 };
 

@@ -60,7 +60,7 @@ struct ScoreVariant {
 
   float scale = 0.f;  // scale * kInputScale
   float bias = 0.f;   // bias * kInputScale
-  AlibiTerm alibi;    // slope * kInputScale, offset = seqlen_k - seqlen_q
+  AlibiTerm alibi;    // slope * kInputScale, offset = seqlen_k - seqlen_q + problem.alibi_offset
   Mask mask;
   Dropout dropout;
 
@@ -73,7 +73,7 @@ struct ScoreVariant {
     // distances are its own.
     v.bias = sequence_bias(problem, batch_idx, mask.seqlen_k) * kInputScale;
     v.alibi = AlibiTerm::make(problem.alibi_slopes, problem.alibi_stride_batch, batch_idx, head_idx,
-                              mask.seqlen_k - mask.seqlen_q, kInputScale);
+                              mask.seqlen_k - mask.seqlen_q + problem.alibi_offset, kInputScale);
     v.mask = mask;
     v.dropout = Dropout::make(problem, batch_idx, head_idx);
     return v;

@@ -32,7 +32,8 @@ struct TileBand {
   int64_t left, right;     // clamped to +-kBandLimit by the caller
   int64_t rows, cols;
   bool check_band;  // false: every element inside (rows, cols) is visible
-  float scale, bias, slope;  // z = scale * s + bias - slope * |d|
+  float scale, bias, slope;  // z = scale * s + bias - slope * |d + alibi_shift|
+  int32_t alibi_shift;       // the problem's alibi_offset (|alibi_shift| < 2^30)
 };
 
 // |d| and the band bounds are evaluated in int32 lanes; callers clamp to this.

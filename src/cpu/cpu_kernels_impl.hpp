@@ -196,6 +196,7 @@ void sigmoid_rows(const TileBand& band, float* z, float* dp, int64_t ld, int64_t
   const I left = splat_i<Isa>(static_cast<int32_t>(band.left));
   const I minus_right = splat_i<Isa>(static_cast<int32_t>(-band.right));
   const F scale = splat<Isa>(band.scale), bias = splat<Isa>(band.bias), slope = splat<Isa>(band.slope);
+  const I alibi_shift = splat_i<Isa>(band.alibi_shift);
   const int64_t rows = band.rows, cols = band.cols, base = band.base;
   const int row_step = band.row_step, col_step = band.col_step;
   for (int64_t r = 0; r < rows_alloc; ++r) {
@@ -212,7 +213,10 @@ void sigmoid_rows(const TileBand& band, float* z, float* dp, int64_t ld, int64_t
     for (int64_t c0 = 0; c0 < cols_alloc; c0 += kL) {
       const I d = splat_i<Isa>(d_row + col_step * static_cast<int32_t>(c0)) + lane_d;
       F x = Isa::fma(load<Isa>(z_r + c0), scale, bias);
-      if (kAlibi) x = x - slope * __builtin_convertvector(select_i<Isa>(d < I{}, -d, d), F);
+      if (kAlibi) {
+        const I a = d + alibi_shift;
+        x = x - slope * __builtin_convertvector(select_i<Isa>(a < I{}, -a, a), F);
+      }
       F p, dsig;
       sigmoid_and_derivative<Isa>(x, &p, &dsig);
       I visible = lanes < splat_i<Isa>(static_cast<int32_t>(cols - c0));

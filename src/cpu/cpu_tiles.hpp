@@ -66,6 +66,7 @@ struct CpuProblem {
   float scale, bias;
   const float* alibi_slopes;  // nullptr: no ALiBi
   int64_t alibi_stride_batch;
+  int64_t alibi_offset;  // added to every ALiBi distance
   // A paged k/v (a batch-1 part of a KV-cache call, cpu_sequences.hpp): key j is slot
   // j % page_size of page kv_pages[j / page_size]. nullptr: k/v are [batch, seqlen_k] rows.
   const int32_t* kv_pages;
@@ -137,6 +138,7 @@ CpuProblem make_cpu_problem(const Args& args, int64_t first_batch) {
   c.bias = p.sigmoid_bias;
   c.alibi_slopes = p.alibi_slopes;
   c.alibi_stride_batch = p.alibi_stride_batch;
+  c.alibi_offset = p.alibi_offset;
   c.kv_pages = p.block_table;
   c.page_size = p.page_size;
   c.dropout.first_batch = first_batch;
@@ -217,6 +219,7 @@ inline TileBand tile_band(const CpuProblem& p, float slope, int64_t q0, int64_t 
   band.scale = p.scale;
   band.bias = p.bias;
   band.slope = slope;
+  band.alibi_shift = static_cast<int32_t>(p.alibi_offset);
   return band;
 }
 

@@ -2,9 +2,12 @@
 // stable ABI (one build serves torch >= 2.10), for CPU and CUDA tensors:
 //
 //   fwd(q, k, v, scale, sigmoid_bias, causal, window_left, window_right, alibi_slopes,
-//       score_function, kernel_arch, kernel_variant, deterministic, dropout_p=0, dropout_seed=None) -> out
-//   fwd_out(..., Tensor(a!) out, dropout_p=0, dropout_seed=None) -> ()   the forward into a caller's tensor
-//   bwd(dout, q, k, v, ...same..., deterministic, dropout_p=0, dropout_seed=None) -> (dq, dk, dv)
+//       score_function, kernel_arch, kernel_variant, deterministic, dropout_p=0, dropout_seed=None,
+//       alibi_offset=0) -> out
+//   fwd_out(..., Tensor(a!) out, dropout_p=0, dropout_seed=None, alibi_offset=0) -> ()   into a caller's tensor
+//   bwd(dout, q, k, v, ...same..., deterministic, dropout_p=0, dropout_seed=None, alibi_offset=0) -> (dq, dk, dv)
+//               alibi_offset: a shift of the ALiBi distances (a piece of a longer sequence:
+//               flash_sigmoid.parallel; FlashSigmoidProblem::alibi_offset)
 //   varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, sigmoid_bias,
 //              sigmoid_bias_per_batch, sigmoid_bias_auto, causal, ..., deterministic) -> out
 //   varlen_bwd(dout, q, k, v, ...same...) -> (dq, dk, dv)       packed sequences (docs/varlen.md)
@@ -128,20 +131,22 @@ void run_forward(const char* op, const Inputs& in, const StableTensor& out) {
 // kernel_variant is the op's own argument, alive for the whole call: the problem points into it.
 OpParams params_of(double scale, double sigmoid_bias, bool causal, int64_t window_left, int64_t window_right,
                    std::optional<StableTensor> alibi_slopes, int64_t score_function, int64_t kernel_arch,
-                   const std::string& kernel_variant, double dropout_p, std::optional<StableTensor> dropout_seed) {
+                   const std::string& kernel_variant, double dropout_p, std::optional<StableTensor> dropout_seed,
+                   int64_t alibi_offset = 0) {
   return OpParams{scale,          sigmoid_bias, causal,          window_left, window_right, std::move(alibi_slopes),
-                  score_function, kernel_arch,  &kernel_variant, dropout_p,   std::move(dropout_seed)};
+                  score_function, kernel_arch,  &kernel_variant, dropout_p,   std::move(dropout_seed), alibi_offset};
 }
 
 StableTensor fwd(StableTensor q, StableTensor k, StableTensor v, double scale, double sigmoid_bias, bool causal,
                  int64_t window_left, int64_t window_right, std::optional<StableTensor> alibi_slopes,
                  int64_t score_function, int64_t kernel_arch, std::string kernel_variant,
-                 bool /*deterministic: for bwd*/, double dropout_p, std::optional<StableTensor> dropout_seed) {
+                 bool /*deterministic: for bwd*/, double dropout_p, std::optional<StableTensor> dropout_seed,
+                 int64_t alibi_offset) {
   constexpr const char* op = "flash_sigmoid::fwd";
   const Inputs in = prepare_inputs(op, q, k, v, std::nullopt,
                                    params_of(scale, sigmoid_bias, causal, window_left, window_right,
                                              std::move(alibi_slopes), score_function, kernel_arch, kernel_variant, dropout_p,
-                                             std::move(dropout_seed)));
+                                             std::move(dropout_seed), alibi_offset));
   StableTensor out = empty_like_sizes(in.q, q);
   run_forward(op, in, out);
   return out;
@@ -150,12 +155,12 @@ StableTensor fwd(StableTensor q, StableTensor k, StableTensor v, double scale, d
 void fwd_out(StableTensor q, StableTensor k, StableTensor v, double scale, double sigmoid_bias, bool causal,
              int64_t window_left, int64_t window_right, std::optional<StableTensor> alibi_slopes,
              int64_t score_function, int64_t kernel_arch, std::string kernel_variant, StableTensor out,
-             double dropout_p, std::optional<StableTensor> dropout_seed) {
+             double dropout_p, std::optional<StableTensor> dropout_seed, int64_t alibi_offset) {
   constexpr const char* op = "flash_sigmoid::fwd_out";
   const Inputs in = prepare_inputs(op, q, k, v, std::nullopt,
                                    params_of(scale, sigmoid_bias, causal, window_left, window_right,
                                              std::move(alibi_slopes), score_function, kernel_arch, kernel_variant, dropout_p,
-                                             std::move(dropout_seed)));
+                                             std::move(dropout_seed), alibi_offset));
   bool same_shape = out.dim() == 4;
   for (int64_t d = 0; same_shape && d < 4; ++d) same_shape = out.size(d) == q.size(d);
   if (!same_shape || out.scalar_type() != q.scalar_type() || out.is_cuda() != q.is_cuda() ||
@@ -178,12 +183,13 @@ std::tuple<StableTensor, StableTensor, StableTensor> bwd(StableTensor dout, Stab
                                                          std::optional<StableTensor> alibi_slopes,
                                                          int64_t score_function, int64_t kernel_arch,
                                                          std::string kernel_variant, bool deterministic,
-                                                         double dropout_p, std::optional<StableTensor> dropout_seed) {
+                                                         double dropout_p, std::optional<StableTensor> dropout_seed,
+                                                         int64_t alibi_offset) {
   constexpr const char* op = "flash_sigmoid::bwd";
   const Inputs in = prepare_inputs(op, q, k, v, dout,
                                    params_of(scale, sigmoid_bias, causal, window_left, window_right,
                                              std::move(alibi_slopes), score_function, kernel_arch, kernel_variant, dropout_p,
-                                             std::move(dropout_seed)));
+                                             std::move(dropout_seed), alibi_offset));
   StableTensor dq = empty_like_sizes(in.q, q);
   StableTensor dk = empty_like_sizes(in.q, k);
   StableTensor dv = empty_like_sizes(in.q, v);
@@ -322,15 +328,16 @@ STABLE_TORCH_LIBRARY(flash_sigmoid, m) {
   m.def(
       "fwd(Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, int window_left, "
       "int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, str kernel_variant, "
-      "bool deterministic, float dropout_p=0.0, Tensor? dropout_seed=None) -> Tensor");
+      "bool deterministic, float dropout_p=0.0, Tensor? dropout_seed=None, int alibi_offset=0) -> Tensor");
   m.def(
       "fwd_out(Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, int window_left, "
       "int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, str kernel_variant, "
-      "Tensor(a!) out, float dropout_p=0.0, Tensor? dropout_seed=None) -> ()");
+      "Tensor(a!) out, float dropout_p=0.0, Tensor? dropout_seed=None, int alibi_offset=0) -> ()");
   m.def(
       "bwd(Tensor dout, Tensor q, Tensor k, Tensor v, float scale, float sigmoid_bias, bool causal, "
       "int window_left, int window_right, Tensor? alibi_slopes, int score_function, int kernel_arch, "
-      "str kernel_variant, bool deterministic, float dropout_p=0.0, Tensor? dropout_seed=None) -> (Tensor, Tensor, Tensor)");
+      "str kernel_variant, bool deterministic, float dropout_p=0.0, Tensor? dropout_seed=None, int alibi_offset=0) -> "
+      "(Tensor, Tensor, Tensor)");
   m.def(
       "varlen_fwd(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, "
       "int max_seqlen_k, float scale, float sigmoid_bias, Tensor? sigmoid_bias_per_batch, bool sigmoid_bias_auto, "

@@ -128,6 +128,7 @@ void set_params(const char* op, const OpParams& params, Problem* p) {
   p->score_function = static_cast<FlashSigmoidScoreFunction>(params.score_function);
   p->kernel_arch = static_cast<int32_t>(params.kernel_arch);
   p->kernel_variant = params.kernel_variant->empty() ? nullptr : params.kernel_variant->c_str();
+  p->alibi_offset = params.alibi_offset;  // the API checks its range
 }
 
 }  // namespace

@@ -37,6 +37,8 @@ struct OpParams {
   // (its bits are the two uint64); required when p rounds to dropout, unread otherwise.
   double dropout_p = 0.0;
   std::optional<StableTensor> dropout_seed;
+  // A shift of the ALiBi distances (FlashSigmoidProblem::alibi_offset; the dense ops only).
+  int64_t alibi_offset = 0;
 };
 
 // Inputs made readable by the backend. q, k, v (and dout) are the caller's tensors or, where

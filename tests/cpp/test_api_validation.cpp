@@ -231,6 +231,21 @@ TEST_F(ApiValidation, NegativeAlibiStrideBatchIsRejected) {
   expect_rejected(bwd_, kGpuAndCpu, "problem.alibi_stride_batch", "or >= heads_q", "-4");
 }
 
+TEST_F(ApiValidation, AlibiOffsetOutsidePlusMinus2To30IsRejected) {
+  for (const int64_t offset : {int64_t{1} << 30, -(int64_t{1} << 30), kInt64Max}) {
+    fwd_.problem.alibi_offset = offset;
+    expect_rejected(fwd_, kGpuAndCpu, "problem.alibi_offset", "|alibi_offset| < 2^30", std::to_string(offset));
+    bwd_.problem.alibi_offset = offset;
+    expect_rejected(bwd_, kGpuAndCpu, "problem.alibi_offset", "|alibi_offset| < 2^30", std::to_string(offset));
+  }
+}
+
+TEST_F(ApiValidation, AlibiOffsetWithAKvCacheIsRejected) {
+  fwd_.problem.seqused_k = static_cast<const int32_t*>(bogus(0xc00));
+  fwd_.problem.alibi_offset = 5;
+  expect_rejected(fwd_, kGpuAndCpu, "problem.alibi_offset", "0 with a KV cache", "5");
+}
+
 TEST_F(ApiValidation, AlibiStrideBatchBetween1AndHeadsQMinus1IsRejected) {
   fwd_.problem.alibi_slopes = static_cast<const float*>(bogus(kBogusSlopes));
   for (int64_t stride = 1; stride < kHeadsQ; ++stride) {

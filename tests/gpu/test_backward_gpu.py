@@ -318,3 +318,48 @@ def test_backward_dq_workspace_beyond_2_to_the_31():
     err = (dq[-1:, rows, -1:].double() - ref).abs().max().item()
     err_torch = (same.double() - ref).abs().max().item()
     assert err <= 3 * err_torch + OUTPUT_ROUNDING[torch.bfloat16] * ref.abs().max().item() + 1e-5
+
+
+@pytest.mark.parametrize("kernel_arch", [80, 90])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("d", [64, 128])
+def test_alibi_offset_forward_and_backward(kernel_arch, causal, d):
+    # alibi_offset (a piece of a longer sequence, flash_sigmoid.parallel): queries [q0, q0 + m) and
+    # keys [k0, k0 + n) with alibi_offset = (q0 - k0) - (n - m) give the global ALiBi distances
+    # while the mask keeps the pieces' own bottom-right alignment; both families, odd sizes, GQA,
+    # per-(batch, head) slopes, out and dq/dk/dv against an fp64 reference of that definition.
+    family = "sm90a" if kernel_arch == 90 else "sm80"
+    bucket = 64 if d <= 64 else 128
+    for direction in ("fwd", "bwd"):
+        if f"{family}_{direction}_bf16_hdim{bucket}_mask_{'right' if causal else 'none'}" not in flash_sigmoid.build_info():
+            pytest.skip(f"{family} {direction} bf16 hdim {bucket} not built")
+    if kernel_arch == 90 and torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("sm_90a kernels run on compute capability 9.0 only")
+    b, hq, hkv, m, n, q0, k0 = 2, 6, 2, 137, 201, 300, 150
+    q, k, v, dout = make_inputs(b, m, n, hq, hkv, d, torch.bfloat16, seed=d + causal, with_dout=True)
+    g = torch.Generator().manual_seed(5)
+    slopes = (0.02 * torch.rand(b, hq, generator=g)).cuda()
+    shift = (q0 - k0) - (n - m)
+    kw = dict(sigmoid_bias=-math.log(n), causal=causal, alibi_slopes=slopes, kernel_arch=kernel_arch)
+    out = flash_sigmoid.forward(q, k, v, alibi_offset=shift, **kw)
+    grads = flash_sigmoid.backward(dout, q, k, v, alibi_offset=shift, **kw)
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    group = hq // hkv
+    kk, vv = (t.repeat_interleave(group, dim=2) for t in (k64, v64))
+    z = d ** -0.5 * torch.einsum("bihd,bjhd->bhij", q64, kk) - math.log(n)
+    distance = ((q0 + torch.arange(m, device="cuda"))[:, None] - (k0 + torch.arange(n, device="cuda"))[None, :])
+    z = z - slopes.double()[:, :, None, None] * distance.abs().double()
+    p = torch.sigmoid(z)
+    if causal:  # the pieces' own alignment: key j visible from query i iff j <= i + (n - m)
+        p = p * (torch.arange(n, device="cuda")[None, :] <= torch.arange(m, device="cuda")[:, None] + (n - m))
+    ref = torch.einsum("bhij,bjhd->bihd", p, vv)
+    want = torch.autograd.grad(ref, (q64, k64, v64), dout.double())
+
+    def rel(got, w):
+        return ((got.double() - w).norm() / w.norm()).item()
+
+    assert rel(out, ref.detach()) < 1e-2, "out"
+    for name, got, w in zip(("dq", "dk", "dv"), grads, want):
+        assert torch.isfinite(got).all() and rel(got, w) < 2e-2, name
+    unshifted = flash_sigmoid.forward(q, k, v, **kw)
+    assert rel(unshifted, ref.detach()) > 0.05, "the shift must matter at this size"

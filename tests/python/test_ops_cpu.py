@@ -40,7 +40,8 @@ def test_opcheck(case, dtype):
     plain = tuple(t.detach() for t in (q, k, v))
     seed = torch.tensor([0x1234_5678_9ABC_DEF0, 3], dtype=torch.int64)
     # Without dropout (the schema's defaults, and spelled out), and with p = 0.3 and a seed tensor.
-    for dropout in ((), (0.0, None), (0.3, seed)):
+    # The ALiBi shift last (alibi_offset, a piece of a longer sequence's distances).
+    for dropout in ((), (0.0, None), (0.3, seed), (0.0, None, -7)):
         torch.library.opcheck(ops.fwd.default, (q, k, v, *params, False, *dropout))
         torch.library.opcheck(ops.bwd.default, (dout, *plain, *params, False, *dropout))
         torch.library.opcheck(ops.fwd_out.default, (*plain, *params, torch.empty(q.shape, dtype=dtype), *dropout))
@@ -164,3 +165,38 @@ def test_kernel_variant_is_checked_and_the_cpu_ignores_it():
         flash_sigmoid.forward(q, k, v, kernel_variant=3)
     with pytest.raises(ValueError, match=r"kernel_variant: expected a str"):
         flash_sigmoid.backward(q, q, k, v, kernel_variant=None)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_alibi_offset_shifts_only_the_alibi_distances(causal):
+    """Queries [q0, q0 + m) and keys [k0, k0 + n) of a longer sequence, with alibi_offset =
+    (q0 - k0) - (n - m): out and dq, dk, dv equal an fp64 reference whose ALiBi term is
+    -slope |(q0 + i) - (k0 + j)| and whose mask (causal here) stays the pieces' own, bottom-right
+    aligned; a wrong shift, or a shifted mask, fails."""
+    g = torch.Generator().manual_seed(21)
+    b, h, d, m, n, q0, k0 = 2, 3, 16, 9, 14, 30, 4
+    q, k, v, dout = (torch.randn(b, s, h, d, generator=g) for s in (m, n, n, m))
+    slopes = torch.rand(b, h, generator=g)
+    shift = (q0 - k0) - (n - m)
+    kw = dict(scale=0.4, sigmoid_bias=-1.0, causal=causal, alibi_slopes=slopes)
+    qs, ks, vs = (t.clone().requires_grad_() for t in (q, k, v))
+    out = flash_sigmoid.forward(qs, ks, vs, alibi_offset=shift, **kw)
+    out.backward(dout)
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    z = 0.4 * torch.einsum("bihd,bjhd->bhij", q64, k64) - 1.0
+    dist = ((q0 + torch.arange(m))[:, None] - (k0 + torch.arange(n))[None, :]).abs().double()
+    z = z - slopes.double()[:, :, None, None] * dist
+    p = torch.sigmoid(z)
+    if causal:  # key j visible from query i iff j <= i + (n - m): the pieces' own alignment
+        p = p * (torch.arange(n)[None, :] <= torch.arange(m)[:, None] + (n - m)).double()
+    ref = torch.einsum("bhij,bjhd->bihd", p, v64)
+    ref.backward(dout.double())
+    for name, got, want in (("out", out, ref), ("dq", qs.grad, q64.grad), ("dk", ks.grad, k64.grad),
+                            ("dv", vs.grad, v64.grad)):
+        assert (got.double() - want).abs().max().item() < 2e-5 * max(1.0, want.abs().max().item()), name
+    plain = flash_sigmoid.forward(q, k, v, **kw)
+    assert (plain.double() - ref).abs().max().item() > 1e-3, "the shift must change the result"
+    with pytest.raises(ValueError, match="alibi_offset"):
+        flash_sigmoid.forward(q, k, v, alibi_offset=1 << 30, **kw)
+    with pytest.raises(ValueError, match="alibi_offset"):
+        flash_sigmoid.backward(dout, q, k, v, alibi_offset=1.5, **kw)
