@@ -10,9 +10,10 @@
 // one block 27% more key tiles than another at S = 16k (that order lost up to 9% against the
 // hardware's dynamic block scheduling), and alternating the direction of the rounds 31%. So under
 // a right bound, once there are at least two tiles per block, a block takes tiles in pairs: the
-// last and the first tile of a head, then the second-to-last and the second, ... Every pair has
-// the same work, and a stride over the pairs balances the blocks to the last round's remainder
-// (about 3% at the benchmark's shapes). Within a pair the long tile goes first.
+// last and the first tile of a head, then the second-to-last and the second, ... Every pair of a
+// square problem has the same work (packed sequences of different lengths: about the same), and a
+// stride over the pairs balances the blocks to the last round's remainder (about 3% at the
+// benchmark's shapes). Within a pair the long tile goes first.
 //
 // Owns: the order of the tiles and which block takes which. Does not own: what a tile is (the
 // kernel's traits) or the work per tile.

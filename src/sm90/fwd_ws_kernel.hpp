@@ -58,7 +58,8 @@ template <class Traits>
 using Sm90FwdWsPersistentScheduler = PersistentQueryTileScheduler<Traits::kBlockM>;
 
 // kPersistent: a grid of one block per SM, each looping over tiles (common/persistent_scheduler.hpp);
-// the producer loads the next tile's first K tile while the consumers store the last tile's O.
+// the producer loads the next tile's first K tile, and with O staged apart from Q (kSeparateO) the
+// next tile's Q, while the consumers finish the last tile.
 template <class Traits, class Variant, bool kPingPong, bool kPersistent>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     sm90_fwd_ws_kernel(const __grid_constant__ Sm90FwdWsParams<Traits> params) {
@@ -104,6 +105,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   // Packed K/V tiles may hold the next sequence's rows past seqlen_k (Mainloop::load).
   const bool zero_v_tail = is_packed(problem);
 
+  // A persistent block stages O apart from Q and gives Q's buffer back to the producer as soon as
+  // the tile's last S product has completed: the next tile's Q loads during this tile's last P V
+  // and its epilogue. Only tiles that load Q take part in its "empty" barrier: every arrival
+  // follows that tile's wait for Q, so the consumers are never two phases ahead of the producer's
+  // wait (a 1-bit parity cannot tell phase s - 1 from phase s + 1; tiles without keys arriving
+  // unconditionally could complete both before the producer looked).
+  static_assert(!kPersistent || Traits::kSeparateO, "a persistent block stages O apart from Q (D <= 128)");
   const int warp_group = __shfl_sync(0xffffffff, static_cast<int>(threadIdx.x) / 128, 0);  // uniform per warp
   if (threadIdx.x == 0) {
     Mainloop::init_barriers(smem);
@@ -116,23 +124,22 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     if (threadIdx.x / 32 == 0 && cute::elect_one_sync()) {
       Slot k_slot, v_slot;
       k_slot.phase = v_slot.phase = 1;  // every buffer starts empty: the first waits pass
-      int j = 0;                        // the block's tiles so far
+      int j = 0;  // the block's Q loads so far
       int64_t round = 0;
-      for (int64_t tile = next_tile(round); tile >= 0; ++j, ++round, tile = next_tile(round)) {
+      for (int64_t tile = next_tile(round); tile >= 0; ++round, tile = next_tile(round)) {
         const QueryTileWork work = work_of(tile);
         SeqlenInfo seqlen;
         Mask mask;
         const BlockRange range = range_of(work, seqlen, mask);
-        // Q's buffer is in use until every consumer has released the previous tile's: after its last
-        // S product (a separate O buffer) or after its epilogue (O staged in Q's buffer).
+        // Q's buffer is in use until every consumer has released the previous Q (after its tile's
+        // last S product).
         auto wait_q_free = [&]() {
           if (kPersistent && j > 0) cutlass::arch::ClusterBarrier::wait(&smem.q_empty, uint32_t(j - 1) & 1);
         };
-        if (range.empty()) {
-          wait_q_free();  // nothing to load; keeps the producer in step with the epilogues
-        } else {
+        if (!range.empty()) {  // (a tile without keys loads nothing)
           Mainloop::load(params, range, work.m_block, work.head_idx, work.kv_head_idx, work.batch_idx, seqlen, smem,
                          k_slot, v_slot, wait_q_free);
+          ++j;
         }
       }
     }
@@ -141,12 +148,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
   cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
   const int ctid = static_cast<int>(threadIdx.x) - 128;
-  // With O staged apart from Q (a persistent block), Q's buffer is given back to the producer as
-  // soon as the tile's last S product has completed: the next tile's Q loads during this tile's
-  // last P V and its epilogue.
-  constexpr bool kEarlyQRelease = kPersistent && Traits::kSeparateO;
   auto q_done = [&]() {
-    if constexpr (kEarlyQRelease) cutlass::arch::ClusterBarrier::arrive(&smem.q_empty);
+    if constexpr (kPersistent) cutlass::arch::ClusterBarrier::arrive(&smem.q_empty);
   };
   Slot k_slot, v_slot;
   uint32_t q_phase = 0;
@@ -190,14 +193,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
           acc_o, sO, gO, o_rows, problem.head_dim, ctid, [] {
             cutlass::arch::NamedBarrier::sync(Traits::kNConsumerThreads, uint32_t(Sm90FwdWsBarrier::kConsumers));
           });
-    }
-    if constexpr (kPersistent) {
-      if (!kEarlyQRelease || range.empty()) {
-        // This thread's reads of O's staging (generic proxy) are done before the next Q's TMA write
-        // (async proxy) into the same bytes. (A tile with no key tiles read no Q and releases it here.)
-        cutlass::arch::fence_view_async_shared();
-        cutlass::arch::ClusterBarrier::arrive(&smem.q_empty);
-      }
     }
   }
 #endif

@@ -53,8 +53,8 @@ inline int64_t tma_stride(int64_t stride, int extent) { return extent == 1 ? 8 :
 template <class Element, int kHeadDim, MaskKind kMask, WsTiles kTiles, bool kPingPong, bool kPersistent = false,
           class Exp2Form = SigmoidViaExp2, bool kDropout = false>
 struct Sm90FwdWsLaunch {
-  // A persistent block stages O apart from Q where the shared memory holds both (D <= 128).
-  using Traits = Sm90FwdWsTraits<Element, kHeadDim, kTiles, kPersistent && kHeadDim <= 128>;
+  // A persistent block stages O apart from Q (its shared memory holds both up to D = 128).
+  using Traits = Sm90FwdWsTraits<Element, kHeadDim, kTiles, kPersistent>;
   using Params = Sm90FwdWsParams<Traits>;
 
   static size_t workspace_bytes(const ForwardParams& /*params*/) { return 0; }

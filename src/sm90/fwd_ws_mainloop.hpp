@@ -101,8 +101,9 @@ struct Sm90FwdWsMainloop {
   // zeroed by the consumers before they multiply (mma()'s end).
   // k_slot, v_slot: the producer's place in the K and V rings (they start at phase 1: every buffer
   // starts empty) and carry over to the next tile of a persistent block. wait_q_free: called
-  // before Q's buffer is overwritten (a persistent block's previous epilogue may still read it);
-  // K[0] is issued before it, so the next tile's first key tile loads during that epilogue.
+  // before Q's buffer is overwritten (a persistent block's consumers may still read the previous
+  // tile's Q, or O staged there); K[0] is issued before it, so the next tile's first key tile loads
+  // meanwhile.
   template <class WaitQFree>
   CUTE_DEVICE static void load(Sm90FwdWsParams<Traits> const& params, BlockRange const& range, int m_block,
                                int head_idx, int kv_head_idx, int batch_idx, SeqlenInfo const& seqlen,

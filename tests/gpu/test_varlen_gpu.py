@@ -197,14 +197,17 @@ def test_sm90_lockstep_forward_and_deterministic_backward(deterministic):
 
 @pytest.mark.parametrize("variant", ["", "ws_persistent"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_sm90_forward_packed_with_more_tiles_than_sms(variant, causal):
-    """A packed mix of 190+ query tiles (16 heads): the persistent TMA forward's blocks take several
-    tiles each, from different sequences, some empty (zero-length sequences) and some partial."""
-    skip_unless_sm90_variant("fwd", 64, variant)
+@pytest.mark.parametrize("d", [64, 128])
+def test_sm90_forward_packed_with_more_tiles_than_sms(variant, causal, d):
+    """24 packed sequences, 16 heads: 1536 query tiles (the grid's, 4 per sequence), most of them
+    past their sequence's rows or without keys (zero-length sequences, lk = 0): the persistent TMA
+    forward's blocks take about 12 each, runs of tiles that load nothing between the ones that do
+    (the Q barrier's phases must stay in step), partial tiles, V tails of the next sequence."""
+    skip_unless_sm90_variant("fwd", d, variant)
     rng = random.Random(17 + causal)
     lq = [rng.choice([0, 1, 33, 129, 300, 511]) for _ in range(24)]
     lk = [n if causal else rng.choice([0, 7, 200, 385]) for n in lq]
-    q, k, v = make(lq, lk, 16, 4, 64, torch.bfloat16, seed=12)
+    q, k, v = make(lq, lk, 16, 4, d, torch.bfloat16, seed=12)
     qs, ks, vs = (in_nan_buffer(t) for t in (q, k, v))
     out = native(qs, ks, vs, lq, lk, causal, (-1, -1), None, "auto", kernel_arch=90, variant=variant)
     q64, k64, v64 = (t.double() for t in (q, k, v))
