@@ -2,6 +2,7 @@
 
     python benchmarks/bench_variants.py --variants "" ws ws_lockstep --head-dims 64 128
     python benchmarks/bench_variants.py --json out/ab.json --markdown out/ab.md
+    python benchmarks/bench_variants.py --direction bwd --variants "" det --deterministic
 
 A new mainloop lives beside the default as a named variant (src/dispatch/kernel_table.py) until
 it wins here, in one run on one GPU, against the default and against SDPA's cuDNN backend; then it
@@ -9,6 +10,11 @@ becomes the default. Each case is DESIGN §6's shape (B·S = 16k tokens, hidden 
 −log S; every variant is first checked against an fp64 reference on a slice of the case (a wrong
 kernel is not timed), then timed with triton's do_bench (median, L2 flushed). Rows report TFLOP/s
 (visible pairs only for causal) and each variant's ratio to cuDNN.
+
+--direction bwd times the backward instead (flash_sigmoid.backward per variant, with
+--deterministic as the mode; SDPA's backward of a retained graph; and, with --deterministic, the
+sm80 family's deterministic backward by name as "sm80_det"): each variant's dq, dk, dv are first
+checked against the default sm90 backward's (relative error below 1e-2), FLOPs 2.5x the forward's.
 """
 import argparse
 import json
@@ -30,6 +36,66 @@ from reference import attention_reference  # noqa: E402
 def sdpa(backend, q, k, v, causal):
     with sdpa_kernel(backend):
         return F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), is_causal=causal)
+
+
+def run_backward(a):
+    import flash_sigmoid
+    rows = []
+    for d in a.head_dims:
+        for s in a.seqlens:
+            for causal in a.causal:
+                b, h = case_shape(d, s)
+                gen = torch.Generator(device="cuda").manual_seed(s * 1000 + d + 1)
+                q, k, v, dout = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, generator=gen)
+                                 for _ in range(4))
+                bias = -math.log(s)
+                flops = attention_flops(b, h, s, s, d, causal, direction="bwd")
+                row = dict(head_dim=d, seqlen=s, batch=b, heads=h, causal=causal)
+                providers = {}
+                for variant in a.variants:
+                    def fn(variant=variant):
+                        return flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=bias, causal=causal,
+                                                      kernel_arch=a.kernel_arch, kernel_variant=variant,
+                                                      deterministic=a.deterministic)
+                    providers[variant or "default"] = fn
+                if a.deterministic:
+                    providers["sm80_det"] = lambda: flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=bias,
+                                                                           causal=causal, kernel_arch=80,
+                                                                           deterministic=True)
+                ref = flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=bias, causal=causal, kernel_arch=90)
+                for name in list(providers):
+                    try:
+                        got = providers[name]()
+                    except RuntimeError as e:
+                        row[name + "_error"] = str(e).splitlines()[0][:160]
+                        del providers[name]
+                        continue
+                    rel = max(((g.double() - r.double()).norm() / r.double().norm()).item() for g, r in zip(got, ref))
+                    row[name + "_rel_err"] = rel
+                    if not rel < 1e-2:
+                        row[name + "_error"] = f"relative error {rel:.2e} against the default: not timed"
+                        del providers[name]
+                for backend, key in ((SDPBackend.CUDNN_ATTENTION, "sdpa_cudnn"), (SDPBackend.FLASH_ATTENTION, "sdpa_flash")):
+                    inputs = tuple(t.detach().transpose(1, 2).requires_grad_() for t in (q, k, v))
+                    with sdpa_kernel(backend):
+                        out = F.scaled_dot_product_attention(*inputs, is_causal=causal)
+                    g = dout.transpose(1, 2)
+                    providers[key] = lambda out=out, inputs=inputs, g=g: torch.autograd.grad(out, inputs, g,
+                                                                                             retain_graph=True)
+                for name, fn in providers.items():
+                    try:
+                        row[name] = flops / bench_ms(fn) / 1e9
+                    except RuntimeError as e:
+                        row[name + "_error"] = str(e).splitlines()[0][:160]
+                base = row.get("sdpa_cudnn")
+                line = f"bwd d{d} s{s} b{b} h{h} {'causal' if causal else 'full  '}:"
+                for name in providers:
+                    tf = row.get(name)
+                    if tf:
+                        line += f"  {name} {tf:.0f}" + (f" ({tf / base:.2f}x)" if base and not name.startswith("sdpa") else "")
+                print(line, flush=True)
+                rows.append(row)
+    return rows
 
 
 def run(a):
@@ -123,13 +189,20 @@ def main(argv=None):
     ap.add_argument("--causal", nargs="+", type=lambda x: x == "yes", default=[False, True], help="yes/no")
     ap.add_argument("--kernel-arch", type=int, default=90)
     ap.add_argument("--vit", action="store_true", help="only the ViT-B/16 shape (B 128, S 197, 12 heads of 64)")
+    ap.add_argument("--direction", choices=["fwd", "bwd"], default="fwd")
+    ap.add_argument("--deterministic", action="store_true", help="bwd: the deterministic mode (and the sm80 one)")
     ap.add_argument("--json")
     ap.add_argument("--markdown")
     a = ap.parse_args(argv)
     if a.vit:
         a.head_dims, a.seqlens = [64], [197]
-    rows = run(a)
-    names = [f"{v or 'default'}/{sf}" for v in a.variants for sf in a.score_functions] + ["sdpa_cudnn", "sdpa_flash"]
+    if a.direction == "bwd":
+        rows = run_backward(a)
+        names = [v or "default" for v in a.variants] + (["sm80_det"] if a.deterministic else []) + \
+            ["sdpa_cudnn", "sdpa_flash"]
+    else:
+        rows = run(a)
+        names = [f"{v or 'default'}/{sf}" for v in a.variants for sf in a.score_functions] + ["sdpa_cudnn", "sdpa_flash"]
     env = environment(unavailable_providers())
     text = f"GPU: {env.get('gpu', '?')}, commit {env['commit']}, bf16, bias −log S, TFLOP/s (×: vs cuDNN)\n\n"
     text += markdown(rows, names)

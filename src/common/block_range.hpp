@@ -8,7 +8,8 @@
 // Backward: the same for key tile n_block over query tiles. Pairs past either length (the tails of
 // partial tiles) count as hidden, so a partial tile on either side is never interior: kernels need
 // not rely on zero-filled tails for correctness.
-// Backward, too: the order in which a key tile visits (query head of its GQA group, query tile).
+// Backward, too: the order in which a key tile visits (query head of its GQA group, query tile):
+// rotated (default), or descending (the deterministic mode's ordered dQ additions).
 // Does not own: threads, fragments, or how a kernel walks the segments.
 #pragma once
 
@@ -111,6 +112,42 @@ struct QueryTileOrder {
     if (next.m_count == num_m) {
       next.m_count = 0;
       next.m_block = first_m_block;
+      ++next.head_idx;
+    }
+    return next;
+  }
+};
+
+// The deterministic backward's loop for key tile n_block (common/dq_semaphore.hpp: each query
+// tile's dQ additions in ascending key-tile order): the group's query heads one after the other,
+// each over its query tiles from the last to the first, the same order for every key tile. The
+// ranges of a band end at non-decreasing query tiles as the key tile grows, so, going down, key
+// tile n - 1 reaches each query tile no later than key tile n does, and n waits about one step in
+// all (not one per tile, as with the rotation above or an ascending order under a causal mask).
+struct DescendingQueryTileOrder {
+  using Tile = QueryTileOrder::Tile;
+
+  int begin;
+  int end;
+  int num_m;
+  int num_steps;
+  int first_head_idx;
+
+  FLASH_SIGMOID_HOST_DEVICE DescendingQueryTileOrder(const BlockRange& range, int /*n_block*/, int group,
+                                                     int kv_head_idx)
+      : begin(range.begin),
+        end(range.end),
+        num_m(range.end - range.begin),
+        num_steps(group * num_m),
+        first_head_idx(kv_head_idx * group) {}
+
+  FLASH_SIGMOID_HOST_DEVICE Tile first() const { return Tile{first_head_idx, end - 1, 0}; }
+
+  FLASH_SIGMOID_HOST_DEVICE Tile next(const Tile& tile) const {
+    Tile next{tile.head_idx, tile.m_block - 1, tile.m_count + 1};
+    if (next.m_count == num_m) {
+      next.m_count = 0;
+      next.m_block = end - 1;
       ++next.head_idx;
     }
     return next;

@@ -96,6 +96,11 @@ FAMILIES = {
     # (SigmoidViaExp2ReluMix<4>): fewer instructions per score for more special-function ops.
     ("90a", "fwd", "ws_mix4"): Family("sm90/fwd_ws_launch.hpp", "sm90::Sm90FwdWsMix4", SM90_OPTIONS,
                                       head_dims=(64, 128, 192, 256), declines=True),
+    # The sm90 backward with its dQ additions in a fixed order (per-tile counters in the workspace,
+    # common/dq_semaphore.hpp): bitwise reproducible, for either mode; by name until measured
+    # against the sm80 family's deterministic backward.
+    ("90a", "bwd", "det"): Family("sm90/bwd_launch.hpp", "sm90::Sm90BwdDeterministic", head_dims=(64, 128),
+                                  deterministic=True, dropout=True),
 }
 VARIANTS = sorted({variant for (_, _, variant) in FAMILIES if variant != DEFAULT_VARIANT})
 

@@ -31,7 +31,8 @@ using Sm90BwdParams = KernelParams<BackwardParams, struct Sm90BwdFamily>;
 template <class Traits>
 using Sm90BwdDkDvScheduler = KeyTileScheduler<Traits::kBlockN>;
 
-template <class Traits, class Variant>
+// kDeterministic: the dQ additions in a fixed order (Sm90BwdDkDvMainloop, common/dq_semaphore.hpp).
+template <class Traits, class Variant, bool kDeterministic = false>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     sm90_bwd_dkdv_kernel(const __grid_constant__ Sm90BwdParams params) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -59,8 +60,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   clear(acc_dk);
   clear(acc_dv);
   if (!range.empty()) {
-    Sm90BwdDkDvMainloop<Traits, Variant>::run(params, mask, range, work.n_block, work.kv_head_idx, work.batch_idx,
-                                               seqlen, smem, acc_dk, acc_dv, tidx);
+    Sm90BwdDkDvMainloop<Traits, Variant, kDeterministic>::run(params, mask, range, work.n_block, work.kv_head_idx,
+                                                               work.batch_idx, seqlen, smem, acc_dk, acc_dv, tidx);
   }
   Sm90BwdDkDvEpilogue<Traits>::store(acc_dk, acc_dv, smem, params, work.n_block, work.kv_head_idx, work.batch_idx,
                                      seqlen, tidx);

@@ -4,6 +4,9 @@
 //                        query tiles of the mask's BlockRange, recompute S^T and P^T, form dP^T
 //                        and dZ^T, accumulate dV += P^T dO and dK += dZ^T Q in registers, and add
 //                        dQ_tile = dZ K into the fp32 workspace (red.global.add.v2.f32).
+//                        kDeterministic: the query tiles in descending order, and each tile's
+//                        additions in ascending key-tile order through per-tile counters
+//                        (common/dq_semaphore.hpp), so dQ is bitwise reproducible.
 //
 // dZ is the gradient of the pre-activation z (docs/math.md), dZ = dP * P * (1 - P), unscaled: dQ and
 // dK are multiplied by `scale` once, in the convert kernel and the epilogue.
@@ -15,6 +18,8 @@
 // bwd_epilogue.hpp).
 #pragma once
 
+#include <type_traits>
+
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
 
@@ -23,6 +28,7 @@
 #include "common/score_variant.hpp"
 #include "common/params.hpp"
 #include "common/dq_accum.hpp"
+#include "common/dq_semaphore.hpp"
 #include "common/gmem_tile.hpp"
 #include "sm90/bwd_traits.hpp"
 #include "sm90/common_mma.hpp"
@@ -45,7 +51,13 @@ namespace flash_sigmoid::sm90 {
 //                                              dV and dK run; then wait for them
 //
 // Sigmoid attention keeps no row statistics: no rowsum(dO * O) pre-pass, O is not read.
-template <class Traits, class Variant>
+//
+// kDeterministic, in the same steps: after barrier A one thread raises the previous tile's counter
+// (every thread's additions to it were issued before the barrier) and peeks at this tile's; before
+// barrier B it waits until the counter says the key tiles before this one have added theirs, so
+// barrier B also lets the block's additions go. No barrier is added; the peek's latency hides
+// under the products.
+template <class Traits, class Variant, bool kDeterministic = false>
 struct Sm90BwdDkDvMainloop {
   using Element = typename Traits::Element;
   using Mask = typename Variant::Mask;
@@ -54,6 +66,8 @@ struct Sm90BwdDkDvMainloop {
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
   using DqAtomicAdd = DqAccumAtomicAdd<Traits>;
+  using Semaphores = DqTileSemaphores<kBlockM>;
+  using TileOrder = std::conditional_t<kDeterministic, DescendingQueryTileOrder, QueryTileOrder>;
 
   template <class AccDk, class AccDv>
   CUTE_DEVICE static void run(const BackwardParams& params, const Mask& mask, const BlockRange& range, int n_block,
@@ -120,9 +134,20 @@ struct Sm90BwdDkDvMainloop {
     // ---- The flattened loop over (query head of the group, query tile), each head's query tiles
     // rotated per key tile so that blocks do not add dQ at the same addresses at the same time
     // (QueryTileOrder, common/block_range.hpp).
-    const QueryTileOrder order(range, n_block, problem.group_size, kv_head_idx);
+    const TileOrder order(range, n_block, problem.group_size, kv_head_idx);
     QueryTileOrder::Tile tile = order.first();
     int stage = 0;
+    // kDeterministic: this tile's counter, this key tile's turn at it (its place among the key
+    // tiles that see the query tile), the counter's value when last looked at, and the previous
+    // tile's counter (raised at the next step's barrier A).
+    int32_t* counter = nullptr;
+    int32_t* previous_counter = nullptr;
+    int32_t turn = 0, seen = 0;
+    auto find_turn = [&](const QueryTileOrder::Tile& t) {
+      counter = Semaphores::counters(problem, params.dq_accum) +
+                Semaphores::index(problem, batch_idx, t.head_idx, t.m_block);
+      turn = n_block - key_block_range<kBlockM, kBlockN>(mask, t.m_block).begin;
+    };
 
     {
       const int key_limit = seqlen.seqlen_k - n_block * kBlockN;
@@ -148,6 +173,13 @@ struct Sm90BwdDkDvMainloop {
       cute::cp_async_wait<0>();
       cutlass::arch::fence_view_async_shared();
       __syncthreads();
+      if constexpr (kDeterministic) {
+        if (tidx == 0) {
+          if (previous_counter != nullptr) Semaphores::signal(previous_counter);
+          find_turn(tile);
+          seen = Semaphores::peek(counter);
+        }
+      }
       if (has_next) {
         load_rows(params.q, next.head_idx, next.m_block, tQsQ(_, _, _, stage ^ 1));
         load_rows(params.dout, next.head_idx, next.m_block, tdOsdO(_, _, _, stage ^ 1));
@@ -185,8 +217,15 @@ struct Sm90BwdDkDvMainloop {
       }
       copy(store_dz, thr_store_dz.retile_S(rdZ), tdZsdZ);
       cutlass::arch::fence_view_async_shared();
+      if constexpr (kDeterministic) {
+        if (tidx == 0) {
+          Semaphores::wait_for(counter, seen, turn);  // the key tiles before this one have added theirs
+          previous_counter = counter;
+        }
+      }
 
-      // Barrier B: both warpgroups' dZ^T are in shared memory (and visible to the async proxy).
+      // Barrier B: both warpgroups' dZ^T are in shared memory (and visible to the async proxy);
+      // kDeterministic: this key tile's turn at the tile's dQ has come.
       __syncthreads();
       // dQ first, then dV and dK: the dQ reductions below overlap the dV and dK products.
       Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_HEAD_DIM)
@@ -213,6 +252,10 @@ struct Sm90BwdDkDvMainloop {
       if (next.head_idx != tile.head_idx && has_next) variant = Variant::make(problem, mask, batch_idx, next.head_idx);
       tile = next;
       stage ^= 1;
+    }
+    if constexpr (kDeterministic) {
+      __syncthreads();  // every thread has issued its additions to the last tile
+      if (tidx == 0) Semaphores::signal(previous_counter);
     }
     // Nothing of this block's reads is in flight past here: every product was waited for.
   }
