@@ -18,6 +18,7 @@ is a captured kernel that advances the generator's offset on every replay); forw
 given the same tensor drop the same entries. `dropout_mask` returns the mask itself.
 """
 import math
+import operator
 import numbers
 
 import torch
@@ -204,10 +205,17 @@ def _checked(q, k, v, scale, sigmoid_bias, causal, window_size, alibi_slopes, sc
 
 
 def check_alibi_offset(alibi_offset):
-    """alibi_offset as an int in (-2^30, 2^30)."""
-    if isinstance(alibi_offset, bool) or not isinstance(alibi_offset, int) or not -(1 << 30) < alibi_offset < (1 << 30):
-        raise ValueError(f"alibi_offset: expected an int with |alibi_offset| < 2^30, got {alibi_offset!r}")
-    return alibi_offset
+    """alibi_offset as an int in (-2^30, 2^30) (anything with __index__: numpy ints, 0-dim integer
+    tensors)."""
+    if isinstance(alibi_offset, bool):
+        raise TypeError(f"alibi_offset: expected an int, got {alibi_offset!r}")
+    try:
+        value = operator.index(alibi_offset)
+    except TypeError:
+        raise TypeError(f"alibi_offset: expected an int, got {type(alibi_offset).__name__}") from None
+    if not -(1 << 30) < value < (1 << 30):
+        raise ValueError(f"alibi_offset: expected |alibi_offset| < 2^30, got {value}")
+    return value
 
 
 def forward(q, k, v, scale=None, sigmoid_bias=0.0, causal=False, window_size=(-1, -1), alibi_slopes=None,

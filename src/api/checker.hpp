@@ -86,6 +86,13 @@ class Checker {
     }
     require(p.alibi_offset > -kMaxSeqlen && p.alibi_offset < kMaxSeqlen, "problem.alibi_offset",
             "a shift of the ALiBi distances with |alibi_offset| < 2^30", p.alibi_offset);
+    if (ok_ && p.cu_seqlens_q == nullptr && p.seqlen_q >= 0 && p.seqlen_k >= 0 && p.seqlen_q < kMaxSeqlen &&
+        p.seqlen_k < kMaxSeqlen) {
+      // The kernels' int32 distances: the shifted offset of the diagonal stays below 2^30 too.
+      const int64_t shifted = p.seqlen_k - p.seqlen_q + p.alibi_offset;
+      require(shifted > -kMaxSeqlen && shifted < kMaxSeqlen, "problem.alibi_offset",
+              "|seqlen_k - seqlen_q + alibi_offset| < 2^30", p.alibi_offset);
+    }
     require(p.score_function == FLASH_SIGMOID_SIGMOID_VIA_EXP2 || p.score_function == FLASH_SIGMOID_SIGMOID_VIA_TANH,
             "problem.score_function", "FLASH_SIGMOID_SIGMOID_VIA_EXP2 or FLASH_SIGMOID_SIGMOID_VIA_TANH",
             static_cast<int>(p.score_function));

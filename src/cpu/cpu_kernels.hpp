@@ -32,8 +32,10 @@ struct TileBand {
   int64_t left, right;     // clamped to +-kBandLimit by the caller
   int64_t rows, cols;
   bool check_band;  // false: every element inside (rows, cols) is visible
-  float scale, bias, slope;  // z = scale * s + bias - slope * |d + alibi_shift|
-  int32_t alibi_shift;       // the problem's alibi_offset (|alibi_shift| < 2^30)
+  float scale, bias, slope;  // z = scale * s + bias - slope * |a|
+  // a: the ALiBi distance, d plus the problem's alibi_offset, from its own base (clamped to
+  // +-kBandLimit like `base`, so a tile's distances stay in int32) and the same steps as d.
+  int64_t alibi_base;
 };
 
 // |d| and the band bounds are evaluated in int32 lanes; callers clamp to this.

@@ -196,8 +196,7 @@ void sigmoid_rows(const TileBand& band, float* z, float* dp, int64_t ld, int64_t
   const I left = splat_i<Isa>(static_cast<int32_t>(band.left));
   const I minus_right = splat_i<Isa>(static_cast<int32_t>(-band.right));
   const F scale = splat<Isa>(band.scale), bias = splat<Isa>(band.bias), slope = splat<Isa>(band.slope);
-  const I alibi_shift = splat_i<Isa>(band.alibi_shift);
-  const int64_t rows = band.rows, cols = band.cols, base = band.base;
+  const int64_t rows = band.rows, cols = band.cols, base = band.base, alibi_base = band.alibi_base;
   const int row_step = band.row_step, col_step = band.col_step;
   for (int64_t r = 0; r < rows_alloc; ++r) {
     float* z_r = z + r * ld;
@@ -210,11 +209,12 @@ void sigmoid_rows(const TileBand& band, float* z, float* dp, int64_t ld, int64_t
       continue;
     }
     const int32_t d_row = static_cast<int32_t>(base + row_step * r);
+    const int32_t a_row = static_cast<int32_t>(alibi_base + row_step * r);
     for (int64_t c0 = 0; c0 < cols_alloc; c0 += kL) {
       const I d = splat_i<Isa>(d_row + col_step * static_cast<int32_t>(c0)) + lane_d;
       F x = Isa::fma(load<Isa>(z_r + c0), scale, bias);
       if (kAlibi) {
-        const I a = d + alibi_shift;
+        const I a = splat_i<Isa>(a_row + col_step * static_cast<int32_t>(c0)) + lane_d;
         x = x - slope * __builtin_convertvector(select_i<Isa>(a < I{}, -a, a), F);
       }
       F p, dsig;

@@ -219,7 +219,7 @@ inline TileBand tile_band(const CpuProblem& p, float slope, int64_t q0, int64_t 
   band.scale = p.scale;
   band.bias = p.bias;
   band.slope = slope;
-  band.alibi_shift = static_cast<int32_t>(p.alibi_offset);
+  band.alibi_base = std::clamp(q0 + p.offset + p.alibi_offset - k0, -kBandLimit, kBandLimit);
   return band;
 }
 

@@ -244,6 +244,18 @@ TEST_F(ApiValidation, AlibiOffsetWithAKvCacheIsRejected) {
   fwd_.problem.seqused_k = static_cast<const int32_t*>(bogus(0xc00));
   fwd_.problem.alibi_offset = 5;
   expect_rejected(fwd_, kGpuAndCpu, "problem.alibi_offset", "0 with a KV cache", "5");
+  fwd_.problem.seqused_k = nullptr;
+  fwd_.problem.kv_batch_idx = static_cast<const int32_t*>(bogus(0xc00));
+  fwd_.problem.alibi_offset = -3;
+  expect_rejected(fwd_, kGpuAndCpu, "problem.alibi_offset", "0 with a KV cache", "-3");
+}
+
+TEST_F(ApiValidation, AlibiOffsetThatPushesTheDiagonalPast2To30IsRejected) {
+  // |alibi_offset| < 2^30 alone, but seqlen_k - seqlen_q + alibi_offset reaches 2^30.
+  const int64_t offset = (int64_t{1} << 30) - 1 - (fwd_.problem.seqlen_k - fwd_.problem.seqlen_q) + 1;
+  fwd_.problem.alibi_offset = offset;
+  expect_rejected(fwd_, kGpuAndCpu, "problem.alibi_offset", "|seqlen_k - seqlen_q + alibi_offset| < 2^30",
+                  std::to_string(offset));
 }
 
 TEST_F(ApiValidation, AlibiStrideBatchBetween1AndHeadsQMinus1IsRejected) {

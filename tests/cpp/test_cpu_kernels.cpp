@@ -148,7 +148,8 @@ TEST(CpuKernels, SigmoidAndDerivativeMatchFp64EverywhereWithoutBranchesOnTheValu
   }
 }
 
-// The mask and the ALiBi distance, element by element, in both orientations, with padding.
+// The mask and the ALiBi distance (from its own base: the mask's plus alibi_offset), element by
+// element, in both orientations, with padding.
 TEST(CpuKernels, TileBandMatchesTheDefinition) {
   std::mt19937 rng(11);
   for (const CpuKernels* kernels : builds()) {
@@ -156,6 +157,7 @@ TEST(CpuKernels, TileBandMatchesTheDefinition) {
       const int64_t rows_alloc = 1 + rng() % 20, cols_alloc = kernels->nr * (1 + rng() % 3);
       TileBand band{};
       band.base = static_cast<int64_t>(rng() % 60) - 30;
+      band.alibi_base = band.base + (rng() % 2 ? static_cast<int64_t>(rng() % 41) - 20 : 0);
       band.row_step = rng() % 2 ? 1 : -1;
       band.col_step = -band.row_step;
       band.left = rng() % 4 ? static_cast<int64_t>(rng() % 12) : kBandLimit;
@@ -174,6 +176,7 @@ TEST(CpuKernels, TileBandMatchesTheDefinition) {
       for (int64_t r = 0; r < rows_alloc; ++r) {
         for (int64_t c = 0; c < cols_alloc; ++c) {
           const int64_t d = band.base + band.row_step * r + band.col_step * c;
+          const int64_t a = band.alibi_base + band.row_step * r + band.col_step * c;
           const bool visible =
               r < band.rows && c < band.cols && (!band.check_band || (-band.right <= d && d <= band.left));
           const size_t e = static_cast<size_t>(r * cols_alloc + c);
@@ -181,7 +184,7 @@ TEST(CpuKernels, TileBandMatchesTheDefinition) {
             ASSERT_TRUE(z[e] == 0.0f && ds[e] == 0.0f) << kernels->name << " trial " << trial << " r " << r << " c " << c;
             continue;
           }
-          const double want = sigmoid64(0.5 * s[e] - 1.0 - band.slope * std::abs(static_cast<double>(d)));
+          const double want = sigmoid64(0.5 * s[e] - 1.0 - band.slope * std::abs(static_cast<double>(a)));
           ASSERT_NEAR(z[e], want, 1e-6) << kernels->name << " trial " << trial << " r " << r << " c " << c;
           ASSERT_NEAR(ds[e], 1.5 * want * (1 - want), 1e-6) << kernels->name << " trial " << trial;
         }
