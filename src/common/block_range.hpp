@@ -119,11 +119,13 @@ struct QueryTileOrder {
 };
 
 // The deterministic backward's loop for key tile n_block (common/dq_semaphore.hpp: each query
-// tile's dQ additions in ascending key-tile order): the group's query heads one after the other,
-// each over its query tiles from the last to the first, the same order for every key tile. The
-// ranges of a band end at non-decreasing query tiles as the key tile grows, so, going down, key
-// tile n - 1 reaches each query tile no later than key tile n does, and n waits about one step in
-// all (not one per tile, as with the rotation above or an ascending order under a causal mask).
+// tile's dQ additions in ascending key-tile order): the query tiles from the last to the first,
+// and at each the group's query heads in order, the same order for every key tile. Tile (h, m) is
+// step (end - 1 - m) * group + h; the ranges of a band end at non-decreasing query tiles as the key
+// tile grows, so key tile n - 1 reaches every (h, m) no later than key tile n does, and n waits
+// about one step in all (not one per tile, as with the rotation above, an ascending order under a
+// causal mask, or the heads as the outer loop: under a causal mask a later key tile has fewer
+// query tiles per head and would reach the next head's tiles first).
 struct DescendingQueryTileOrder {
   using Tile = QueryTileOrder::Tile;
 
@@ -132,6 +134,7 @@ struct DescendingQueryTileOrder {
   int num_m;
   int num_steps;
   int first_head_idx;
+  int group;
 
   FLASH_SIGMOID_HOST_DEVICE DescendingQueryTileOrder(const BlockRange& range, int /*n_block*/, int group,
                                                      int kv_head_idx)
@@ -139,16 +142,18 @@ struct DescendingQueryTileOrder {
         end(range.end),
         num_m(range.end - range.begin),
         num_steps(group * num_m),
-        first_head_idx(kv_head_idx * group) {}
+        first_head_idx(kv_head_idx * group),
+        group(group) {}
 
   FLASH_SIGMOID_HOST_DEVICE Tile first() const { return Tile{first_head_idx, end - 1, 0}; }
 
+  // (m_count: here the query tiles visited before this one, over all heads' turns at them.)
   FLASH_SIGMOID_HOST_DEVICE Tile next(const Tile& tile) const {
-    Tile next{tile.head_idx, tile.m_block - 1, tile.m_count + 1};
-    if (next.m_count == num_m) {
-      next.m_count = 0;
-      next.m_block = end - 1;
-      ++next.head_idx;
+    Tile next{tile.head_idx + 1, tile.m_block, tile.m_count};
+    if (next.head_idx == first_head_idx + group) {
+      next.head_idx = first_head_idx;
+      --next.m_block;
+      ++next.m_count;
     }
     return next;
   }

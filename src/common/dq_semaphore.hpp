@@ -9,8 +9,8 @@
 //
 // Progress: a key tile waits only for lower key tiles of the same (kv head, batch), which the
 // grid (x = key tile fastest) dispatches before it, so a waiting block never holds up one it
-// waits for. A counter that never reaches its value (a bug) traps after about 2^31 polls instead
-// of hanging the device.
+// waits for. A counter that never reaches its value (a bug) traps after 2^28 polls (minutes)
+// instead of hanging the device for good.
 //
 // Owns: the counters' layout and size, the wait and the signal. Does not own: which tile is added
 // when (the mainloop's order) or the accumulator's layout.
@@ -37,10 +37,16 @@ struct DqTileSemaphores {
                          DqAccumLayout::kPanelElems * sizeof(float);
     return (bytes + 255) / 256 * 256;
   }
-  // batch * heads_q * ceil(seqlen_q / kBlockM) counters (packed: seqlen_q is the longest sequence).
+  // Counters per query head: dense, batch * ceil(seqlen_q / kBlockM); packed, one run over the
+  // sequences in which sequence b's tiles start at ceil((cu_seqlens_q[b] + kBlockM b) / kBlockM)
+  // (as the accumulator's panels do, DqAccumLayout): from the sequence's own offset, whatever
+  // max_seqlen_q says, and no two sequences share a counter.
+  FLASH_SIGMOID_HOST_DEVICE static int64_t per_head(const ProblemParams& p) {
+    return is_packed(p) ? (static_cast<int64_t>(p.total_q) + static_cast<int64_t>(kBlockM) * p.batch + kBlockM - 1) / kBlockM
+                        : static_cast<int64_t>(p.batch) * ceil_div_int(p.seqlen_q, kBlockM);
+  }
   FLASH_SIGMOID_HOST_DEVICE static size_t count(const ProblemParams& p) {
-    return static_cast<size_t>(p.batch) * static_cast<size_t>(p.heads_q) *
-           static_cast<size_t>(ceil_div_int(p.seqlen_q, kBlockM));
+    return static_cast<size_t>(p.heads_q) * static_cast<size_t>(per_head(p));
   }
   FLASH_SIGMOID_HOST_DEVICE static size_t workspace_bytes(const ProblemParams& p) {
     return accumulator_bytes(p) + count(p) * sizeof(int32_t);
@@ -48,8 +54,13 @@ struct DqTileSemaphores {
   FLASH_SIGMOID_HOST_DEVICE static int32_t* counters(const ProblemParams& p, float* dq_accum) {
     return reinterpret_cast<int32_t*>(reinterpret_cast<char*>(dq_accum) + accumulator_bytes(p));
   }
-  FLASH_SIGMOID_HOST_DEVICE static int64_t index(const ProblemParams& p, int batch_idx, int head_idx, int m_block) {
-    return (static_cast<int64_t>(batch_idx) * p.heads_q + head_idx) * ceil_div_int(p.seqlen_q, kBlockM) + m_block;
+  // offset_q: the sequence's first row (SeqlenInfo; 0 dense).
+  FLASH_SIGMOID_HOST_DEVICE static int64_t index(const ProblemParams& p, int batch_idx, int offset_q, int head_idx,
+                                                 int m_block) {
+    const int64_t first = is_packed(p) ? (static_cast<int64_t>(offset_q) + static_cast<int64_t>(kBlockM) * batch_idx +
+                                          kBlockM - 1) / kBlockM
+                                       : static_cast<int64_t>(batch_idx) * ceil_div_int(p.seqlen_q, kBlockM);
+    return static_cast<int64_t>(head_idx) * per_head(p) + first + m_block;
   }
 
 #if defined(__CUDACC__)
@@ -64,7 +75,7 @@ struct DqTileSemaphores {
   // once the caller's block barrier has passed.
   __device__ __forceinline__ static void wait_for(const int32_t* counter, int32_t seen, int32_t value) {
     for (uint32_t polls = 0; seen != value; ++polls) {
-      if (polls == (1u << 31)) __trap();
+      if (polls == (1u << 28)) __trap();
       seen = peek(counter);
     }
     asm volatile("fence.acq_rel.gpu;" : : : "memory");

@@ -145,7 +145,7 @@ struct Sm90BwdDkDvMainloop {
     int32_t turn = 0, seen = 0;
     auto find_turn = [&](const QueryTileOrder::Tile& t) {
       counter = Semaphores::counters(problem, params.dq_accum) +
-                Semaphores::index(problem, batch_idx, t.head_idx, t.m_block);
+                Semaphores::index(problem, batch_idx, seqlen.offset_q, t.head_idx, t.m_block);
       turn = n_block - key_block_range<kBlockM, kBlockN>(mask, t.m_block).begin;
     };
 

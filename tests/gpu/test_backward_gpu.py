@@ -369,11 +369,15 @@ def test_alibi_offset_forward_and_backward(kernel_arch, causal, d):
 def test_sm90_det_variant_is_bitwise_reproducible_and_correct(d):
     # The sm90 backward with ordered dQ additions (kernel variant "det"): against fp64 with the 3x
     # rule at odd sizes, every mask, GQA/MQA, both dtypes; then 20 more runs, bitwise equal. The
-    # last cases have 256-512 key-tile blocks (several waves on 132 SMs: the order must hold across
-    # blocks that are not resident together), one of them with dropout at a fixed seed.
+    # last cases have 512 and 384 key-tile blocks (several waves on 132 SMs: the order must hold
+    # across blocks that are not resident together), causal MHA, and GQA with dropout at a fixed seed.
     skip_unless_sm90_variant("bwd", d, "det")
+    bucket = 64 if d <= 64 else 128
+    for dtype, kind in itertools.product(("fp16", "bf16"), ("none", "right", "band")):
+        if f"sm90a_bwd_det_{dtype}_hdim{bucket}_mask_{kind}" not in flash_sigmoid.build_info():
+            pytest.skip(f"sm90a_bwd_det_{dtype}_hdim{bucket}_mask_{kind} not built")
     cases = [(2, 333, 517, heads, mask) for mask, heads in zip(MASKS, itertools.cycle(HEADS))]
-    cases += [(4, 2000, 2000, ("mha", 8, 8), MASKS[1]), (2, 1537, 4000, ("gqa", 8, 2), MASKS[0])]
+    cases += [(4, 2000, 2000, ("mha", 8, 8), MASKS[1]), (6, 1537, 4000, ("gqa", 8, 2), MASKS[0])]
     for n, (b, sq, sk, heads, mask) in enumerate(cases):
         dtype = torch.bfloat16 if n % 2 else torch.float16
         _, causal, window = mask
