@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <random>
 #include <vector>
 
 #include "common/block_range.hpp"
+#include "common/dq_semaphore.hpp"
 #include "common/persistent_scheduler.hpp"
 #include "base/math.hpp"
 #include "policies/alibi.hpp"
@@ -619,6 +621,57 @@ TEST(DescendingQueryTileOrder, VisitsEveryTileOnceAndKeepsTheKeyTilesInStep) {
       ADD_FAILURE() << "case sq " << c.sq << " sk " << c.sk << " causal " << c.causal << " window (" << c.left << ", "
                     << c.right << ")";
       return;
+    }
+  }
+}
+
+// The deterministic backward's counters (common/dq_semaphore.hpp): one per (sequence, query head,
+// query tile), all distinct and inside count(), dense and packed, the packed ones from each
+// sequence's own offset (so even an understated max_seqlen_q keeps them apart); they start
+// 256-byte aligned after an accumulator of DqAccumLayout::bytes.
+template <int kBlockM>
+void check_counters(const std::vector<int>& lengths, bool packed, int heads) {
+  ProblemParams p;
+  p.batch = static_cast<int>(lengths.size());
+  p.heads_q = heads;
+  p.head_dim = 72;
+  std::vector<int32_t> offsets(lengths.size() + 1, 0);
+  for (size_t b = 0; b < lengths.size(); ++b) offsets[b + 1] = offsets[b] + lengths[b];
+  const int longest = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
+  if (packed) {
+    p.cu_seqlens_q = p.cu_seqlens_k = offsets.data();
+    p.total_q = offsets.back();
+    p.seqlen_q = longest / 2;  // understated on purpose: the counters must not depend on it
+  } else {
+    p.seqlen_q = p.total_q = longest;
+  }
+  using Semaphores = DqTileSemaphores<kBlockM>;
+  ASSERT_EQ(Semaphores::accumulator_bytes(p) % 256, 0u);
+  ASSERT_GE(Semaphores::accumulator_bytes(p), DqAccumLayout::bytes(p));
+  ASSERT_LT(Semaphores::accumulator_bytes(p), DqAccumLayout::bytes(p) + 256);
+  std::vector<int> seen(Semaphores::count(p), 0);
+  for (int b = 0; b < p.batch; ++b) {
+    const int rows = packed ? lengths[b] : p.seqlen_q;
+    for (int h = 0; h < heads; ++h) {
+      for (int m = 0; m * kBlockM < rows; ++m) {
+        const int64_t i = Semaphores::index(p, b, packed ? offsets[b] : 0, h, m);
+        ASSERT_GE(i, 0);
+        ASSERT_LT(i, static_cast<int64_t>(seen.size())) << "sequence " << b << " head " << h << " tile " << m;
+        ASSERT_EQ(++seen[static_cast<size_t>(i)], 1) << "counter " << i << " shared";
+      }
+    }
+  }
+}
+
+TEST(DqTileSemaphores, OneCounterPerSequenceHeadAndTileInsideTheWorkspace) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<int> lengths(1 + rng() % 9);
+    for (int& n : lengths) n = rng() % 4 == 0 ? 0 : static_cast<int>(rng() % 700);
+    for (const bool packed : {false, true}) {
+      check_counters<64>(lengths, packed, 1 + static_cast<int>(rng() % 5));
+      check_counters<128>(lengths, packed, 3);
+      if (::testing::Test::HasFatalFailure()) return;
     }
   }
 }
