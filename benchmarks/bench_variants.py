@@ -39,135 +39,130 @@ def sdpa(backend, q, k, v, causal):
         return F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), is_causal=causal)
 
 
-def run_backward(a):
-    import flash_sigmoid
-    rows = []
+def time_and_print(providers, row, flops, label, causal):
+    """Times every provider into row (TFLOP/s, or an error) and prints one line with the ratios to cuDNN."""
+    for name, fn in providers.items():
+        try:
+            row[name] = flops / bench_ms(fn) / 1e9
+        except RuntimeError as e:
+            row[name + "_error"] = str(e).splitlines()[0][:160]
+    base = row.get("sdpa_cudnn")
+    line = f"{label} {'causal' if causal else 'full  '}:"
+    for name in providers:
+        tf = row.get(name)
+        if tf:
+            line += f"  {name} {tf:.0f}" + (f" ({tf / base:.2f}x)" if base and not name.startswith("sdpa") else "")
+    print(line, flush=True)
+
+
+def cases(a):
+    """(head dim, seqlen, causal, batch, heads) of the run: DESIGN §6's shapes, or the ViT-B/16 one."""
     for d in a.head_dims:
         for s in a.seqlens:
             for causal in a.causal:
                 b, h = case_shape(d, s)
                 if a.vit:
                     b, s, h = 128, 197, 12
-                gen = torch.Generator(device="cuda").manual_seed(s * 1000 + d + 1)
-                q, k, v, dout = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, generator=gen)
-                                 for _ in range(4))
-                bias = -math.log(s)
-                flops = attention_flops(b, h, s, s, d, causal, direction="bwd")
-                row = dict(head_dim=d, seqlen=s, batch=b, heads=h, causal=causal)
-                providers = {}
-                for variant in a.variants:
-                    def fn(variant=variant):
-                        return flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=bias, causal=causal,
-                                                      kernel_arch=a.kernel_arch, kernel_variant=variant,
-                                                      deterministic=a.deterministic)
-                    providers[variant or "default"] = fn
-                if a.deterministic:
-                    providers["sm80_det"] = lambda: flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=bias,
-                                                                           causal=causal, kernel_arch=80,
-                                                                           deterministic=True)
-                ref = flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=bias, causal=causal, kernel_arch=90)
-                for name in list(providers):
-                    try:
-                        got = providers[name]()
-                    except RuntimeError as e:
-                        row[name + "_error"] = str(e).splitlines()[0][:160]
-                        del providers[name]
-                        continue
-                    rel = max(((g.double() - r.double()).norm() / r.double().norm()).item() for g, r in zip(got, ref))
-                    row[name + "_rel_err"] = rel
-                    if not rel < 1e-2:
-                        row[name + "_error"] = f"relative error {rel:.2e} against the default: not timed"
-                        del providers[name]
-                for backend, key in ((SDPBackend.CUDNN_ATTENTION, "sdpa_cudnn"), (SDPBackend.FLASH_ATTENTION, "sdpa_flash")):
-                    inputs = tuple(t.detach().transpose(1, 2).requires_grad_() for t in (q, k, v))
-                    try:
-                        with sdpa_kernel(backend):
-                            out = F.scaled_dot_product_attention(*inputs, is_causal=causal)
-                    except RuntimeError as e:
-                        row[key + "_error"] = str(e).splitlines()[0][:160]
-                        continue
-                    g = dout.transpose(1, 2)
-                    providers[key] = lambda out=out, inputs=inputs, g=g: torch.autograd.grad(out, inputs, g,
-                                                                                             retain_graph=True)
-                for name, fn in providers.items():
-                    try:
-                        row[name] = flops / bench_ms(fn) / 1e9
-                    except RuntimeError as e:
-                        row[name + "_error"] = str(e).splitlines()[0][:160]
-                base = row.get("sdpa_cudnn")
-                line = f"bwd d{d} s{s} b{b} h{h} {'causal' if causal else 'full  '}:"
-                for name in providers:
-                    tf = row.get(name)
-                    if tf:
-                        line += f"  {name} {tf:.0f}" + (f" ({tf / base:.2f}x)" if base and not name.startswith("sdpa") else "")
-                print(line, flush=True)
-                rows.append(row)
-                if a.vit:
-                    return rows
+                yield d, s, causal, b, h
+
+
+def run_backward(a):
+    import flash_sigmoid
+    rows = []
+    for d, s, causal, b, h in cases(a):
+        gen = torch.Generator(device="cuda").manual_seed(s * 1000 + d + 1)
+        q, k, v, dout = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, generator=gen)
+                         for _ in range(4))
+        bias = -math.log(s)
+        flops = attention_flops(b, h, s, s, d, causal, direction="bwd")
+        row = dict(head_dim=d, seqlen=s, batch=b, heads=h, causal=causal)
+        providers = {}
+        for variant in a.variants:
+            def fn(variant=variant):
+                return flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=bias, causal=causal,
+                                              kernel_arch=a.kernel_arch, kernel_variant=variant,
+                                              deterministic=a.deterministic)
+            providers[variant or "default"] = fn
+        if a.deterministic:
+            providers["sm80_det"] = lambda: flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=bias,
+                                                                   causal=causal, kernel_arch=80,
+                                                                   deterministic=True)
+        ref = flash_sigmoid.backward(dout, q, k, v, sigmoid_bias=bias, causal=causal, kernel_arch=90)
+        for name in list(providers):
+            try:
+                got = providers[name]()
+            except RuntimeError as e:
+                row[name + "_error"] = str(e).splitlines()[0][:160]
+                del providers[name]
+                continue
+            rel = max(((g.double() - r.double()).norm() / r.double().norm()).item() for g, r in zip(got, ref))
+            row[name + "_rel_err"] = rel
+            if not rel < 1e-2:
+                row[name + "_error"] = f"relative error {rel:.2e} against the default: not timed"
+                del providers[name]
+        for backend, key in ((SDPBackend.CUDNN_ATTENTION, "sdpa_cudnn"), (SDPBackend.FLASH_ATTENTION, "sdpa_flash")):
+            inputs = tuple(t.detach().transpose(1, 2).requires_grad_() for t in (q, k, v))
+            try:
+                with sdpa_kernel(backend):
+                    out = F.scaled_dot_product_attention(*inputs, is_causal=causal)
+            except RuntimeError as e:
+                row[key + "_error"] = str(e).splitlines()[0][:160]
+                continue
+            g = dout.transpose(1, 2)
+            providers[key] = lambda out=out, inputs=inputs, g=g: torch.autograd.grad(out, inputs, g,
+                                                                                     retain_graph=True)
+        time_and_print(providers, row, flops, f"bwd d{d} s{s} b{b} h{h}", causal)
+        rows.append(row)
+        if a.vit:
+            return rows
     return rows
 
 
 def run(a):
     import flash_sigmoid
     rows = []
-    for d in a.head_dims:
-        for s in a.seqlens:
-            for causal in a.causal:
-                b, h = case_shape(d, s)
-                if a.vit:
-                    b, s, h = 128, 197, 12
-                gen = torch.Generator(device="cuda").manual_seed(s * 1000 + d)
-                q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, generator=gen)
-                           for _ in range(3))
-                bias = -math.log(s)
-                flops = attention_flops(b, h, s, s, d, causal, direction="fwd")
-                row = dict(head_dim=d, seqlen=s, batch=b, heads=h, causal=causal)
-                providers = {}
-                for variant in a.variants:
-                    for sf in a.score_functions:
-                        name = f"{variant or 'default'}/{sf}"
+    for d, s, causal, b, h in cases(a):
+        gen = torch.Generator(device="cuda").manual_seed(s * 1000 + d)
+        q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, generator=gen)
+                   for _ in range(3))
+        bias = -math.log(s)
+        flops = attention_flops(b, h, s, s, d, causal, direction="fwd")
+        row = dict(head_dim=d, seqlen=s, batch=b, heads=h, causal=causal)
+        providers = {}
+        for variant in a.variants:
+            for sf in a.score_functions:
+                name = f"{variant or 'default'}/{sf}"
 
-                        def fn(variant=variant, sf=sf):
-                            return flash_sigmoid.forward(q, k, v, sigmoid_bias=bias, causal=causal, score_function=sf,
-                                                         kernel_arch=a.kernel_arch, kernel_variant=variant)
-                        providers[name] = fn
-                providers["sdpa_cudnn"] = lambda: sdpa(SDPBackend.CUDNN_ATTENTION, q, k, v, causal)
-                providers["sdpa_flash"] = lambda: sdpa(SDPBackend.FLASH_ATTENTION, q, k, v, causal)
-                # Correctness first: the last 128 query rows of batch 0 against fp64.
-                qs = q[:1, -128:]
-                ref = attention_reference(qs, k[:1], v[:1], sigmoid_bias=bias, causal=causal)
-                for name in list(providers):
-                    if name.startswith("sdpa"):
-                        continue
-                    variant, sf = name.split("/")
-                    try:
-                        out = flash_sigmoid.forward(qs, k[:1], v[:1], sigmoid_bias=bias, causal=causal,
-                                                    score_function=sf, kernel_arch=a.kernel_arch,
-                                                    kernel_variant="" if variant == "default" else variant)
-                    except RuntimeError as e:
-                        row[name + "_error"] = str(e).splitlines()[0][:160]
-                        del providers[name]
-                        continue
-                    rel = ((out.double() - ref).norm() / ref.norm()).item()
-                    row[name + "_rel_err"] = rel
-                    if not rel < (0.05 if sf == "tanh" else 5e-3):
-                        row[name + "_error"] = f"relative error {rel:.2e}: not timed"
-                        del providers[name]
-                for name, fn in providers.items():
-                    try:
-                        row[name] = flops / bench_ms(fn) / 1e9
-                    except RuntimeError as e:
-                        row[name + "_error"] = str(e).splitlines()[0][:160]
-                base = row.get("sdpa_cudnn")
-                line = f"d{d} s{s} b{b} h{h} {'causal' if causal else 'full  '}:"
-                for name in providers:
-                    tf = row.get(name)
-                    if tf:
-                        line += f"  {name} {tf:.0f}" + (f" ({tf / base:.2f}x)" if base and not name.startswith("sdpa") else "")
-                print(line, flush=True)
-                rows.append(row)
-                if a.vit:
-                    return rows
+                def fn(variant=variant, sf=sf):
+                    return flash_sigmoid.forward(q, k, v, sigmoid_bias=bias, causal=causal, score_function=sf,
+                                                 kernel_arch=a.kernel_arch, kernel_variant=variant)
+                providers[name] = fn
+        providers["sdpa_cudnn"] = lambda: sdpa(SDPBackend.CUDNN_ATTENTION, q, k, v, causal)
+        providers["sdpa_flash"] = lambda: sdpa(SDPBackend.FLASH_ATTENTION, q, k, v, causal)
+        # Correctness first: the last 128 query rows of batch 0 against fp64.
+        qs = q[:1, -128:]
+        ref = attention_reference(qs, k[:1], v[:1], sigmoid_bias=bias, causal=causal)
+        for name in list(providers):
+            if name.startswith("sdpa"):
+                continue
+            variant, sf = name.split("/")
+            try:
+                out = flash_sigmoid.forward(qs, k[:1], v[:1], sigmoid_bias=bias, causal=causal,
+                                            score_function=sf, kernel_arch=a.kernel_arch,
+                                            kernel_variant="" if variant == "default" else variant)
+            except RuntimeError as e:
+                row[name + "_error"] = str(e).splitlines()[0][:160]
+                del providers[name]
+                continue
+            rel = ((out.double() - ref).norm() / ref.norm()).item()
+            row[name + "_rel_err"] = rel
+            if not rel < (0.05 if sf == "tanh" else 5e-3):
+                row[name + "_error"] = f"relative error {rel:.2e}: not timed"
+                del providers[name]
+        time_and_print(providers, row, flops, f"d{d} s{s} b{b} h{h}", causal)
+        rows.append(row)
+        if a.vit:
+            return rows
     return rows
 
 
